@@ -1,0 +1,1 @@
+//! `check`: validates a config file (and optionally sample events against the mapping).

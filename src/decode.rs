@@ -1,0 +1,429 @@
+//! Decode: a Kafka record value (bytes) into a [`CartEvent`], reading each field where the
+//! `[mapping]` JSON Pointers say it lives. Pure, no I/O. Guarantees: never panics on any input;
+//! a record that cannot be decoded yields an [`Invalid`] whose reason names the field at fault,
+//! so the record is dead-lettered rather than lost or skipped silently.
+
+use serde_json::Value;
+
+use crate::config::MappingConfig;
+
+/// Why a record is not a usable cart event. It goes to the dead-letter topic with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Invalid {
+    /// Short machine-readable reason (a metric label and a header value).
+    pub reason: InvalidReason,
+    /// Human-readable detail naming the field (never a customer/session key value).
+    pub detail: String,
+}
+
+/// The closed set of reasons a record is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidReason {
+    /// The value is not UTF-8.
+    InvalidUtf8,
+    /// The value is not JSON (or has no value at all).
+    MalformedJson,
+    /// The JSON is not an object.
+    NotAnObject,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// A field the contract requires is missing or empty.
+    MissingField,
+    /// A field has a value outside its allowed set.
+    BadValue,
+}
+
+impl InvalidReason {
+    /// Stable label, used in headers and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::InvalidUtf8 => "invalid_utf8",
+            InvalidReason::MalformedJson => "malformed_json",
+            InvalidReason::NotAnObject => "not_an_object",
+            InvalidReason::WrongType => "wrong_type",
+            InvalidReason::MissingField => "missing_field",
+            InvalidReason::BadValue => "bad_value",
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Invalid {
+    pub(crate) fn new(reason: InvalidReason, detail: impl Into<String>) -> Self {
+        Invalid {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The consent level of a visitor (`userContext`), see the Elevate contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserContext {
+    /// Default: customerKey and sessionKey required.
+    Personalized,
+    /// customerKey must not be sent; sessionKey required.
+    Unpersonalized,
+    /// Neither key may be sent.
+    Anonymous,
+    /// Both keys optional.
+    Synthetic,
+}
+
+impl UserContext {
+    /// The query-parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserContext::Personalized => "PERSONALIZED",
+            UserContext::Unpersonalized => "UNPERSONALIZED",
+            UserContext::Anonymous => "ANONYMOUS",
+            UserContext::Synthetic => "SYNTHETIC",
+        }
+    }
+
+    /// Parses the exact upper-case names Elevate documents.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PERSONALIZED" => Some(UserContext::Personalized),
+            "UNPERSONALIZED" => Some(UserContext::Unpersonalized),
+            "ANONYMOUS" => Some(UserContext::Anonymous),
+            "SYNTHETIC" => Some(UserContext::Synthetic),
+            _ => None,
+        }
+    }
+}
+
+/// One cart line as found in the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartLine {
+    /// Whether the line says it is an Elevate product.
+    pub from_elevate: bool,
+    /// The ticket, if any (an empty string counts as none).
+    pub ticket: Option<String>,
+}
+
+/// A decoded cart event: only the fields the mapping reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartEvent {
+    /// The event type.
+    pub event_type: String,
+    /// Whether `event_type` is one of the add-to-cart types.
+    pub is_add_to_cart: bool,
+    /// The market id, if present.
+    pub market: Option<String>,
+    /// The customer key, if present and non-empty.
+    pub customer_key: Option<String>,
+    /// The session key, if present and non-empty.
+    pub session_key: Option<String>,
+    /// The consent level, if the event carries one.
+    pub user_context: Option<UserContext>,
+    /// The visitor's User-Agent, if present.
+    pub user_agent: Option<String>,
+    /// The visitor's IP, if present.
+    pub visitor_ip: Option<String>,
+    /// When the event happened, epoch milliseconds, if the event says.
+    pub event_time_ms: Option<i64>,
+    /// The cart lines, in order.
+    pub lines: Vec<CartLine>,
+}
+
+/// Decodes a record value under `mapping`.
+pub fn decode(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<CartEvent, Invalid> {
+    let bytes =
+        value.ok_or_else(|| Invalid::new(InvalidReason::MalformedJson, "record has no value (tombstone)"))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Invalid::new(
+            InvalidReason::InvalidUtf8,
+            format!("value is not UTF-8 (first bad byte at {})", e.valid_up_to()),
+        )
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let root: Value = serde_json::from_str(text)
+        .map_err(|e| Invalid::new(InvalidReason::MalformedJson, format!("value is not JSON: {e}")))?;
+    decode_value(mapping, &root)
+}
+
+/// Decodes an already-parsed JSON value under `mapping`.
+pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, Invalid> {
+    if !root.is_object() {
+        return Err(Invalid::new(
+            InvalidReason::NotAnObject,
+            format!("value is a JSON {}, expected an object", type_name(root)),
+        ));
+    }
+    let event_type = opt_string(root, &mapping.event_type, "event_type")?.ok_or_else(|| {
+        Invalid::new(
+            InvalidReason::MissingField,
+            format!("event_type missing at {}", mapping.event_type),
+        )
+    })?;
+    let is_add_to_cart = mapping.add_to_cart_types.iter().any(|t| *t == event_type);
+    let user_context = match opt_string(root, &mapping.user_context, "user_context")? {
+        None => None,
+        Some(s) => Some(UserContext::parse(&s).ok_or_else(|| {
+            Invalid::new(
+                InvalidReason::BadValue,
+                format!(
+                    "user_context at {} is {:?}; expected PERSONALIZED, UNPERSONALIZED, ANONYMOUS or SYNTHETIC",
+                    mapping.user_context,
+                    excerpt(&s)
+                ),
+            )
+        })?),
+    };
+    let lines = decode_lines(mapping, root)?;
+    Ok(CartEvent {
+        event_type,
+        is_add_to_cart,
+        market: opt_string(root, &mapping.market, "market")?,
+        customer_key: opt_string(root, &mapping.customer_key, "customer_key")?,
+        session_key: opt_string(root, &mapping.session_key, "session_key")?,
+        user_context,
+        user_agent: opt_string(root, &mapping.user_agent, "user_agent")?,
+        visitor_ip: opt_string(root, &mapping.visitor_ip, "visitor_ip")?,
+        event_time_ms: event_time(root, &mapping.event_time)?,
+        lines,
+    })
+}
+
+fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, Invalid> {
+    let items: Vec<&Value> = if mapping.lines.is_empty() {
+        vec![root]
+    } else {
+        match root.pointer(&mapping.lines) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.iter().collect(),
+            Some(other) => {
+                return Err(Invalid::new(
+                    InvalidReason::WrongType,
+                    format!(
+                        "lines at {} is a {}, expected an array",
+                        mapping.lines,
+                        type_name(other)
+                    ),
+                ))
+            }
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            if !line.is_object() {
+                return Err(Invalid::new(
+                    InvalidReason::WrongType,
+                    format!("lines[{i}] is a {}, expected an object", type_name(line)),
+                ));
+            }
+            let from_elevate = if mapping.line_source.is_empty() {
+                true
+            } else {
+                match line.pointer(&mapping.line_source) {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(Value::String(s)) => mapping.elevate_sources.iter().any(|e| e == s),
+                    Some(other) => {
+                        return Err(Invalid::new(
+                            InvalidReason::WrongType,
+                            format!(
+                                "lines[{i}] line_source at {} is a {}, expected a string or boolean",
+                                mapping.line_source,
+                                type_name(other)
+                            ),
+                        ))
+                    }
+                }
+            };
+            let ticket = opt_string(line, &mapping.line_ticket, &format!("lines[{i}] ticket"))?;
+            Ok(CartLine { from_elevate, ticket })
+        })
+        .collect()
+}
+
+/// A string field: absent, null or "" → None; another type → WrongType naming `field`.
+fn opt_string(root: &Value, pointer: &str, field: &str) -> Result<Option<String>, Invalid> {
+    if pointer.is_empty() {
+        return Ok(None);
+    }
+    match root.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Invalid::new(
+            InvalidReason::WrongType,
+            format!(
+                "{field} at {pointer} is a {}, expected a string",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+fn event_time(root: &Value, pointer: &str) -> Result<Option<i64>, Invalid> {
+    if pointer.is_empty() {
+        return Ok(None);
+    }
+    match root.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+            Invalid::new(
+                InvalidReason::BadValue,
+                format!("event_time at {pointer} is not an integer number of epoch milliseconds"),
+            )
+        }),
+        Some(Value::String(s)) => humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| Some(d.as_millis() as i64))
+            .ok_or_else(|| {
+                Invalid::new(
+                    InvalidReason::BadValue,
+                    format!("event_time at {pointer} is {:?}, expected RFC 3339", excerpt(s)),
+                )
+            }),
+        Some(other) => Err(Invalid::new(
+            InvalidReason::WrongType,
+            format!(
+                "event_time at {pointer} is a {}, expected a string or number",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// At most 40 characters of `s`, for error details (never used for personal keys).
+pub(crate) fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m() -> MappingConfig {
+        MappingConfig::default()
+    }
+
+    #[test]
+    fn decodes_default_shape() {
+        let v = br#"{"type":"add_to_cart","market":"SE","customerKey":"c1","sessionKey":"s1",
+            "userContext":"UNPERSONALIZED","visitor":{"userAgent":"UA","ip":"1.2.3.4"},
+            "occurredAt":"2026-11-30T10:00:00Z",
+            "lines":[{"source":"elevate","ticket":"T1"},{"source":"shop"},{"source":true,"ticket":""}]}"#;
+        let e = decode(&m(), Some(v)).unwrap();
+        assert!(e.is_add_to_cart);
+        assert_eq!(e.market.as_deref(), Some("SE"));
+        assert_eq!(e.user_context, Some(UserContext::Unpersonalized));
+        assert_eq!(e.user_agent.as_deref(), Some("UA"));
+        assert_eq!(e.event_time_ms, Some(1_796_032_800_000));
+        assert_eq!(
+            e.lines,
+            vec![
+                CartLine {
+                    from_elevate: true,
+                    ticket: Some("T1".into())
+                },
+                CartLine {
+                    from_elevate: false,
+                    ticket: None
+                },
+                CartLine {
+                    from_elevate: true,
+                    ticket: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases: &[(&[u8], InvalidReason, &str)] = &[
+            (b"\xff\xfe", InvalidReason::InvalidUtf8, "UTF-8"),
+            (b"{\"type\":", InvalidReason::MalformedJson, "JSON"),
+            (b"[1]", InvalidReason::NotAnObject, "array"),
+            (b"{\"market\":\"SE\"}", InvalidReason::MissingField, "event_type"),
+            (
+                b"{\"type\":\"add_to_cart\",\"market\":7}",
+                InvalidReason::WrongType,
+                "market",
+            ),
+            (
+                b"{\"type\":\"add_to_cart\",\"lines\":{}}",
+                InvalidReason::WrongType,
+                "lines",
+            ),
+            (
+                b"{\"type\":\"add_to_cart\",\"lines\":[{\"ticket\":5}]}",
+                InvalidReason::WrongType,
+                "lines[0] ticket",
+            ),
+            (
+                b"{\"type\":\"add_to_cart\",\"userContext\":\"personal\"}",
+                InvalidReason::BadValue,
+                "user_context",
+            ),
+        ];
+        for (input, reason, needle) in cases {
+            let err = decode(&m(), Some(input)).unwrap_err();
+            assert_eq!(err.reason, *reason, "{input:?}: {err}");
+            assert!(err.detail.contains(needle), "{input:?}: {err}");
+        }
+        assert_eq!(
+            decode(&m(), None).unwrap_err().reason,
+            InvalidReason::MalformedJson
+        );
+    }
+
+    #[test]
+    fn bom_is_tolerated_and_epoch_millis_accepted() {
+        let v = "\u{feff}{\"type\":\"x\",\"occurredAt\":1700000000000}";
+        assert_eq!(
+            decode(&m(), Some(v.as_bytes())).unwrap().event_time_ms,
+            Some(1_700_000_000_000)
+        );
+    }
+
+    #[test]
+    fn custom_pointers_and_single_line_events() {
+        let mapping = MappingConfig {
+            event_type: "/event/name".into(),
+            add_to_cart_types: vec!["cart.add".into()],
+            market: "/ctx/market".into(),
+            lines: String::new(),
+            line_source: "/attrs/fromElevate".into(),
+            line_ticket: "/attrs/ticket".into(),
+            ..MappingConfig::default()
+        };
+        let v = br#"{"event":{"name":"cart.add"},"ctx":{"market":"NO"},"attrs":{"fromElevate":true,"ticket":"T"}}"#;
+        let e = decode(&mapping, Some(v)).unwrap();
+        assert!(e.is_add_to_cart);
+        assert_eq!(
+            e.lines,
+            vec![CartLine {
+                from_elevate: true,
+                ticket: Some("T".into())
+            }]
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! `demo`: the whole pipeline on an in-process Kafka and an in-process Elevate stand-in.

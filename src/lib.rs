@@ -1,0 +1,53 @@
+//! elevate-sink: a shop's Kafka cart events in, Voyado Elevate add-to-cart notifications out,
+//! at least once.
+//!
+//! # Layout
+//!
+//! The modules read like the flow of a record:
+//!
+//! ```text
+//! consume (pipeline, kafka) → decode → select (+ map) → request → limit → send → classify/retry
+//!                                                                       │
+//!            commit (ledger ← tracker) ←──── done: 204, or parked (deadletter) ───┘
+//! ```
+//!
+//! * [`config`] — the one typed configuration tree (TOML + `ELEVATE_SINK__*` env overrides).
+//! * [`kafka`] — librdkafka client settings and the owned [`kafka::SourceRecord`].
+//! * [`decode`] — bytes → [`decode::CartEvent`] via JSON Pointers; bad input → a named reason.
+//! * [`select`] — cart event → 0..N [`select::Notification`]s, consent rules, skip reasons.
+//! * [`request`] — notification → the exact HTTP request of Elevate's contract.
+//! * [`limit`] — governor quotas, global and per market, shared across replicas by partitions.
+//! * [`send`] — the HTTP layers: limit → concurrency → retry ([`classify`], [`retry`]) → timeout.
+//! * [`deadletter`] — parks records with reason headers; done only once acked.
+//! * [`tracker`], [`ledger`] — pure offset tracking and ownership generations.
+//! * [`work`] — one record's journey, shared by `run` and `replay`.
+//! * [`pipeline`] — the `run` loop: group membership, backpressure, commits, shutdown.
+//! * [`replay`] — backfills over a fixed window with manual assignment.
+//! * [`check`], [`demo`] — the operator's other two commands.
+//! * [`admin`], [`metrics`], [`logging`] — the operating surface.
+//! * [`standin`] — an Elevate stand-in that enforces the contract (tests, demo, benchmarks).
+//!
+//! The pure parts (decode, select, request, classify, retry, tracker, ledger, limit's arithmetic)
+//! do no I/O and are unit- and property-tested.
+
+pub mod admin;
+pub mod check;
+pub mod classify;
+pub mod config;
+pub mod deadletter;
+pub mod decode;
+pub mod demo;
+pub mod kafka;
+pub mod ledger;
+pub mod limit;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod request;
+pub mod retry;
+pub mod select;
+pub mod send;
+pub mod standin;
+pub mod tracker;
+pub mod work;

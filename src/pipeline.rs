@@ -1,0 +1,409 @@
+//! The `run` loop: consume in a group → [`Work`] → commit. Guarantees: at-least-once — an
+//! offset is committed only when the ledger says every record below it is done; revoked
+//! partitions get a synchronous commit of what is done and their in-flight results are never
+//! committed; backpressure pauses partitions while the consumer keeps polling, so a long Elevate
+//! outage does not get us thrown out of the group. Limits: a crash re-sends what was in flight
+//! since the last commit (duplicates, never loss).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{watch, Notify};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+use crate::admin::Health;
+use crate::config::Config;
+use crate::deadletter::DeadLetter;
+use crate::kafka::{consumer_config, producer_config, resolve_secrets, SourceRecord};
+use crate::ledger::Ledger;
+use crate::limit::{share, Limiter};
+use crate::metrics::{label, Metrics};
+use crate::send::Sender;
+use crate::work::{lock, SharedLedger, Work};
+
+/// Why the pipeline could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Bad configuration (named key).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Sender(#[from] crate::send::SenderError),
+    /// librdkafka refused to create a client or subscribe.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// The consumer's callbacks: rebalances, commits, statistics, errors.
+pub struct SinkContext {
+    /// Offsets and ownership.
+    ledger: SharedLedger,
+    /// Series to update.
+    metrics: Arc<Metrics>,
+    /// Readiness facts.
+    health: Arc<Health>,
+    /// Whether partitions are paused for backpressure (new assignments start paused too).
+    paused: AtomicBool,
+    /// Wakes the loop after a rebalance (share recomputation).
+    wake: Arc<Notify>,
+}
+
+impl SinkContext {
+    /// A context over `ledger`.
+    pub fn new(ledger: SharedLedger, metrics: Arc<Metrics>, health: Arc<Health>, wake: Arc<Notify>) -> Self {
+        SinkContext {
+            ledger,
+            metrics,
+            health,
+            paused: AtomicBool::new(false),
+            wake,
+        }
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (p, part) in t.partitions {
+                if p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&vec![("topic", topic.clone()), ("partition", p.to_string())])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.broker_ok.store(false, Ordering::Relaxed);
+        }
+        tracing::error!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.metrics
+                .rebalances
+                .get_or_create(&label("kind", "revoke"))
+                .inc();
+            let mut commit = TopicPartitionList::new();
+            {
+                let mut ledger = lock(&self.ledger);
+                for e in tpl.elements() {
+                    if let Some(pos) = ledger.revoke(&(e.topic().to_string(), e.partition())) {
+                        let _ = commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(pos));
+                    }
+                }
+                self.metrics.assigned_partitions.set(ledger.len() as i64);
+            }
+            if commit.count() > 0 {
+                match consumer.commit(&commit, CommitMode::Sync) {
+                    Ok(()) => {
+                        self.metrics.commits.inc();
+                    }
+                    Err(e) => {
+                        self.metrics.commit_failures.inc();
+                        tracing::warn!(error = %e, "commit on revoke failed; the new owner re-sends from the last commit");
+                    }
+                };
+            }
+            tracing::info!(
+                partitions = tpl.count(),
+                committed = commit.count(),
+                "partitions revoked"
+            );
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.metrics
+                    .rebalances
+                    .get_or_create(&label("kind", "assign"))
+                    .inc();
+                let mut ledger = lock(&self.ledger);
+                for e in tpl.elements() {
+                    ledger.assign((e.topic().to_string(), e.partition()));
+                }
+                self.metrics.assigned_partitions.set(ledger.len() as i64);
+                drop(ledger);
+                if self.paused.load(Ordering::Relaxed) && tpl.count() > 0 {
+                    let _ = consumer.pause(tpl);
+                }
+                self.health.joined.store(true, Ordering::Relaxed);
+                self.health.broker_ok.store(true, Ordering::Relaxed);
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+        }
+        self.wake.notify_one();
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                let mut ledger = lock(&self.ledger);
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        ledger.committed(&(e.topic().to_string(), e.partition()), o);
+                    }
+                }
+                self.metrics.commits.inc();
+                self.health.broker_ok.store(true, Ordering::Relaxed);
+            }
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "offset commit failed; will retry on the next tick");
+            }
+        }
+    }
+}
+
+/// Commits every position the ledger says is done and not yet committed.
+pub fn commit_done<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    ledger: &SharedLedger,
+    mode: CommitMode,
+    metrics: &Metrics,
+) -> bool {
+    let positions = lock(ledger).to_commit();
+    if positions.is_empty() {
+        return true;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), pos) in &positions {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*pos));
+    }
+    let sync = matches!(mode, CommitMode::Sync);
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {
+            if sync {
+                let mut l = lock(ledger);
+                for (k, pos) in &positions {
+                    l.committed(k, *pos);
+                }
+            }
+            true
+        }
+        Err(e) => {
+            metrics.commit_failures.inc();
+            tracing::warn!(error = %e, "offset commit failed");
+            false
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Whether in-flight work finished within the drain deadline.
+    pub drained: bool,
+    /// Records still in flight at exit (re-sent after restart).
+    pub abandoned_records: usize,
+    /// Whether the final synchronous commit succeeded.
+    pub final_commit: bool,
+}
+
+/// Runs the service until `shutdown` turns true, then drains, commits and leaves the group.
+pub async fn run(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<RunSummary, PipelineError> {
+    let secrets = resolve_secrets(cfg)?;
+    let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(Ledger::new()));
+    let wake = Arc::new(Notify::new());
+    let ctx = SinkContext::new(ledger.clone(), metrics.clone(), health.clone(), wake.clone());
+    let consumer: Arc<StreamConsumer<SinkContext>> =
+        Arc::new(consumer_config(cfg, &secrets, &cfg.kafka.group_id).create_with_context(ctx)?);
+    let topics: Vec<&str> = cfg.kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let producer: FutureProducer = producer_config(cfg, &secrets).create()?;
+    let limiter = Arc::new(Limiter::new(&cfg.rate));
+    let sender = Arc::new(Sender::new(
+        &cfg.elevate,
+        &cfg.retry,
+        limiter.clone(),
+        metrics.clone(),
+    )?);
+    let work = Arc::new(Work {
+        mapping: cfg.mapping.clone(),
+        sender,
+        dead_letter: Arc::new(DeadLetter::new(
+            producer,
+            cfg.dead_letter.topic.clone(),
+            metrics.clone(),
+        )),
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        max_age: None,
+        ages: None,
+    });
+    let total_partitions = Arc::new(AtomicUsize::new(0));
+    let metadata_task = tokio::spawn(refresh_partition_count(
+        consumer.clone(),
+        cfg.kafka.topics.clone(),
+        total_partitions.clone(),
+        wake.clone(),
+    ));
+    tracing::info!(topics = ?cfg.kafka.topics, group = %cfg.kafka.group_id, "consuming");
+
+    let mut commit_tick = interval(cfg.pipeline.commit_interval);
+    commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut house_tick = interval(Duration::from_millis(250));
+    house_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let max_records = cfg.pipeline.max_in_flight_records;
+    let max_parts = cfg.pipeline.max_pending_notifications as u64;
+    let mut paused = false;
+    loop {
+        health.touch();
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = commit_tick.tick() => { commit_done(consumer.as_ref(), &ledger, CommitMode::Async, &metrics); }
+            _ = house_tick.tick() => {}
+            _ = wake.notified() => {}
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    let src = SourceRecord::from_message(&m);
+                    drop(m);
+                    work.take(src);
+                }
+                Err(e) => tracing::warn!(error = %e, "consume error"),
+            },
+        }
+        let (records, parts, owned) = {
+            let l = lock(&ledger);
+            (l.records_in_flight(), l.parts_in_flight(), l.len())
+        };
+        metrics.in_flight_records.set(records as i64);
+        metrics.in_flight_notifications.set(parts as i64);
+        if cfg.rate.share_by_partitions {
+            limiter.set_share(share(owned, total_partitions.load(Ordering::Relaxed)));
+        }
+        metrics.quota_rps.set(limiter.effective_rps());
+        // Backpressure with hysteresis: pause at the bound, resume at half of it.
+        if !paused && (records >= max_records || parts >= max_parts) {
+            paused = set_paused(&consumer, true, &metrics);
+        } else if paused && records <= max_records / 2 && parts <= max_parts / 2 {
+            paused = set_paused(&consumer, false, &metrics);
+        }
+    }
+
+    // Shutdown: stop taking work, let in-flight work finish within the deadline, commit, leave.
+    tracing::info!(deadline = ?cfg.shutdown.drain_deadline, "shutting down: draining in-flight work");
+    set_paused(&consumer, true, &metrics);
+    let deadline = Instant::now() + cfg.shutdown.drain_deadline;
+    let mut drained = false;
+    loop {
+        if lock(&ledger).records_in_flight() == 0 {
+            drained = true;
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = wake.notified() => {}
+            // Keep polling so the group does not evict us mid-drain; records that still
+            // arrive are not tracked, so no commit passes them.
+            _ = consumer.recv() => {}
+        }
+    }
+    let abandoned_records = lock(&ledger).records_in_flight();
+    let final_commit = commit_done(consumer.as_ref(), &ledger, CommitMode::Sync, &metrics);
+    metadata_task.abort();
+    tracing::info!(
+        drained,
+        abandoned_records,
+        final_commit,
+        "final commit done; leaving the group"
+    );
+    // Dropping the last handle closes the consumer: it leaves the group (revoke callback commits).
+    drop(work);
+    drop(consumer);
+    Ok(RunSummary {
+        drained,
+        abandoned_records,
+        final_commit,
+    })
+}
+
+/// Pauses (or resumes) every assigned partition; returns the new state.
+fn set_paused(consumer: &StreamConsumer<SinkContext>, pause: bool, metrics: &Metrics) -> bool {
+    consumer.context().paused.store(pause, Ordering::Relaxed);
+    match consumer.assignment() {
+        Ok(tpl) => {
+            let r = if pause {
+                consumer.pause(&tpl)
+            } else {
+                consumer.resume(&tpl)
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, pause, "pause/resume failed");
+            }
+            metrics
+                .paused_partitions
+                .set(if pause { tpl.count() as i64 } else { 0 });
+            tracing::debug!(pause, partitions = tpl.count(), "backpressure");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read assignment"),
+    }
+    pause
+}
+
+/// Keeps the total partition count of the topics fresh (for the quota share).
+async fn refresh_partition_count(
+    consumer: Arc<StreamConsumer<SinkContext>>,
+    topics: Vec<String>,
+    total: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+) {
+    let mut tick = interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let c = consumer.clone();
+        let t = topics.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            t.iter()
+                .map(|topic| {
+                    c.fetch_metadata(Some(topic), Duration::from_secs(10))
+                        .map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>())
+                        .unwrap_or(0)
+                })
+                .sum::<usize>()
+        })
+        .await
+        .unwrap_or(0);
+        if n > 0 {
+            total.store(n, Ordering::Relaxed);
+            wake.notify_one();
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,1 @@
+//! `replay`: backfill a window of a topic.

@@ -1,0 +1,271 @@
+//! Select + map: a [`CartEvent`] into 0..N [`Notification`]s, one per cart line that is an
+//! Elevate product with a non-empty ticket in an add-to-cart event. Pure, no I/O. Guarantees:
+//! every line is either mapped or counted under a [`SkipReason`]; consent rules (`userContext`)
+//! are applied here, so a key that must not be sent never leaves this function, and a missing
+//! required key makes the whole record [`Invalid`] (dead-lettered), naming the key.
+
+use crate::config::MappingConfig;
+use crate::decode::{decode, CartEvent, Invalid, InvalidReason, UserContext};
+
+/// One add-to-cart notification to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The Elevate ticket (opaque, non-empty).
+    pub ticket: String,
+    /// The Elevate market id.
+    pub market: String,
+    /// customerKey, present only when the consent level allows it.
+    pub customer_key: Option<String>,
+    /// sessionKey, present only when the consent level allows it.
+    pub session_key: Option<String>,
+    /// userContext to send, when the event carried one.
+    pub user_context: Option<UserContext>,
+    /// Visitor User-Agent to forward.
+    pub user_agent: Option<String>,
+    /// Visitor IP to forward as X-Forwarded-For.
+    pub visitor_ip: Option<String>,
+    /// Index of the cart line this came from.
+    pub line: usize,
+    /// When the event happened (epoch ms), if known.
+    pub event_time_ms: Option<i64>,
+}
+
+/// Why a record or a line produced no notification. Counted, never an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// The event is not an add-to-cart event (whole record).
+    NotAddToCart,
+    /// An add-to-cart event with no cart lines (whole record).
+    NoLines,
+    /// The line is not an Elevate product.
+    NotFromElevate,
+    /// An Elevate line without a ticket (missing, null or empty).
+    NoTicket,
+    /// Older than the replay's `--max-age` (set by replay only).
+    TooOld,
+}
+
+impl SkipReason {
+    /// Stable label for metrics and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotAddToCart => "not_add_to_cart",
+            SkipReason::NoLines => "no_lines",
+            SkipReason::NotFromElevate => "not_from_elevate",
+            SkipReason::NoTicket => "no_ticket",
+            SkipReason::TooOld => "too_old",
+        }
+    }
+}
+
+/// What one record maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mapped {
+    /// Notifications to send; the record is done when all of them are.
+    pub notifications: Vec<Notification>,
+    /// Skip reasons, one per skipped line (or one for a skipped record).
+    pub skipped: Vec<SkipReason>,
+    /// When the event happened (epoch ms), from the event when mapped, else unknown.
+    pub event_time_ms: Option<i64>,
+}
+
+/// Decodes and maps a record value: the whole pure front half of the pipeline.
+pub fn map_record(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<Mapped, Invalid> {
+    select(&decode(mapping, value)?)
+}
+
+/// Selects the lines worth a notification and builds them under the consent rules.
+pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
+    let mut out = Mapped {
+        event_time_ms: event.event_time_ms,
+        ..Mapped::default()
+    };
+    if !event.is_add_to_cart {
+        out.skipped.push(SkipReason::NotAddToCart);
+        return Ok(out);
+    }
+    if event.lines.is_empty() {
+        out.skipped.push(SkipReason::NoLines);
+        return Ok(out);
+    }
+    let mut selected = Vec::new();
+    for (i, line) in event.lines.iter().enumerate() {
+        match (&line.ticket, line.from_elevate) {
+            (_, false) => out.skipped.push(SkipReason::NotFromElevate),
+            (None, true) => out.skipped.push(SkipReason::NoTicket),
+            (Some(t), true) => selected.push((i, t.clone())),
+        }
+    }
+    if selected.is_empty() {
+        return Ok(out);
+    }
+    // Only records that will produce a request are held to the request contract.
+    let market = event.market.clone().ok_or_else(|| {
+        Invalid::new(
+            InvalidReason::MissingField,
+            "market is missing; Elevate requires it",
+        )
+    })?;
+    let (customer_key, session_key) = consent(event)?;
+    out.notifications = selected
+        .into_iter()
+        .map(|(line, ticket)| Notification {
+            ticket,
+            market: market.clone(),
+            customer_key: customer_key.clone(),
+            session_key: session_key.clone(),
+            user_context: event.user_context,
+            user_agent: event.user_agent.clone(),
+            visitor_ip: event.visitor_ip.clone(),
+            line,
+            event_time_ms: event.event_time_ms,
+        })
+        .collect();
+    Ok(out)
+}
+
+/// The customerKey/sessionKey to send under the event's consent level (Elevate's table):
+/// forbidden keys are dropped, missing required keys are an error naming the key.
+fn consent(event: &CartEvent) -> Result<(Option<String>, Option<String>), Invalid> {
+    let ctx = event.user_context.unwrap_or(UserContext::Personalized);
+    let need = |key: &Option<String>, name: &str| {
+        key.clone().ok_or_else(|| {
+            Invalid::new(
+                InvalidReason::MissingField,
+                format!("{name} is missing; userContext {} requires it", ctx.as_str()),
+            )
+        })
+    };
+    Ok(match ctx {
+        UserContext::Personalized => (
+            Some(need(&event.customer_key, "customerKey")?),
+            Some(need(&event.session_key, "sessionKey")?),
+        ),
+        UserContext::Unpersonalized => (None, Some(need(&event.session_key, "sessionKey")?)),
+        UserContext::Anonymous => (None, None),
+        UserContext::Synthetic => (event.customer_key.clone(), event.session_key.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::CartLine;
+    use proptest::prelude::*;
+
+    fn event(ctx: Option<UserContext>, ck: Option<&str>, sk: Option<&str>) -> CartEvent {
+        CartEvent {
+            event_type: "add_to_cart".into(),
+            is_add_to_cart: true,
+            market: Some("SE".into()),
+            customer_key: ck.map(Into::into),
+            session_key: sk.map(Into::into),
+            user_context: ctx,
+            user_agent: None,
+            visitor_ip: None,
+            event_time_ms: None,
+            lines: vec![
+                CartLine {
+                    from_elevate: true,
+                    ticket: Some("T0".into()),
+                },
+                CartLine {
+                    from_elevate: false,
+                    ticket: Some("T1".into()),
+                },
+                CartLine {
+                    from_elevate: true,
+                    ticket: None,
+                },
+                CartLine {
+                    from_elevate: true,
+                    ticket: Some("T3".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn one_notification_per_elevate_line_with_ticket() {
+        let m = select(&event(None, Some("c"), Some("s"))).unwrap();
+        let tickets: Vec<_> = m
+            .notifications
+            .iter()
+            .map(|n| (n.line, n.ticket.as_str()))
+            .collect();
+        assert_eq!(tickets, vec![(0, "T0"), (3, "T3")]);
+        assert_eq!(m.skipped, vec![SkipReason::NotFromElevate, SkipReason::NoTicket]);
+    }
+
+    #[test]
+    fn consent_table() {
+        use UserContext::*;
+        let keys = |ctx, ck, sk| {
+            select(&event(ctx, ck, sk)).map(|m| {
+                let n = &m.notifications[0];
+                (n.customer_key.clone(), n.session_key.clone())
+            })
+        };
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(keys(None, Some("c"), Some("s")).unwrap(), (s("c"), s("s")));
+        assert_eq!(
+            keys(Some(Personalized), Some("c"), Some("s")).unwrap(),
+            (s("c"), s("s"))
+        );
+        assert_eq!(
+            keys(Some(Unpersonalized), Some("c"), Some("s")).unwrap(),
+            (None, s("s"))
+        );
+        assert_eq!(keys(Some(Anonymous), Some("c"), Some("s")).unwrap(), (None, None));
+        assert_eq!(keys(Some(Synthetic), None, Some("s")).unwrap(), (None, s("s")));
+        let err = keys(None, None, Some("s")).unwrap_err();
+        assert!(
+            err.detail.contains("customerKey") && err.detail.contains("PERSONALIZED"),
+            "{err}"
+        );
+        let err = keys(Some(Unpersonalized), Some("c"), None).unwrap_err();
+        assert!(err.detail.contains("sessionKey"), "{err}");
+    }
+
+    #[test]
+    fn irrelevant_records_are_skipped_not_validated() {
+        let mut e = event(None, None, None);
+        e.is_add_to_cart = false;
+        assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NotAddToCart]);
+        let mut e = event(None, None, None);
+        e.lines.retain(|l| !l.from_elevate);
+        e.market = None;
+        assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NotFromElevate]);
+        let mut e = event(None, None, None);
+        e.lines.clear();
+        assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NoLines]);
+    }
+
+    #[test]
+    fn missing_market_is_invalid() {
+        let mut e = event(None, Some("c"), Some("s"));
+        e.market = None;
+        assert!(select(&e).unwrap_err().detail.contains("market"));
+    }
+
+    proptest! {
+        /// Any bytes: no panic, and either mapped or invalid with a reason; every line accounted for.
+        #[test]
+        fn any_bytes_are_mapped_or_invalid(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = map_record(&MappingConfig::default(), Some(&bytes));
+        }
+
+        #[test]
+        fn every_line_is_mapped_or_skipped(lines in proptest::collection::vec((any::<bool>(), proptest::option::of("[a-z]{0,3}")), 1..20)) {
+            let mut e = event(Some(UserContext::Anonymous), None, None);
+            e.lines = lines.iter().map(|(f, t)| CartLine { from_elevate: *f, ticket: t.clone().filter(|t| !t.is_empty()) }).collect();
+            let m = select(&e).unwrap();
+            prop_assert_eq!(m.notifications.len() + m.skipped.len(), e.lines.len());
+            for n in &m.notifications {
+                prop_assert!(!n.ticket.is_empty());
+                prop_assert!(e.lines[n.line].from_elevate);
+                prop_assert!(n.customer_key.is_none() && n.session_key.is_none());
+            }
+        }
+    }
+}

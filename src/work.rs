@@ -1,0 +1,154 @@
+//! Work: what happens to one consumed record, shared by `run` and `replay` — decode, select +
+//! map, track in the ledger, then one task per notification (send, or park) that completes its
+//! claim. Guarantees: a record's offset is tracked before any of its work starts and completes
+//! only after every notification was delivered (204) or parked (dead-letter acked); records of
+//! partitions we do not own are refused untouched.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::config::MappingConfig;
+use crate::deadletter::DeadLetter;
+use crate::kafka::SourceRecord;
+use crate::ledger::{Claim, Ledger};
+use crate::metrics::{label, Metrics};
+use crate::select::{map_record, SkipReason};
+use crate::send::{Outcome, ParkReason, Sender};
+
+/// A partition key: (topic, partition).
+pub type Tp = (String, i32);
+
+/// The shared ledger of owned partitions.
+pub type SharedLedger = Arc<Mutex<Ledger<Tp>>>;
+
+/// Everything a record needs on its way; share it in an `Arc`.
+pub struct Work {
+    /// Where fields live in an event.
+    pub mapping: MappingConfig,
+    /// Sends notifications.
+    pub sender: Arc<Sender>,
+    /// Parks records.
+    pub dead_letter: Arc<DeadLetter>,
+    /// Offsets and ownership.
+    pub ledger: SharedLedger,
+    /// Series to update.
+    pub metrics: Arc<Metrics>,
+    /// Woken whenever a record completes (backpressure, drain, commit).
+    pub wake: Arc<Notify>,
+    /// Skip (as `too_old`) events older than this (replay's `--max-age`).
+    pub max_age: Option<Duration>,
+    /// Ages (ms) of delivered notifications' events, when collected (replay's summary).
+    pub ages: Option<Mutex<Vec<i64>>>,
+}
+
+/// Locks a mutex, riding over poisoning (a panicked task must not wedge the pipeline).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Work {
+    /// Takes one record. Returns false (and does nothing) if its partition is not owned.
+    pub fn take(self: &Arc<Self>, src: SourceRecord) -> bool {
+        let key: Tp = (src.topic.clone(), src.partition);
+        self.metrics
+            .records_consumed
+            .get_or_create(&label("topic", &src.topic))
+            .inc();
+        let mapped = map_record(&self.mapping, src.value.as_deref());
+        let mut mapped = match mapped {
+            Ok(m) => m,
+            Err(invalid) => {
+                let Some(generation) = lock(&self.ledger).track(&key, src.offset, 1) else {
+                    return false;
+                };
+                let why = ParkReason {
+                    reason: invalid.reason.as_str().to_string(),
+                    detail: invalid.detail,
+                    status: None,
+                    attempts: 0,
+                    line: None,
+                };
+                let claim = Claim {
+                    key,
+                    generation,
+                    offset: src.offset,
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.dead_letter.park(&src, &why).await;
+                    this.finish(&claim);
+                });
+                return true;
+            }
+        };
+        let event_ms = mapped.event_time_ms.or(src.timestamp_ms);
+        if let (Some(max_age), Some(t)) = (self.max_age, event_ms) {
+            if now_ms() - t > max_age.as_millis() as i64 && !mapped.notifications.is_empty() {
+                mapped
+                    .skipped
+                    .extend(mapped.notifications.drain(..).map(|_| SkipReason::TooOld));
+            }
+        }
+        let parts = mapped.notifications.len() as u32;
+        let Some(generation) = lock(&self.ledger).track(&key, src.offset, parts) else {
+            return false;
+        };
+        for reason in &mapped.skipped {
+            self.metrics
+                .skipped
+                .get_or_create(&label("reason", reason.as_str()))
+                .inc();
+        }
+        if parts == 0 {
+            return true;
+        }
+        let src = Arc::new(src);
+        for n in mapped.notifications {
+            let this = self.clone();
+            let src = src.clone();
+            let claim = Claim {
+                key: key.clone(),
+                generation,
+                offset: src.offset,
+            };
+            tokio::spawn(async move {
+                let ledger = this.ledger.clone();
+                let (k, g) = (claim.key.clone(), claim.generation);
+                let outcome = this.sender.send(&n, || lock(&ledger).is_current(&k, g)).await;
+                match outcome {
+                    Outcome::Delivered { .. } => {
+                        if let (Some(ages), Some(t)) = (&this.ages, n.event_time_ms.or(src.timestamp_ms)) {
+                            lock(ages).push(now_ms() - t);
+                        }
+                    }
+                    Outcome::Park(why) => this.dead_letter.park(&src, &why).await,
+                    Outcome::Abandoned => return,
+                }
+                this.finish(&claim);
+            });
+        }
+        true
+    }
+
+    fn finish(&self, claim: &Claim<Tp>) {
+        let mut ledger = lock(&self.ledger);
+        ledger.complete(claim);
+        self.metrics
+            .in_flight_records
+            .set(ledger.records_in_flight() as i64);
+        self.metrics
+            .in_flight_notifications
+            .set(ledger.parts_in_flight() as i64);
+        drop(ledger);
+        self.wake.notify_one();
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary (one link of librdkafka), one module per concern.
+//!
+//! They run against a real Kafka broker (`KAFKA_BOOTSTRAP_SERVERS`, see `scripts/kafka`) and the
+//! Elevate stand-in (`elevate_sink::standin`). Every test uses its own topics and group.
+
+mod support;
+
+mod broker;
+mod standin;
