@@ -13,14 +13,39 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateConfig;
 
+/// A limiter behind a FIFO gate: one waiter at a time asks governor, the rest queue in arrival
+/// order. Without the gate every waiter wakes at each replenishment (a thundering herd that
+/// cost the CPU ~14 % of a 200/s quota in a test) and tokens go out in random order, which
+/// holds back commits.
+struct Gated {
+    /// FIFO queue of waiters (tokio's mutex is fair).
+    gate: tokio::sync::Mutex<()>,
+    /// The GCRA limiter.
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl Gated {
+    fn new(q: Quota) -> Self {
+        Gated {
+            gate: tokio::sync::Mutex::new(()),
+            limiter: RateLimiter::direct(q),
+        }
+    }
+
+    async fn until_ready(&self) {
+        let _turn = self.gate.lock().await;
+        self.limiter.until_ready().await;
+    }
+}
+
 /// The limiters for one share of the quota.
 struct Limits {
     /// Share of the fleet quota these limiters were built for.
     share: f64,
     /// The global quota.
-    global: DefaultDirectRateLimiter,
+    global: Gated,
     /// Per-market quotas.
-    markets: HashMap<String, DefaultDirectRateLimiter>,
+    markets: HashMap<String, Gated>,
 }
 
 /// The rate limiter the sender waits on. Cheap to share (`Arc`).
@@ -63,13 +88,13 @@ impl Limiter {
     fn build(cfg: &RateConfig, share: f64) -> Limits {
         Limits {
             share,
-            global: RateLimiter::direct(quota(cfg.requests_per_second, cfg.burst, share)),
+            global: Gated::new(quota(cfg.requests_per_second, cfg.burst, share)),
             markets: cfg
                 .markets
                 .iter()
                 .map(|(m, rps)| {
                     let burst = rps.ceil().max(1.0) as u32;
-                    (m.clone(), RateLimiter::direct(quota(*rps, burst, share)))
+                    (m.clone(), Gated::new(quota(*rps, burst, share)))
                 })
                 .collect(),
         }
