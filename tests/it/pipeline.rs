@@ -1,0 +1,707 @@
+//! The `run` pipeline against a real broker and the Elevate stand-in: counting tests for the
+//! at-least-once guarantee (issue 3). Each test owns its topics and group; tests that need a
+//! process boundary (SIGKILL, SIGTERM) run the built binary.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::message::{Headers, Message};
+use serde_json::json;
+use tokio::sync::watch;
+
+use elevate_sink::admin::Health;
+use elevate_sink::config::Config;
+use elevate_sink::metrics::Metrics;
+use elevate_sink::pipeline::{self, RunSummary};
+use elevate_sink::standin::{Faults, StandIn};
+
+use crate::support::kafka::{
+    bootstrap, committed_offsets, consume_all, create_topic, high_watermarks, produce, unique, wait_until,
+    wait_until_async, Rec,
+};
+
+/// Topics and group of one test.
+struct Names {
+    /// Source topic.
+    topic: String,
+    /// Dead-letter topic.
+    dlq: String,
+    /// Consumer group.
+    group: String,
+}
+
+async fn setup(prefix: &str, partitions: i32) -> (String, Names) {
+    let bs = bootstrap().await;
+    let names = Names {
+        topic: unique(&format!("{prefix}-in")),
+        dlq: unique(&format!("{prefix}-dlq")),
+        group: unique(&format!("{prefix}-g")),
+    };
+    create_topic(&bs, &names.topic, partitions).await;
+    create_topic(&bs, &names.dlq, 1).await;
+    (bs, names)
+}
+
+/// A config TOML for a test; `extra` is appended (more sections or keys of new sections).
+fn config_toml(bs: &str, n: &Names, base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bs}"
+group_id = "{group}"
+topics = ["{topic}"]
+[kafka.properties]
+"fetch.wait.max.ms" = "50"
+[elevate]
+base_url = "{base_url}"
+request_timeout = "5s"
+max_in_flight_requests = 32
+[dead_letter]
+topic = "{dlq}"
+[admin]
+listen = ""
+[log]
+level = "warn"
+{extra}
+"#,
+        group = n.group,
+        topic = n.topic,
+        dlq = n.dlq,
+    )
+}
+
+fn parse(toml: &str) -> Config {
+    Config::from_toml_with_env(toml, "", Vec::new()).expect("test config is valid")
+}
+
+/// A pipeline running in this process.
+struct InProcess {
+    /// Its series.
+    metrics: Arc<Metrics>,
+    /// Turn true to shut it down.
+    stop: watch::Sender<bool>,
+    /// The running pipeline.
+    task: tokio::task::JoinHandle<RunSummary>,
+}
+
+impl InProcess {
+    fn start(cfg: Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(Duration::from_secs(30)));
+        let (stop, rx) = watch::channel(false);
+        let m = metrics.clone();
+        let task =
+            tokio::spawn(async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") });
+        InProcess { metrics, stop, task }
+    }
+
+    async fn stop(self) -> RunSummary {
+        let _ = self.stop.send(true);
+        self.task.await.expect("pipeline task")
+    }
+
+    fn series(&self, needle: &str) -> f64 {
+        metric(&self.metrics.encode(), needle)
+    }
+}
+
+/// Sum of every sample whose line starts with `needle` (name plus optional label prefix).
+fn metric(text: &str, needle: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn event(ticket_lines: &[(&str, Option<&str>)], ctx: Option<&str>) -> serde_json::Value {
+    let lines: Vec<_> = ticket_lines
+        .iter()
+        .map(|(source, ticket)| json!({"source": source, "ticket": ticket, "productKey": "p"}))
+        .collect();
+    let mut e = json!({
+        "type": "add_to_cart", "market": "SE", "customerKey": "cust-secret-1", "sessionKey": "sess-secret-1",
+        "lines": lines,
+    });
+    if let Some(c) = ctx {
+        e["userContext"] = json!(c);
+    }
+    e
+}
+
+fn simple(ticket: &str) -> Rec {
+    Rec::json(&event(&[("elevate", Some(ticket))], None))
+}
+
+fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for t in tickets {
+        *m.entry(t).or_default() += 1;
+    }
+    m
+}
+
+async fn committed_reach_end(bs: &str, n: &Names) -> bool {
+    let high = high_watermarks(bs, &n.topic).await;
+    let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
+    high.iter()
+        .all(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
+}
+
+/// 1. 10,000 mixed records: exactly the expected tickets, committed offsets reach the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_mixed_records_deliver_exactly_the_expected_tickets() {
+    let (bs, n) = setup("mixed", 4).await;
+    let standin = StandIn::start().await.unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut expected = HashSet::new();
+    let mut records = Vec::new();
+    let contexts = [
+        None,
+        Some("PERSONALIZED"),
+        Some("UNPERSONALIZED"),
+        Some("ANONYMOUS"),
+        Some("SYNTHETIC"),
+    ];
+    for i in 0..10_000 {
+        let kind = if rng.random_bool(0.15) {
+            "page_view"
+        } else {
+            "add_to_cart"
+        };
+        let nlines = rng.random_range(1..=3);
+        let mut lines = Vec::new();
+        for j in 0..nlines {
+            let t = format!("t{i}-{j}");
+            match rng.random_range(0..4) {
+                0 => lines.push(json!({"source": "elevate", "ticket": t.clone()})),
+                1 => lines.push(json!({"source": "elevate", "ticket": t.clone()})),
+                2 => lines.push(json!({"source": "elevate"})),
+                _ => lines.push(json!({"source": "shop", "ticket": t.clone()})),
+            }
+            if kind == "add_to_cart" && lines.last().unwrap()["source"] == "elevate" {
+                if let Some(t) = lines.last().unwrap()["ticket"].as_str() {
+                    expected.insert(t.to_string());
+                }
+            }
+        }
+        let ctx = contexts[i % contexts.len()];
+        let mut e = json!({"type": kind, "market": "SE", "customerKey": format!("c{i}"), "sessionKey": format!("s{i}"), "lines": lines});
+        if let Some(c) = ctx {
+            e["userContext"] = json!(c);
+        }
+        records.push(Rec::json(&e).key(format!("k{i}")));
+    }
+    produce(&bs, &n.topic, records).await;
+    let cfg = parse(&config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[rate]\nrequests_per_second = 20000\nburst = 1000\n[pipeline]\ncommit_interval = \"200ms\"\n",
+    ));
+    let sink = InProcess::start(cfg);
+    standin
+        .wait_for_tickets(&expected, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|missing| panic!("{} tickets never arrived", missing.len()));
+    wait_until_async(
+        Duration::from_secs(30),
+        "committed offsets reach the end of every partition",
+        || committed_reach_end(&bs, &n),
+    )
+    .await;
+    let accepted = multiset(standin.accepted_tickets());
+    let got: HashSet<String> = accepted.keys().cloned().collect();
+    assert_eq!(got, expected, "accepted tickets differ from the expected set");
+    let dups: usize = accepted.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0, "a clean run sends each ticket once");
+    assert_eq!(
+        standin.status_counts().get(&400),
+        None,
+        "every request followed the contract"
+    );
+    // Consent rules reached the wire: anonymous visitors' keys never left.
+    for a in standin.accepted() {
+        if a.user_context.map(|c| c.as_str()) == Some("ANONYMOUS") {
+            assert!(a.customer_key.is_none() && a.session_key.is_none());
+        }
+    }
+    println!("mixed: {} tickets delivered from 10000 records", expected.len());
+    sink.stop().await;
+}
+
+/// 2. 500, 500, 204: delivered, and the committed offset stays below it while it is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_ticket_holds_back_the_commit_until_delivered() {
+    let (bs, n) = setup("retry", 1).await;
+    let standin = StandIn::start().await.unwrap();
+    // Each answer takes 1 s, so the retry window is at least 2 s long whatever the jitter.
+    standin.set_faults(Faults {
+        latency_ms: 1000,
+        ..Faults::default()
+    });
+    standin.script("slow", [500, 500, 204]);
+    let landed = produce(&bs, &n.topic, ["a", "slow", "b", "c"].map(simple)).await;
+    let slow_offset = landed[1].offset;
+    let end = landed[3].offset + 1;
+    let cfg = parse(&config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\n[pipeline]\ncommit_interval = \"50ms\"\n",
+    ));
+    let sink = InProcess::start(cfg);
+    let others: HashSet<String> = ["a", "b", "c"].map(String::from).into();
+    standin
+        .wait_for_tickets(&others, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // While "slow" is still being retried, the committed position must not pass it.
+    let mut observations = 0;
+    while !standin.accepted_tickets().contains(&"slow".to_string()) {
+        let c = committed_offsets(&bs, &n.group, &n.topic, [0]).await[&0];
+        if standin.accepted_tickets().contains(&"slow".to_string()) {
+            break;
+        }
+        assert!(
+            c.unwrap_or(0) <= slow_offset,
+            "committed {c:?} passed unfinished offset {slow_offset}"
+        );
+        observations += 1;
+    }
+    assert!(
+        observations > 0,
+        "never observed the commit while the ticket was retried"
+    );
+    assert_eq!(standin.status_counts().get(&500), Some(&2));
+    wait_until_async(Duration::from_secs(20), "commit reaches the end", || async {
+        committed_offsets(&bs, &n.group, &n.topic, [0]).await[&0] == Some(end)
+    })
+    .await;
+    println!("retry: {observations} commit observations while retrying, all <= {slow_offset}");
+    sink.stop().await;
+}
+
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// 3. A 400: parked with reason, status and source coordinates; committed only after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_request_is_dead_lettered_before_its_offset_is_committed() {
+    let (bs, n) = setup("reject", 1).await;
+    let standin = StandIn::start().await.unwrap();
+    standin.script("bad", [400]);
+    let landed = produce(
+        &bs,
+        &n.topic,
+        [
+            simple("ok1"),
+            simple("bad").key("the-key").header("trace", "abc"),
+            simple("ok2"),
+        ],
+    )
+    .await;
+    let bad_offset = landed[1].offset;
+    let cfg = parse(&config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[pipeline]\ncommit_interval = \"50ms\"\n",
+    ));
+    let sink = InProcess::start(cfg);
+    wait_until_async(
+        Duration::from_secs(30),
+        "commit passes the rejected record",
+        || async { committed_offsets(&bs, &n.group, &n.topic, [0]).await[&0].unwrap_or(0) > bad_offset },
+    )
+    .await;
+    // The commit passed it, so the dead-letter record must already be there.
+    let dl = consume_all(&bs, &n.dlq, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        dl.len(),
+        1,
+        "dead-letter record present once the offset is committed"
+    );
+    let m = &dl[0];
+    assert_eq!(m.key(), Some(&b"the-key"[..]));
+    assert_eq!(
+        header(m, "trace").as_deref(),
+        Some("abc"),
+        "original headers kept"
+    );
+    assert_eq!(header(m, "elevate-sink-reason").as_deref(), Some("rejected"));
+    assert_eq!(header(m, "elevate-sink-http-status").as_deref(), Some("400"));
+    assert_eq!(
+        header(m, "elevate-sink-source-topic").as_deref(),
+        Some(n.topic.as_str())
+    );
+    assert_eq!(header(m, "elevate-sink-source-partition").as_deref(), Some("0"));
+    assert_eq!(
+        header(m, "elevate-sink-source-offset"),
+        Some(bad_offset.to_string())
+    );
+    assert!(header(m, "elevate-sink-detail").is_some_and(|d| !d.is_empty()));
+    let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+    assert_eq!(v["lines"][0]["ticket"], "bad", "original value kept");
+    let accepted: HashSet<String> = standin.accepted_tickets().into_iter().collect();
+    assert!(accepted.contains("ok1") && accepted.contains("ok2") && !accepted.contains("bad"));
+    sink.stop().await;
+}
+
+/// 4. Hostile records: each parked with a reason naming the problem; the service keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_are_dead_lettered_with_named_reasons() {
+    let (bs, n) = setup("hostile", 1).await;
+    let standin = StandIn::start().await.unwrap();
+    let mut no_customer = event(&[("elevate", Some("x"))], Some("PERSONALIZED"));
+    no_customer.as_object_mut().unwrap().remove("customerKey");
+    let cases: Vec<(Rec, &str, &str)> = vec![
+        (Rec::new("{\"type\": \"add_to_cart\", "), "malformed_json", "JSON"),
+        (
+            Rec::json(&json!({"type": "add_to_cart", "market": 46, "lines": []})),
+            "wrong_type",
+            "market",
+        ),
+        (Rec::json(&no_customer), "missing_field", "customerKey"),
+        (
+            Rec::new(b"{\"type\":\"add_to_cart\",\"market\":\"S\xffE\"}".to_vec()),
+            "invalid_utf8",
+            "UTF-8",
+        ),
+    ];
+    let mut records: Vec<Rec> = cases.iter().map(|(r, _, _)| r.clone()).collect();
+    records.push(simple("after"));
+    produce(&bs, &n.topic, records).await;
+    let cfg = parse(&config_toml(&bs, &n, &standin.base_url(), ""));
+    let sink = InProcess::start(cfg);
+    standin
+        .wait_for_tickets(&HashSet::from(["after".to_string()]), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let dl = consume_all(&bs, &n.dlq, cases.len(), Duration::from_secs(20)).await;
+    assert_eq!(dl.len(), cases.len());
+    for (i, (_, reason, needle)) in cases.iter().enumerate() {
+        let m = dl
+            .iter()
+            .find(|m| header(m, "elevate-sink-source-offset") == Some(i.to_string()))
+            .unwrap_or_else(|| panic!("record {i} not dead-lettered"));
+        assert_eq!(
+            header(m, "elevate-sink-reason").as_deref(),
+            Some(*reason),
+            "record {i}"
+        );
+        let detail = header(m, "elevate-sink-detail").unwrap();
+        assert!(
+            detail.contains(needle),
+            "record {i}: detail {detail:?} should name {needle}"
+        );
+    }
+    wait_until_async(Duration::from_secs(20), "commit reaches the end", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    assert!(!sink.task.is_finished(), "the service keeps running");
+    sink.stop().await;
+}
+
+/// 5. Elevate down for longer than max.poll.interval.ms: no rebalance, and everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_outage_keeps_the_group_and_loses_nothing() {
+    let (bs, n) = setup("outage", 2).await;
+    let standin = StandIn::start().await.unwrap();
+    let extra = r#"
+[retry]
+initial_backoff = "100ms"
+max_backoff = "500ms"
+[pipeline]
+max_in_flight_records = 20
+max_pending_notifications = 20
+commit_interval = "100ms"
+"#;
+    let mut toml = config_toml(&bs, &n, &standin.base_url(), extra);
+    toml = toml.replace(
+        "[kafka.properties]\n",
+        "[kafka.properties]\n\"max.poll.interval.ms\" = \"6000\"\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+    );
+    let sink = InProcess::start(parse(&toml));
+    produce(&bs, &n.topic, (0..5).map(|i| simple(&format!("warm{i}")))).await;
+    let warm: HashSet<String> = (0..5).map(|i| format!("warm{i}")).collect();
+    standin
+        .wait_for_tickets(&warm, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let assigns_before = sink.series("elevate_sink_rebalances_total{kind=\"assign\"}");
+
+    standin.outage_start().await;
+    let tickets: HashSet<String> = (0..200).map(|i| format!("o{i}")).collect();
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    wait_until(
+        Duration::from_secs(20),
+        "partitions paused for backpressure",
+        || sink.series("elevate_sink_paused_partitions") > 0.0,
+    )
+    .await;
+    // The outage itself is the scenario: it must outlast max.poll.interval.ms (6 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    standin.outage_end().await.unwrap();
+    standin
+        .wait_for_tickets(&tickets, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_until_async(Duration::from_secs(20), "commit reaches the end", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    assert_eq!(
+        sink.series("elevate_sink_rebalances_total{kind=\"revoke\"}"),
+        0.0,
+        "no partition was revoked"
+    );
+    assert_eq!(
+        sink.series("elevate_sink_rebalances_total{kind=\"assign\"}"),
+        assigns_before,
+        "no reassignment happened"
+    );
+    assert!(sink.series("elevate_sink_retries_total") > 0.0);
+    sink.stop().await;
+}
+
+/// A sink process (the real binary) with its config file and captured stderr.
+struct Proc {
+    /// The child.
+    child: tokio::process::Child,
+    /// Keeps the config file and log alive.
+    _dir: tempfile::TempDir,
+    /// Where stderr goes.
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(toml: &str) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let log = dir.path().join("stderr.log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate-sink"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn elevate-sink");
+        Proc {
+            child,
+            _dir: dir,
+            log,
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc_kill(pid, sig) }, 0);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+/// 6. SIGKILL mid-stream, restart: every ticket arrives at least once; duplicates are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_nothing() {
+    let (bs, n) = setup("kill", 3).await;
+    let standin = StandIn::start().await.unwrap();
+    let tickets: Vec<String> = (0..1500).map(|i| format!("k{i}")).collect();
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    let toml = config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[rate]\nrequests_per_second = 500\nburst = 10\n[pipeline]\ncommit_interval = \"200ms\"\n",
+    );
+    let mut first = Proc::spawn(&toml);
+    wait_until(Duration::from_secs(60), "a third of the tickets arrived", || {
+        standin.accepted_count() >= 500
+    })
+    .await;
+    first.signal(SIGKILL);
+    first.child.wait().await.unwrap();
+    let before = standin.accepted_count();
+    assert!(before < tickets.len(), "killed mid-stream");
+    let mut second = Proc::spawn(&toml);
+    let expected: HashSet<String> = tickets.iter().cloned().collect();
+    if let Err(missing) = standin.wait_for_tickets(&expected, Duration::from_secs(90)).await {
+        panic!("{} tickets lost; log:\n{}", missing.len(), second.log());
+    }
+    let dups = standin.accepted_count() - expected.len();
+    println!(
+        "sigkill: {} tickets, {before} before the kill, {dups} duplicates ({:.2}%)",
+        expected.len(),
+        dups as f64 * 100.0 / expected.len() as f64
+    );
+    second.signal(SIGTERM);
+    let status = second.child.wait().await.unwrap();
+    assert!(
+        status.success(),
+        "second instance exit: {status}; log:\n{}",
+        second.log()
+    );
+}
+
+/// 7. Two instances in one group, one stopped mid-stream: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_stopped_mid_stream_lose_nothing() {
+    let (bs, n) = setup("pair", 6).await;
+    let standin = StandIn::start().await.unwrap();
+    let tickets: Vec<String> = (0..1200).map(|i| format!("p{i}")).collect();
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    let toml = config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[rate]\nrequests_per_second = 300\nburst = 10\nshare_by_partitions = false\n[pipeline]\ncommit_interval = \"200ms\"\n",
+    )
+    .replace("[kafka.properties]\n", "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n");
+    let a = InProcess::start(parse(&toml));
+    let b = InProcess::start(parse(&toml));
+    wait_until(Duration::from_secs(60), "both members took work", || {
+        a.series("elevate_sink_notifications_total") > 0.0
+            && b.series("elevate_sink_notifications_total") > 0.0
+    })
+    .await;
+    let summary = b.stop().await;
+    println!(
+        "pair: stopped one member mid-stream ({summary:?}) at {} accepted",
+        standin.accepted_count()
+    );
+    let expected: HashSet<String> = tickets.into_iter().collect();
+    standin
+        .wait_for_tickets(&expected, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|m| panic!("{} lost", m.len()));
+    wait_until_async(Duration::from_secs(30), "commit reaches the end", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    println!("pair: {} duplicates", standin.accepted_count() - expected.len());
+    a.stop().await;
+}
+
+/// 8. SIGTERM under load: exit 0 within the drain deadline, final commit done, and a restart
+/// re-sends at most what was in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_commits_and_exits_zero() {
+    let (bs, n) = setup("term", 2).await;
+    let standin = StandIn::start().await.unwrap();
+    standin.set_faults(Faults {
+        latency_ms: 50,
+        ..Faults::default()
+    });
+    let tickets: Vec<String> = (0..2000).map(|i| format!("s{i}")).collect();
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    let max_in_flight = 40;
+    let toml = config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        &format!(
+            "[rate]\nrequests_per_second = 400\nburst = 10\n[pipeline]\nmax_in_flight_records = {max_in_flight}\n\
+             max_pending_notifications = {max_in_flight}\ncommit_interval = \"5s\"\n[shutdown]\ndrain_deadline = \"5s\"\ngrace_period = \"10s\"\n"
+        ),
+    );
+    let mut p = Proc::spawn(&toml);
+    wait_until(Duration::from_secs(60), "load is flowing", || {
+        standin.accepted_count() >= 300
+    })
+    .await;
+    let sent = Instant::now();
+    p.signal(SIGTERM);
+    let status = p.child.wait().await.unwrap();
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status {status}; log:\n{}", p.log());
+    assert!(
+        took < Duration::from_secs(5) + Duration::from_secs(3),
+        "took {took:?} (deadline 5 s)"
+    );
+    let first_run = standin.accepted_count();
+    // The final commit covered everything the first run delivered (commit_interval is 5 s, so
+    // only the shutdown commit can explain this).
+    let committed: i64 = committed_offsets(&bs, &n.group, &n.topic, [0, 1])
+        .await
+        .values()
+        .map(|o| o.unwrap_or(0))
+        .sum();
+    assert!(
+        committed as usize >= first_run.saturating_sub(max_in_flight),
+        "committed {committed} of {first_run} delivered"
+    );
+    let mut q = Proc::spawn(&toml);
+    let expected: HashSet<String> = tickets.iter().cloned().collect();
+    standin
+        .wait_for_tickets(&expected, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|m| panic!("{} lost", m.len()));
+    let dups = standin.accepted_count() - expected.len();
+    println!(
+        "sigterm: exit in {took:?}, {first_run} delivered before, committed {committed}, {dups} re-sent"
+    );
+    assert!(
+        dups <= max_in_flight,
+        "re-sent {dups} > in-flight bound {max_in_flight}"
+    );
+    q.signal(SIGTERM);
+    assert!(q.child.wait().await.unwrap().success());
+}
+
+/// 9. A 200/s quota over 10 s: the observed rate is within ±5 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_of_200_per_second_is_held_within_five_percent() {
+    let (bs, n) = setup("quota", 2).await;
+    let standin = StandIn::start().await.unwrap();
+    let tickets: Vec<String> = (0..2600).map(|i| format!("q{i}")).collect();
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    let cfg = parse(&config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[rate]\nrequests_per_second = 200\nburst = 5\n",
+    ));
+    let sink = InProcess::start(cfg);
+    wait_until(Duration::from_secs(60), "12 s of traffic", || {
+        let a = standin.accepted();
+        a.len() > 10 && a.last().unwrap().received_at_ms - a[0].received_at_ms >= 12_000
+    })
+    .await;
+    let a = standin.accepted();
+    let t0 = a[0].received_at_ms + 1000; // skip the first second (start-up)
+    let in_window = a
+        .iter()
+        .filter(|x| x.received_at_ms >= t0 && x.received_at_ms < t0 + 10_000)
+        .count();
+    let rate = in_window as f64 / 10.0;
+    println!(
+        "quota: {rate:.1} requests/s over 10 s at a 200/s quota ({:+.2}%)",
+        (rate - 200.0) / 2.0
+    );
+    assert!((190.0..=210.0).contains(&rate), "observed {rate}/s");
+    sink.stop().await;
+}
