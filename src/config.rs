@@ -530,7 +530,7 @@ impl Config {
                 ));
             }
         }
-        for (key, _) in &self.kafka.properties {
+        for key in self.kafka.properties.keys() {
             if OWNED_PROPERTIES.contains(&key.as_str()) {
                 return Err(ConfigError::invalid(
                     &format!("kafka.properties.\"{key}\""),

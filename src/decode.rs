@@ -163,7 +163,7 @@ pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, 
             format!("event_type missing at {}", mapping.event_type),
         )
     })?;
-    let is_add_to_cart = mapping.add_to_cart_types.iter().any(|t| *t == event_type);
+    let is_add_to_cart = mapping.add_to_cart_types.contains(&event_type);
     let user_context = match opt_string(root, &mapping.user_context, "user_context")? {
         None => None,
         Some(s) => Some(UserContext::parse(&s).ok_or_else(|| {
