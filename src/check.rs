@@ -1,1 +1,854 @@
-//! `check`: validates a config file (and optionally sample events against the mapping).
+//! `check`: loads a configuration exactly as `run` does and says what it would do. Guarantees:
+//! an invalid config or an unreadable secret exits 1 with `error: <message>` naming the key;
+//! secret values are never printed, only where they come from; `--sample` runs the real mapping
+//! and request builder, so what it prints is what `run` would send, skip or dead-letter.
+//! The configuration reference (`docs/config-reference.md`) is generated here from `config.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::{Config, SecretSource, ENV_PREFIX};
+use crate::request::{build, endpoint};
+use crate::select::map_record;
+
+/// Arguments of `elevate-sink check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Config file (TOML); every key can also come from ELEVATE_SINK__SECTION__KEY.
+    #[arg(long, short, env = "ELEVATE_SINK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Sample cart events (JSON lines, one JSON event, or a JSON array): print, per event, the
+    /// requests it would send, or why it would be skipped or dead-lettered.
+    #[arg(long, value_name = "FILE")]
+    pub sample: Option<PathBuf>,
+    /// Print the default configuration as TOML and exit.
+    #[arg(long, conflicts_with_all = ["sample", "print_reference"])]
+    pub print_defaults: bool,
+    /// Print the configuration reference (Markdown, generated from the code) and exit.
+    #[arg(long, conflicts_with_all = ["sample", "print_defaults"])]
+    pub print_reference: bool,
+}
+
+/// Runs `check`: exit 0 when the configuration is usable (sample dead-letters do not fail it),
+/// 1 with `error: <message>` on stderr when it is not.
+pub async fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.print_defaults {
+        print!("{}", defaults_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.print_reference {
+        print!("{}", reference_markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cfg = match Config::load(args.config.as_deref(), env.iter().cloned()) {
+        Ok(cfg) => cfg,
+        Err(e) => return Ok(fail(&e.to_string())),
+    };
+    if let Err(e) = cfg.resolve_secrets() {
+        return Ok(fail(&e.to_string()));
+    }
+    let overrides: Vec<&str> = env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.to_ascii_uppercase().starts_with(ENV_PREFIX))
+        .collect();
+    print!("{}", summary(&cfg, args.config.as_deref(), &overrides));
+    if let Some(path) = &args.sample {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return Ok(fail(&format!("cannot read sample file {}: {e}", path.display()))),
+        };
+        let events = split_sample(&bytes);
+        print!("\n{}", sample_report(&cfg, &path.display().to_string(), &events));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(1)
+}
+
+/// The default configuration as TOML, with the one required section (`[elevate]`) explained.
+pub fn defaults_toml() -> String {
+    let body = toml::to_string(&Config::default()).expect("the default config serializes");
+    let elevate_hint = "[elevate]\n\
+        # Required, no default: where Elevate is. Give exactly one of\n\
+        # cluster_id = \"w1234abcd\"                # with host = \"elevate-api\" or \"apptus\"\n\
+        # base_url = \"https://w1234abcd.elevate-api.cloud\"\n";
+    format!(
+        "# elevate-sink configuration: every default, as `elevate-sink check --print-defaults` prints it.\n\
+         # Every key can be overridden by ELEVATE_SINK__<SECTION>__<KEY>; see docs/config-reference.md.\n\n{}",
+        body.replacen("[elevate]\n", elevate_hint, 1)
+    )
+}
+
+fn secret_source(src: &SecretSource) -> String {
+    match src {
+        SecretSource::File(p) => format!("<from file {}>", p.display()),
+        SecretSource::Env(v) => format!("<from env {v}>"),
+    }
+}
+
+fn dur(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// What the configuration amounts to, for an operator; never a secret value.
+pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String {
+    let mut s = String::new();
+    let origin = match path {
+        Some(p) => p.display().to_string(),
+        None => "defaults (no file)".to_string(),
+    };
+    let _ = writeln!(s, "configuration OK: {origin}");
+    if !overrides.is_empty() {
+        let _ = writeln!(s, "  environment overrides: {}", overrides.join(", "));
+    }
+    let k = &cfg.kafka;
+    let _ = writeln!(s, "kafka");
+    let _ = writeln!(s, "  bootstrap.servers = {}", k.bootstrap_servers);
+    let _ = writeln!(s, "  group.id = {}", k.group_id);
+    let _ = writeln!(s, "  topics = {}", k.topics.join(", "));
+    for (key, value) in &k.properties {
+        let _ = writeln!(s, "  {key} = {value}");
+    }
+    for (key, src) in &k.secret_properties {
+        let _ = writeln!(s, "  {key} = {}", secret_source(src));
+    }
+    let e = &cfg.elevate;
+    let _ = writeln!(s, "elevate");
+    match e.base_url() {
+        Ok(base) => {
+            let _ = writeln!(s, "  endpoint = POST {}", endpoint(&base));
+        }
+        Err(err) => {
+            let _ = writeln!(s, "  endpoint = invalid: {err}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  timeouts: connect {}, request {}; at most {} requests in flight",
+        dur(e.connect_timeout),
+        dur(e.request_timeout),
+        e.max_in_flight_requests
+    );
+    let _ = writeln!(
+        s,
+        "  visitor headers: {}",
+        if e.forward_visitor_headers {
+            "forwarded (User-Agent, X-Forwarded-For)"
+        } else {
+            "not forwarded"
+        }
+    );
+    let r = &cfg.rate;
+    let _ = writeln!(s, "rate");
+    let _ = writeln!(
+        s,
+        "  quota = {} requests/s, burst {}{}",
+        r.requests_per_second,
+        r.burst,
+        if r.share_by_partitions {
+            ", shared across replicas by assigned partitions"
+        } else {
+            ", per replica"
+        }
+    );
+    for (market, rps) in &r.markets {
+        let _ = writeln!(s, "  market {market} = {rps} requests/s");
+    }
+    let t = &cfg.retry;
+    let _ = writeln!(s, "retry");
+    let _ = writeln!(
+        s,
+        "  backoff {} .. {} (full jitter), Retry-After honoured up to {}",
+        dur(t.initial_backoff),
+        dur(t.max_backoff),
+        dur(t.max_retry_after)
+    );
+    let budget = match (t.max_attempts, t.max_elapsed.is_zero()) {
+        (0, true) => "none (transient failures are retried until delivered)".to_string(),
+        (0, false) => format!("{} then dead-letter", dur(t.max_elapsed)),
+        (n, true) => format!("{n} attempts then dead-letter"),
+        (n, false) => format!("{n} attempts or {}, then dead-letter", dur(t.max_elapsed)),
+    };
+    let _ = writeln!(s, "  transient budget: {budget}");
+    let _ = writeln!(s, "  401/403/404: retried without limit, never dead-lettered");
+    let _ = writeln!(s, "dead_letter");
+    let _ = writeln!(s, "  topic = {}", cfg.dead_letter.topic);
+    for (key, value) in &cfg.dead_letter.properties {
+        let _ = writeln!(s, "  {key} = {value}");
+    }
+    let p = &cfg.pipeline;
+    let _ = writeln!(
+        s,
+        "pipeline: at most {} records / {} notifications in flight, commit every {}",
+        p.max_in_flight_records,
+        p.max_pending_notifications,
+        dur(p.commit_interval)
+    );
+    let _ = writeln!(
+        s,
+        "shutdown: drain up to {} then commit, within a grace period of {}",
+        dur(cfg.shutdown.drain_deadline),
+        dur(cfg.shutdown.grace_period)
+    );
+    if cfg.admin.listen.is_empty() {
+        let _ = writeln!(s, "admin: disabled");
+    } else {
+        let _ = writeln!(
+            s,
+            "admin: http://{} (/healthz /readyz /metrics)",
+            cfg.admin.listen
+        );
+    }
+    s
+}
+
+/// One event of a sample file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleEvent {
+    /// Where it is in the file (`line 3`, `item 2`, `file`).
+    pub label: String,
+    /// The raw value, as a Kafka record would carry it.
+    pub value: Vec<u8>,
+}
+
+/// Splits a sample file: a JSON array (one event per item), one JSON document, or JSON lines
+/// (one event per non-blank line; a line that is not JSON is kept, to be dead-lettered).
+pub fn split_sample(bytes: &[u8]) -> Vec<SampleEvent> {
+    let text = String::from_utf8_lossy(bytes);
+    let trimmed = text.trim_start_matches('\u{feff}').trim();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
+        return match v {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| SampleEvent {
+                    label: format!("item {}", i + 1),
+                    value: serde_json::to_vec(item).expect("a JSON value serializes"),
+                })
+                .collect(),
+            _ => vec![SampleEvent {
+                label: "file".into(),
+                value: trimmed.as_bytes().to_vec(),
+            }],
+        };
+    }
+    // Not one document: JSON lines. Keep the original bytes of each line (invalid UTF-8 too).
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
+        .map(|(i, line)| SampleEvent {
+            label: format!("line {}", i + 1),
+            value: line.strip_suffix(b"\r").unwrap_or(line).to_vec(),
+        })
+        .collect()
+}
+
+/// What `run` would do with each sample event under `cfg`.
+pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String {
+    let mut s = String::new();
+    let Ok(base) = cfg.elevate.base_url() else {
+        return "sample: not mapped (no valid Elevate base URL)\n".into();
+    };
+    let ep = endpoint(&base);
+    let (mut sent, mut skipped, mut dead) = (0usize, BTreeMap::<&str, usize>::new(), 0usize);
+    let _ = writeln!(s, "sample {file}: {}", plural(events.len(), "event"));
+    for (i, ev) in events.iter().enumerate() {
+        let _ = write!(s, "\nevent {} ({}): ", i + 1, ev.label);
+        match map_record(&cfg.mapping, Some(&ev.value)) {
+            Err(invalid) => {
+                dead += 1;
+                let _ = writeln!(s, "dead-letter: {}: {}", invalid.reason, invalid.detail);
+            }
+            Ok(mapped) => {
+                let _ = writeln!(s, "{}", plural(mapped.notifications.len(), "notification"));
+                for n in &mapped.notifications {
+                    sent += 1;
+                    let req = build(&ep, n, cfg.elevate.forward_visitor_headers);
+                    let _ = writeln!(s, "  {} {}    (cart line {})", req.method, req.url, n.line);
+                    for (name, value) in &req.headers {
+                        let _ = writeln!(s, "    {name}: {value}");
+                    }
+                    if !req.headers.iter().any(|(h, _)| *h == "user-agent") {
+                        let _ = writeln!(s, "    user-agent: {}", cfg.elevate.user_agent);
+                    }
+                    let _ = writeln!(s, "    {}", req.body);
+                }
+                if !mapped.skipped.is_empty() {
+                    let reasons: Vec<&str> = mapped.skipped.iter().map(|r| r.as_str()).collect();
+                    for r in &reasons {
+                        *skipped.entry(r).or_default() += 1;
+                    }
+                    let _ = writeln!(s, "  skip: {}", reasons.join(", "));
+                }
+            }
+        }
+    }
+    let skipped_total: usize = skipped.values().sum();
+    let by_reason: Vec<String> = skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        s,
+        "\nsample summary: {} -> {}, {skipped_total} skipped{}, {dead} dead-lettered",
+        plural(events.len(), "event"),
+        plural(sent, "notification"),
+        if by_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_reason.join(", "))
+        },
+    );
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// The configuration reference, generated from `config.rs`.
+
+/// The source the reference is generated from.
+const CONFIG_SOURCE: &str = include_str!("config.rs");
+
+/// One documented key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefEntry {
+    /// Section (`kafka`).
+    pub section: String,
+    /// Key within the section (`bootstrap_servers`).
+    pub key: String,
+    /// Human type (`string`, `duration`, ...).
+    pub ty: String,
+    /// Default as TOML, or `(none)`.
+    pub default: String,
+    /// The field's `///` doc.
+    pub doc: String,
+}
+
+/// A parsed `pub struct` of `config.rs`: its doc and its fields (name, Rust type, doc).
+struct ParsedStruct {
+    /// The struct's own `///` doc.
+    doc: String,
+    /// Fields in declaration order: (name, Rust type, doc).
+    fields: Vec<(String, String, String)>,
+}
+
+fn parse_structs(src: &str) -> BTreeMap<String, ParsedStruct> {
+    let mut out = BTreeMap::new();
+    let lines: Vec<&str> = src.lines().collect();
+    let mut doc: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].trim();
+        if let Some(d) = t.strip_prefix("///") {
+            doc.push(d.trim().to_string());
+        } else if let Some(rest) = t.strip_prefix("pub struct ") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let struct_doc = doc.join(" ");
+            doc.clear();
+            let mut fields = Vec::new();
+            if t.ends_with('{') {
+                i += 1;
+                while i < lines.len() && lines[i].trim() != "}" {
+                    let f = lines[i].trim();
+                    if let Some(d) = f.strip_prefix("///") {
+                        doc.push(d.trim().to_string());
+                    } else if let Some(rest) = f.strip_prefix("pub ") {
+                        if let Some((fname, ty)) = rest.split_once(':') {
+                            let ty = ty.trim().trim_end_matches(',').to_string();
+                            fields.push((fname.trim().to_string(), ty, doc.join(" ")));
+                        }
+                        doc.clear();
+                    }
+                    i += 1;
+                }
+            }
+            out.insert(
+                name,
+                ParsedStruct {
+                    doc: struct_doc,
+                    fields,
+                },
+            );
+        } else if !t.starts_with("#[") {
+            doc.clear();
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Variant names of `pub enum NAME` as serde writes them, with the rename rule applied;
+/// tuple variants as `{ name = … }`.
+fn enum_values(src: &str, name: &str) -> Option<Vec<String>> {
+    let lines: Vec<&str> = src.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim().starts_with(&format!("pub enum {name} ")))?;
+    let rule = lines[..start]
+        .iter()
+        .rev()
+        .take_while(|l| {
+            let t = l.trim();
+            t.starts_with("#[") || t.starts_with("///")
+        })
+        .find_map(|l| {
+            l.split("rename_all = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+        })
+        .unwrap_or("");
+    let mut values = Vec::new();
+    for l in &lines[start + 1..] {
+        let t = l.trim();
+        if t == "}" {
+            break;
+        }
+        if t.starts_with("///") || t.starts_with("#[") || t.is_empty() {
+            continue;
+        }
+        let variant: String = t.chars().take_while(|c| c.is_alphanumeric()).collect();
+        let renamed = rename(&variant, rule);
+        values.push(if t[variant.len()..].starts_with('(') {
+            format!("{{ {renamed} = … }}")
+        } else {
+            format!("\"{renamed}\"")
+        });
+    }
+    Some(values)
+}
+
+fn rename(variant: &str, rule: &str) -> String {
+    let words = |sep: &str| {
+        let mut out = String::new();
+        for (i, c) in variant.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push_str(sep);
+            }
+            out.extend(c.to_lowercase());
+        }
+        out
+    };
+    match rule {
+        "kebab-case" => words("-"),
+        "snake_case" => words("_"),
+        "lowercase" => variant.to_lowercase(),
+        "UPPERCASE" => variant.to_uppercase(),
+        _ => variant.to_string(),
+    }
+}
+
+fn human_type(src: &str, ty: &str) -> String {
+    if let Some(inner) = ty.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')) {
+        return format!("{} (optional)", human_type(src, inner));
+    }
+    if let Some(inner) = ty.strip_prefix("Vec<").and_then(|t| t.strip_suffix('>')) {
+        return format!("array of {}", human_type(src, inner));
+    }
+    if let Some(inner) = ty
+        .strip_prefix("BTreeMap<String, ")
+        .and_then(|t| t.strip_suffix('>'))
+    {
+        return format!("table: name → {}", human_type(src, inner));
+    }
+    match ty {
+        "String" | "PathBuf" => "string".into(),
+        "bool" => "boolean".into(),
+        "usize" | "u32" | "u64" | "i32" | "i64" | "u16" => "integer".into(),
+        "f64" | "f32" => "number".into(),
+        "Duration" => "duration (`\"500ms\"`, `\"2s\"`, `\"5m\"`)".into(),
+        other => match enum_values(src, other) {
+            Some(values) => values.join(" \\| "),
+            None => format!("`{other}`"),
+        },
+    }
+}
+
+fn toml_inline(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => serde_json::to_string(s).expect("a string serializes"),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => {
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                format!("{f:.1}")
+            } else {
+                f.to_string()
+            }
+        }
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(a) => format!("[{}]", a.iter().map(toml_inline).collect::<Vec<_>>().join(", ")),
+        toml::Value::Table(t) if t.is_empty() => "{}".into(),
+        toml::Value::Table(t) => format!(
+            "{{ {} }}",
+            t.iter()
+                .map(|(k, v)| format!("{k} = {}", toml_inline(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Every key of the configuration: section, key, type, default and doc, from `config.rs`.
+pub fn reference_entries() -> Vec<(String, String, Vec<RefEntry>)> {
+    let structs = parse_structs(CONFIG_SOURCE);
+    let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes");
+    let root = structs
+        .get("Config")
+        .expect("config.rs defines pub struct Config");
+    root.fields
+        .iter()
+        .map(|(section, ty, _)| {
+            let s = structs
+                .get(ty)
+                .unwrap_or_else(|| panic!("config.rs: section {section} has type {ty}, not a pub struct"));
+            let section_defaults = defaults.get(section).and_then(|v| v.as_table());
+            let entries = s
+                .fields
+                .iter()
+                .map(|(key, fty, doc)| RefEntry {
+                    section: section.clone(),
+                    key: key.clone(),
+                    ty: human_type(CONFIG_SOURCE, fty),
+                    default: section_defaults
+                        .and_then(|t| t.get(key))
+                        .map(|v| format!("`{}`", toml_inline(v)))
+                        .unwrap_or_else(|| "(none)".into()),
+                    doc: doc.clone(),
+                })
+                .collect();
+            (section.clone(), s.doc.clone(), entries)
+        })
+        .collect()
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace("[`", "`").replace("`]", "`")
+}
+
+/// The Markdown reference: the environment rule from `config.rs`'s module doc, then one table
+/// per section.
+pub fn reference_markdown() -> String {
+    let mut s = String::new();
+    s.push_str("# Configuration reference\n\n");
+    s.push_str(
+        "<!-- Generated from src/config.rs by `elevate-sink check --print-reference`; a unit test keeps \
+         it in sync (`UPDATE_DOCS=1 cargo test --lib check` rewrites it). Do not edit by hand. -->\n\n",
+    );
+    s.push_str(
+        "One TOML file, given with `--config FILE` (or `ELEVATE_SINK_CONFIG=FILE`); every key is optional \
+         except where Elevate is (`elevate.cluster_id` or `elevate.base_url`). Unknown keys are errors. \
+         `elevate-sink check --print-defaults` prints every default as TOML.\n\n",
+    );
+    let module_doc: Vec<&str> = CONFIG_SOURCE
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").trim())
+        .collect();
+    let para = module_doc.join(" ");
+    if let Some(rule) = para.split("Environment rule:").nth(1) {
+        let _ = writeln!(s, "**Environment rule:** {}\n", md_cell(rule.trim()));
+    }
+    s.push_str(
+        "**Secrets** (SASL passwords, key passwords, OAuth secrets) are never given as plain \
+         `kafka.properties`: `check` refuses those. Give them as \
+         `[kafka.secret_properties]` entries, e.g. `\"sasl.password\" = { file = \"/var/run/secrets/kafka/password\" }` \
+         or `{ env = \"KAFKA_PASSWORD\" }`.\n",
+    );
+    for (section, doc, entries) in reference_entries() {
+        let env_section = section.to_ascii_uppercase();
+        let doc = doc.trim();
+        let doc = doc.strip_prefix(&format!("`[{section}]`:")).unwrap_or(doc).trim();
+        let _ = writeln!(s, "\n## `[{section}]`\n\n{}\n", md_cell(&capitalize(doc)));
+        s.push_str("| key | type | default | environment variable | meaning |\n");
+        s.push_str("|---|---|---|---|---|\n");
+        for e in entries {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | `{ENV_PREFIX}{env_section}__{}{}` | {} |",
+                e.key,
+                e.ty,
+                md_cell(&e.default),
+                e.key.to_ascii_uppercase(),
+                if e.ty.starts_with("table") { "__<NAME>" } else { "" },
+                md_cell(&e.doc)
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Keys present in the serialized defaults of each section (for the completeness check).
+    fn default_keys() -> BTreeSet<(String, String)> {
+        let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes");
+        defaults
+            .iter()
+            .flat_map(|(section, v)| {
+                v.as_table()
+                    .into_iter()
+                    .flat_map(|t| t.keys())
+                    .map(move |k| (section.clone(), k.clone()))
+            })
+            .collect()
+    }
+    use crate::decode::InvalidReason;
+    use crate::select::SkipReason;
+
+    fn cfg() -> Config {
+        Config::from_toml_with_env(
+            "[elevate]\nbase_url = \"http://127.0.0.1:8080\"\n",
+            "",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap()
+    }
+
+    fn example(name: &str) -> &'static str {
+        crate::demo::SAMPLE_EVENTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no example {name}"))
+            .1
+    }
+
+    #[test]
+    fn embedded_examples_are_exactly_the_directory() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/examples");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = crate::demo::SAMPLE_EVENTS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded, "add new examples to demo::SAMPLE_EVENTS");
+        for (name, text) in crate::demo::SAMPLE_EVENTS {
+            let on_disk = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+            assert_eq!(&on_disk, text, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_example_maps_and_invalid_ones_are_invalid() {
+        let m = cfg().mapping;
+        for (name, text) in crate::demo::SAMPLE_EVENTS {
+            let r = map_record(&m, Some(text.as_bytes()));
+            if name.starts_with("invalid-") {
+                assert!(r.is_err(), "{name} should be invalid: {r:?}");
+            } else {
+                let mapped = r.unwrap_or_else(|e| panic!("{name} should map: {e}"));
+                assert!(
+                    !(mapped.notifications.is_empty() && mapped.skipped.is_empty()),
+                    "{name}: every event is sent or skipped"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn examples_map_to_what_their_names_say() {
+        use crate::decode::UserContext::*;
+        let m = cfg().mapping;
+        let map = |name: &str| map_record(&m, Some(example(name).as_bytes()));
+
+        let single = map("add-to-cart-single.json").unwrap();
+        assert_eq!(single.notifications.len(), 1);
+        let n = &single.notifications[0];
+        assert!(n.customer_key.is_some() && n.session_key.is_some() && n.user_context.is_none());
+        assert!(n.user_agent.is_some() && n.visitor_ip.is_some());
+
+        let multi = map("add-to-cart-multi-line.json").unwrap();
+        let lines: Vec<usize> = multi.notifications.iter().map(|n| n.line).collect();
+        assert_eq!(lines, vec![0, 4]);
+        assert_eq!(
+            multi.skipped,
+            vec![
+                SkipReason::NotFromElevate,
+                SkipReason::NoTicket,
+                SkipReason::NoTicket,
+                SkipReason::NotFromElevate
+            ]
+        );
+        assert_eq!(multi.notifications[0].user_context, Some(Personalized));
+        assert_eq!(multi.event_time_ms, Some(1_796_033_760_000));
+
+        let unp = &map("add-to-cart-unpersonalized.json").unwrap().notifications[0];
+        assert_eq!(unp.user_context, Some(Unpersonalized));
+        assert!(unp.customer_key.is_none() && unp.session_key.is_some());
+
+        let anon = &map("add-to-cart-anonymous.json").unwrap().notifications[0];
+        assert_eq!(anon.user_context, Some(Anonymous));
+        assert!(anon.customer_key.is_none() && anon.session_key.is_none());
+
+        let synth = &map("add-to-cart-synthetic.json").unwrap().notifications[0];
+        assert_eq!(synth.user_context, Some(Synthetic));
+        assert!(synth.customer_key.is_none() && synth.session_key.is_some());
+
+        let not_elevate = map("add-to-cart-not-from-elevate.json").unwrap();
+        assert!(not_elevate.notifications.is_empty());
+        assert_eq!(not_elevate.skipped, vec![SkipReason::NotFromElevate; 2]);
+
+        for name in ["page-view.json", "remove-from-cart.json"] {
+            assert_eq!(
+                map(name).unwrap().skipped,
+                vec![SkipReason::NotAddToCart],
+                "{name}"
+            );
+        }
+
+        let e = map("invalid-missing-customer-key.json").unwrap_err();
+        assert_eq!(e.reason, InvalidReason::MissingField);
+        assert!(e.detail.contains("customerKey"), "{e}");
+        let e = map("invalid-ticket-number.json").unwrap_err();
+        assert_eq!(e.reason, InvalidReason::WrongType);
+        assert!(e.detail.contains("ticket"), "{e}");
+    }
+
+    #[test]
+    fn sample_files_of_every_form_are_split() {
+        let lines = split_sample(b"{\"type\":\"a\"}\n\n{\"type\":\"b\"}\r\nnot json\n");
+        let labels: Vec<&str> = lines.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, vec!["line 1", "line 3", "line 4"]);
+        assert_eq!(lines[1].value, b"{\"type\":\"b\"}");
+        let array = split_sample(b"[{\"type\":\"a\"}, {\"type\":\"b\"}]");
+        assert_eq!(array.len(), 2);
+        assert_eq!(array[1].label, "item 2");
+        let one = split_sample(example("add-to-cart-single.json").as_bytes());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].label, "file");
+    }
+
+    #[test]
+    fn sample_report_shows_requests_skips_and_dead_letters() {
+        let events: Vec<SampleEvent> = [
+            "add-to-cart-multi-line.json",
+            "page-view.json",
+            "invalid-ticket-number.json",
+        ]
+        .iter()
+        .map(|n| SampleEvent {
+            label: n.to_string(),
+            value: serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(example(n)).unwrap())
+                .unwrap(),
+        })
+        .collect();
+        let out = sample_report(&cfg(), "x.jsonl", &events);
+        assert!(
+            out.contains("POST http://127.0.0.1:8080/api/storefront/v3/notifications/add-to-cart?customerKey=c-77a01e&market=SE&sessionKey=s-3c9f2d10&userContext=PERSONALIZED"),
+            "{out}"
+        );
+        assert!(
+            out.contains("{\"ticket\":\"T2xpbmUtMS1lbGV2YXRlLXNlYXJjaA\"}"),
+            "{out}"
+        );
+        assert!(
+            out.contains("skip: not_from_elevate, no_ticket, no_ticket, not_from_elevate"),
+            "{out}"
+        );
+        assert!(out.contains("skip: not_add_to_cart"), "{out}");
+        assert!(out.contains("dead-letter: wrong_type: lines[0] ticket"), "{out}");
+        assert!(out.contains("3 events -> 2 notifications, 5 skipped"), "{out}");
+        assert!(out.contains("1 dead-lettered"), "{out}");
+    }
+
+    #[test]
+    fn summary_shows_secret_sources_never_values() {
+        std::env::set_var("ELEVATE_SINK_CHECK_TEST_SECRET", "s3cr3t-value");
+        let text = "[elevate]\ncluster_id = \"w1\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
+                    [kafka.secret_properties]\n\"sasl.password\" = { env = \"ELEVATE_SINK_CHECK_TEST_SECRET\" }\n\
+                    \"ssl.key.password\" = { file = \"/run/secrets/key\" }\n";
+        let c = Config::from_toml_with_env(text, "", Vec::<(String, String)>::new()).unwrap();
+        let out = summary(&c, Some(Path::new("/etc/x.toml")), &["ELEVATE_SINK__RATE__BURST"]);
+        assert!(
+            out.contains("sasl.password = <from env ELEVATE_SINK_CHECK_TEST_SECRET>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ssl.key.password = <from file /run/secrets/key>"),
+            "{out}"
+        );
+        assert!(out.contains("POST https://w1.elevate-api.cloud/api/storefront/v3/notifications/add-to-cart"));
+        assert!(out.contains("ELEVATE_SINK__RATE__BURST"), "{out}");
+        assert!(!out.contains("s3cr3t-value"), "{out}");
+    }
+
+    #[test]
+    fn printed_defaults_are_the_defaults() {
+        let text = defaults_toml();
+        assert!(text.contains("# cluster_id = "), "{text}");
+        let with_elevate = text.replacen("# base_url = ", "base_url = ", 1);
+        let parsed = Config::from_toml_with_env(&with_elevate, "", Vec::<(String, String)>::new()).unwrap();
+        let mut want = Config::default();
+        want.elevate.base_url = Some("https://w1234abcd.elevate-api.cloud".into());
+        assert_eq!(toml::to_string(&parsed).unwrap(), toml::to_string(&want).unwrap());
+    }
+
+    #[test]
+    fn reference_covers_every_key() {
+        let documented: BTreeSet<(String, String)> = reference_entries()
+            .into_iter()
+            .flat_map(|(_, _, es)| es.into_iter().map(|e| (e.section, e.key)))
+            .collect();
+        let missing: Vec<_> = default_keys().difference(&documented).cloned().collect();
+        assert!(missing.is_empty(), "keys without a reference entry: {missing:?}");
+        for (_, _, entries) in reference_entries() {
+            for e in entries {
+                assert!(!e.doc.is_empty(), "{}.{} has no /// doc", e.section, e.key);
+                assert!(
+                    !e.ty.starts_with('`'),
+                    "{}.{}: unknown type {}",
+                    e.section,
+                    e.key,
+                    e.ty
+                );
+            }
+        }
+        let md = reference_markdown();
+        assert!(md.contains("| `host` | \"elevate-api\" \\| \"apptus\" |"), "{md}");
+        assert!(md.contains("{ file = … } \\| { env = … }"), "{md}");
+        assert!(md.contains("`ELEVATE_SINK__KAFKA__BOOTSTRAP_SERVERS`"), "{md}");
+    }
+
+    #[test]
+    fn config_reference_doc_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config-reference.md");
+        let want = reference_markdown();
+        if std::env::var("UPDATE_DOCS").as_deref() == Ok("1") {
+            std::fs::write(path, &want).unwrap();
+            return;
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/config-reference.md is out of date with src/config.rs: run `UPDATE_DOCS=1 cargo test --lib check` \
+             (or `elevate-sink check --print-reference > docs/config-reference.md`)"
+        );
+    }
+}
