@@ -6,4 +6,7 @@
 mod support;
 
 mod broker;
+mod ops;
+mod pipeline;
+mod replay;
 mod standin;
