@@ -803,11 +803,19 @@ fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 }
 
 /// Maps keys whose children are librdkafka property names (dots, not underscores).
-const PROPERTY_MAPS: &[&[&str]] = &[&["kafka", "properties"], &["dead_letter", "properties"]];
+const PROPERTY_MAPS: &[[&str; 2]] = &[
+    ["kafka", "properties"],
+    ["kafka", "secret_properties"],
+    ["dead_letter", "properties"],
+];
+
+/// Maps whose keys are data and keep the variable's case (market ids are case-sensitive).
+const CASED_MAPS: &[[&str; 2]] = &[["rate", "markets"]];
 
 fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
     let rest = &var[ENV_PREFIX.len()..];
-    let segments: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let raw: Vec<&str> = rest.split("__").collect();
+    let segments: Vec<String> = raw.iter().map(|s| s.to_ascii_lowercase()).collect();
     if segments.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::Env {
             var: var.to_string(),
@@ -815,8 +823,12 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
         });
     }
     let mut path = segments.clone();
-    if path.len() == 3 && PROPERTY_MAPS.iter().any(|m| m[0] == path[0] && m[1] == path[1]) {
+    let in_map =
+        |maps: &[[&str; 2]]| path.len() == 3 && maps.iter().any(|m| m[0] == path[0] && m[1] == path[1]);
+    if in_map(PROPERTY_MAPS) {
         path[2] = path[2].replace('_', ".");
+    } else if in_map(CASED_MAPS) {
+        path[2] = raw[2].to_string();
     }
     let parsed = parse_env_value(value);
     let mut node = table;
@@ -884,6 +896,11 @@ mod tests {
                 ("ELEVATE_SINK__KAFKA__TOPICS", "[\"a\", \"b\"]"),
                 ("ELEVATE_SINK__KAFKA__PROPERTIES__CLIENT_RACK", "eu-1a"),
                 ("ELEVATE_SINK__SHUTDOWN__DRAIN_DEADLINE", "5s"),
+                ("ELEVATE_SINK__RATE__MARKETS__SE", "10"),
+                (
+                    "ELEVATE_SINK__KAFKA__SECRET_PROPERTIES__SASL_PASSWORD",
+                    "{ env = \"PW\" }",
+                ),
                 ("OTHER", "x"),
             ]),
         )
@@ -892,6 +909,15 @@ mod tests {
         assert_eq!(c.kafka.topics, vec!["a", "b"]);
         assert_eq!(c.kafka.properties.get("client.rack").unwrap(), "eu-1a");
         assert_eq!(c.shutdown.drain_deadline, Duration::from_secs(5));
+        assert_eq!(
+            c.rate.markets.get("SE"),
+            Some(&10.0),
+            "market ids keep their case"
+        );
+        assert_eq!(
+            c.kafka.secret_properties.get("sasl.password"),
+            Some(&SecretSource::Env("PW".into()))
+        );
     }
 
     #[test]

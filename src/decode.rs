@@ -277,16 +277,12 @@ fn event_time(root: &Value, pointer: &str) -> Result<Option<i64>, Invalid> {
                 format!("event_time at {pointer} is not an integer number of epoch milliseconds"),
             )
         }),
-        Some(Value::String(s)) => humantime::parse_rfc3339_weak(s)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| Some(d.as_millis() as i64))
-            .ok_or_else(|| {
-                Invalid::new(
-                    InvalidReason::BadValue,
-                    format!("event_time at {pointer} is {:?}, expected RFC 3339", excerpt(s)),
-                )
-            }),
+        Some(Value::String(s)) => parse_rfc3339_ms(s).map(Some).ok_or_else(|| {
+            Invalid::new(
+                InvalidReason::BadValue,
+                format!("event_time at {pointer} is {:?}, expected RFC 3339", excerpt(s)),
+            )
+        }),
         Some(other) => Err(Invalid::new(
             InvalidReason::WrongType,
             format!(
@@ -295,6 +291,35 @@ fn event_time(root: &Value, pointer: &str) -> Result<Option<i64>, Invalid> {
             ),
         )),
     }
+}
+
+/// RFC 3339 with `Z` or a numeric offset (`+01:00`), as epoch milliseconds.
+fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let (local, offset_secs) = match s
+        .len()
+        .checked_sub(6)
+        .filter(|&i| s.is_char_boundary(i))
+        .map(|i| s.split_at(i))
+    {
+        Some((head, tail))
+            if (tail.starts_with('+') || tail.starts_with('-')) && tail.as_bytes()[3] == b':' =>
+        {
+            let h: i64 = tail[1..3].parse().ok()?;
+            let m: i64 = tail[4..6].parse().ok()?;
+            let sign = if tail.starts_with('-') { -1 } else { 1 };
+            (head, sign * (h * 3600 + m * 60))
+        }
+        _ => (
+            s.strip_suffix('Z').or_else(|| s.strip_suffix('z')).unwrap_or(s),
+            0,
+        ),
+    };
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    };
+    Some(ms - offset_secs * 1000)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -393,6 +418,25 @@ mod tests {
             decode(&m(), None).unwrap_err().reason,
             InvalidReason::MalformedJson
         );
+    }
+
+    #[test]
+    fn rfc3339_offsets() {
+        assert_eq!(parse_rfc3339_ms("2026-11-30T10:00:00Z"), Some(1_796_032_800_000));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-30T11:00:00+01:00"),
+            Some(1_796_032_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-30T09:30:00-00:30"),
+            Some(1_796_032_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-30T10:00:00.250Z"),
+            Some(1_796_032_800_250)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("ééé+01:00"), None);
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn is_consumer_property(k: &str) -> bool {
         || k.starts_with("auto.offset.")
         || k.starts_with("partition.assignment.")
         || k.starts_with("enable.auto.")
+        || k.starts_with("statistics.")
         || k == "isolation.level"
         || k == "check.crcs"
 }
