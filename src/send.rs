@@ -152,7 +152,8 @@ impl Sender {
             let attempt = {
                 let _slot = self.slots.acquire().await.expect("semaphore never closed");
                 self.metrics.in_flight_requests.inc();
-                let a = self.attempt(&req).await;
+                let mut a = self.attempt(&req).await;
+                a.excerpt = scrub(&a.excerpt, n);
                 self.metrics.in_flight_requests.dec();
                 a
             };
@@ -292,11 +293,53 @@ impl Sender {
     }
 }
 
+/// Replaces the notification's customerKey/sessionKey values (plain or percent-encoded) in an
+/// answer excerpt: Elevate may echo query values back, and excerpts reach logs and headers.
+fn scrub(text: &str, n: &Notification) -> String {
+    let mut out = text.to_string();
+    for (value, placeholder) in [
+        (&n.customer_key, "<customerKey>"),
+        (&n.session_key, "<sessionKey>"),
+    ] {
+        let Some(v) = value.as_deref().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+        out = out.replace(v, placeholder).replace(&encoded, placeholder);
+    }
+    out
+}
+
 fn transport(kind: TransportError) -> Attempt {
     Attempt {
         class: classify_transport(kind),
         status: None,
         label: kind.as_str().to_string(),
         excerpt: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_never_carry_personal_keys() {
+        let n = Notification {
+            ticket: "t".into(),
+            market: "SE".into(),
+            customer_key: Some("cust 42".into()),
+            session_key: Some("sess-9".into()),
+            user_context: None,
+            user_agent: None,
+            visitor_ip: None,
+            line: 0,
+            event_time_ms: None,
+        };
+        let s = scrub("bad customerKey=cust+42 (cust 42), session sess-9", &n);
+        assert_eq!(
+            s,
+            "bad customerKey=<customerKey> (<customerKey>), session <sessionKey>"
+        );
     }
 }
