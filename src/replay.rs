@@ -34,7 +34,6 @@ use crate::ledger::Ledger;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::pipeline::{wait_for_signal, SinkContext};
-use crate::select::{map_record, SkipReason};
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
@@ -581,22 +580,13 @@ pub async fn replay(
                             outside_window += 1;
                             continue;
                         }
-                        match map_record(&cfg.mapping, src.value.as_deref()) {
+                        match crate::work::plan(&cfg.mapping, &src, plan.max_age, window::now_ms()) {
                             Err(invalid) => {
                                 *dead.entry(invalid.reason.as_str().to_string()).or_default() += 1;
                                 out.push_str(&dry::dead_letter_line(&src, invalid.reason.as_str(), &invalid.detail));
                                 out.push('\n');
                             }
-                            Ok(mut mapped) => {
-                                // The same rule as Work::take applies to `--max-age`.
-                                let event_ms = mapped.event_time_ms.or(src.timestamp_ms);
-                                if let (Some(max_age), Some(t)) = (plan.max_age, event_ms) {
-                                    if window::now_ms() - t > max_age.as_millis() as i64 {
-                                        let n = mapped.notifications.len();
-                                        mapped.notifications.clear();
-                                        mapped.skipped.extend(std::iter::repeat_n(SkipReason::TooOld, n));
-                                    }
-                                }
+                            Ok(mapped) => {
                                 for r in &mapped.skipped {
                                     *skipped.entry(r.as_str().to_string()).or_default() += 1;
                                 }

@@ -11,10 +11,11 @@ use tokio::sync::Notify;
 
 use crate::config::MappingConfig;
 use crate::deadletter::DeadLetter;
+use crate::decode::Invalid;
 use crate::kafka::SourceRecord;
 use crate::ledger::{Claim, Ledger};
 use crate::metrics::{label, Metrics};
-use crate::select::{map_record, SkipReason};
+use crate::select::{map_record, Mapped, SkipReason};
 use crate::send::{Outcome, ParkReason, Sender};
 
 /// A partition key: (topic, partition).
@@ -48,11 +49,32 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Maps one record as `run` and `replay` both do: decode + select + map, then the `--max-age`
+/// rule (an event older than `max_age` at `now_ms`, by its event time or else the record's
+/// timestamp, has its notifications skipped as `too_old`). Pure.
+pub fn plan(
+    mapping: &MappingConfig,
+    src: &SourceRecord,
+    max_age: Option<Duration>,
+    now_ms: i64,
+) -> Result<Mapped, Invalid> {
+    let mut mapped = map_record(mapping, src.value.as_deref())?;
+    let event_ms = mapped.event_time_ms.or(src.timestamp_ms);
+    if let (Some(max_age), Some(t)) = (max_age, event_ms) {
+        if now_ms - t > max_age.as_millis() as i64 {
+            let too_old = mapped.notifications.drain(..).map(|_| SkipReason::TooOld);
+            mapped.skipped.extend(too_old);
+        }
+    }
+    Ok(mapped)
 }
 
 impl Work {
@@ -63,8 +85,8 @@ impl Work {
             .records_consumed
             .get_or_create(&label("topic", &src.topic))
             .inc();
-        let mapped = map_record(&self.mapping, src.value.as_deref());
-        let mut mapped = match mapped {
+        let mapped = plan(&self.mapping, &src, self.max_age, now_ms());
+        let mapped = match mapped {
             Ok(m) => m,
             Err(invalid) => {
                 let Some(generation) = lock(&self.ledger).track(&key, src.offset, 1) else {
@@ -90,14 +112,6 @@ impl Work {
                 return true;
             }
         };
-        let event_ms = mapped.event_time_ms.or(src.timestamp_ms);
-        if let (Some(max_age), Some(t)) = (self.max_age, event_ms) {
-            if now_ms() - t > max_age.as_millis() as i64 && !mapped.notifications.is_empty() {
-                mapped
-                    .skipped
-                    .extend(mapped.notifications.drain(..).map(|_| SkipReason::TooOld));
-            }
-        }
         let parts = mapped.notifications.len() as u32;
         let Some(generation) = lock(&self.ledger).track(&key, src.offset, parts) else {
             return false;
