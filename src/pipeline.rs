@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -20,8 +19,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::admin::Health;
 use crate::config::Config;
-use crate::deadletter::DeadLetter;
-use crate::kafka::{consumer_config, producer_config, resolve_secrets, SourceRecord};
+use crate::kafka::{consumer_config, resolve_secrets, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::{share, Limiter};
 use crate::metrics::{label, Metrics};
@@ -234,7 +232,6 @@ pub async fn run(
         Arc::new(consumer_config(cfg, &secrets, &cfg.kafka.group_id).create_with_context(ctx)?);
     let topics: Vec<&str> = cfg.kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let producer: FutureProducer = producer_config(cfg, &secrets).create()?;
     let limiter = Arc::new(Limiter::new(&cfg.rate));
     let sender = Arc::new(Sender::new(
         &cfg.elevate,
@@ -242,20 +239,14 @@ pub async fn run(
         limiter.clone(),
         metrics.clone(),
     )?);
-    let work = Arc::new(Work {
-        mapping: cfg.mapping.clone(),
+    let work = Arc::new(Work::from_config(
+        cfg,
+        &secrets,
         sender,
-        dead_letter: Arc::new(DeadLetter::new(
-            producer,
-            cfg.dead_letter.topic.clone(),
-            metrics.clone(),
-        )),
-        ledger: ledger.clone(),
-        metrics: metrics.clone(),
-        wake: wake.clone(),
-        max_age: None,
-        ages: None,
-    });
+        ledger.clone(),
+        metrics.clone(),
+        wake.clone(),
+    )?);
     let total_partitions = Arc::new(AtomicUsize::new(0));
     let metadata_task = tokio::spawn(refresh_partition_count(
         consumer.clone(),

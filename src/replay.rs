@@ -21,15 +21,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::admin::Health;
 use crate::config::{Config, RateConfig};
-use crate::deadletter::DeadLetter;
-use crate::kafka::{consumer_config, producer_config, resolve_secrets, SourceRecord};
+use crate::kafka::{consumer_config, resolve_secrets, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
@@ -631,22 +629,18 @@ pub async fn replay(
             );
         }
     } else {
-        let producer: FutureProducer = producer_config(cfg, &secrets)
-            .create()
-            .context("dead-letter producer")?;
         let work = Arc::new(Work {
-            mapping: cfg.mapping.clone(),
-            sender,
-            dead_letter: Arc::new(DeadLetter::new(
-                producer,
-                cfg.dead_letter.topic.clone(),
-                metrics.clone(),
-            )),
-            ledger: ledger.clone(),
-            metrics: metrics.clone(),
-            wake: wake.clone(),
             max_age: plan.max_age,
             ages: Some(Mutex::new(Vec::new())),
+            ..Work::from_config(
+                cfg,
+                &secrets,
+                sender,
+                ledger.clone(),
+                metrics.clone(),
+                wake.clone(),
+            )
+            .context("dead-letter producer")?
         });
         let (max_records, max_parts) = in_flight_bounds(cfg, &plan.rate);
         let mut paused = false;

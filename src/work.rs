@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
-use crate::config::MappingConfig;
+use crate::config::{Config, MappingConfig, Secret};
 use crate::deadletter::DeadLetter;
 use crate::decode::Invalid;
-use crate::kafka::SourceRecord;
+use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger};
 use crate::metrics::{label, Metrics};
 use crate::select::{map_record, Mapped, SkipReason};
@@ -78,6 +78,33 @@ pub fn plan(
 }
 
 impl Work {
+    /// The work of `run` and `replay`: the dead-letter producer from `cfg` (idempotent,
+    /// acks=all), no `--max-age`, no age collection (set those fields after, for replay).
+    pub fn from_config(
+        cfg: &Config,
+        secrets: &[(String, Secret)],
+        sender: Arc<Sender>,
+        ledger: SharedLedger,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> rdkafka::error::KafkaResult<Self> {
+        let producer: rdkafka::producer::FutureProducer = producer_config(cfg, secrets).create()?;
+        Ok(Work {
+            mapping: cfg.mapping.clone(),
+            sender,
+            dead_letter: Arc::new(DeadLetter::new(
+                producer,
+                cfg.dead_letter.topic.clone(),
+                metrics.clone(),
+            )),
+            ledger,
+            metrics,
+            wake,
+            max_age: None,
+            ages: None,
+        })
+    }
+
     /// Takes one record. Returns false (and does nothing) if its partition is not owned.
     pub fn take(self: &Arc<Self>, src: SourceRecord) -> bool {
         let key: Tp = (src.topic.clone(), src.partition);
