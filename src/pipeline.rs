@@ -69,6 +69,14 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: Statistics) {
+        // A broker we talk to again clears an earlier "all brokers down", even when idle.
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.health.broker_ok.store(true, Ordering::Relaxed);
+        }
         for (topic, t) in statistics.topics {
             for (p, part) in t.partitions {
                 if p >= 0 && part.consumer_lag >= 0 {
@@ -319,6 +327,7 @@ pub async fn run(
     let abandoned_records = lock(&ledger).records_in_flight();
     let final_commit = commit_done(consumer.as_ref(), &ledger, CommitMode::Sync, &metrics);
     metadata_task.abort();
+    let _ = metadata_task.await; // it holds a consumer handle: the drop below must be the last
     tracing::info!(
         drained,
         abandoned_records,
