@@ -72,10 +72,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = standin.dump().await.context("writing --dump")? {
         eprintln!(
             "elevate-standin: wrote {n} accepted requests to {}",
-            args.dump
-                .as_deref()
-                .unwrap_or_else(|| "".as_ref())
-                .display()
+            args.dump.as_deref().unwrap_or_else(|| "".as_ref()).display()
         );
     }
     Ok(())
