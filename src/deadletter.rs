@@ -34,6 +34,17 @@ pub mod headers {
     pub const TIME: &str = "elevate-sink-time";
     /// Cart line index, when one line of a record was rejected.
     pub const LINE: &str = "elevate-sink-line";
+    /// Present when the value was too large to park: the original value's size in bytes.
+    pub const VALUE_OMITTED: &str = "elevate-sink-value-omitted";
+}
+
+/// Whether a produce error means "this record is too large", which no retry can fix.
+fn is_too_large(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{MessageSizeTooLarge, MessageBatchTooLarge};
+    matches!(
+        e.rdkafka_error_code(),
+        Some(MessageSizeTooLarge | MessageBatchTooLarge)
+    )
 }
 
 /// Writes parked records. Share it in an `Arc`.
@@ -84,8 +95,15 @@ impl DeadLetter {
     }
 
     /// Parks `src`; returns once acknowledged (retrying failed produces with backoff).
+    ///
+    /// One failure is permanent for a given record: it is larger than the dead-letter topic (or
+    /// the producer) accepts. Retrying would wedge its partition's commits for good, so it is
+    /// parked once more without its value, with [`headers::VALUE_OMITTED`] saying how large the
+    /// value was; the original stays readable in the source topic at the coordinates in the
+    /// headers (for as long as that topic retains it).
     pub async fn park(&self, src: &SourceRecord, why: &ParkReason) {
-        let hs = Self::headers_for(src, why);
+        let mut hs = Self::headers_for(src, why);
+        let mut value = src.value.as_deref();
         let mut wait = Duration::from_millis(100);
         loop {
             let mut owned = OwnedHeaders::new_with_capacity(hs.len());
@@ -99,8 +117,8 @@ impl DeadLetter {
             if let Some(k) = &src.key {
                 rec = rec.key(k.as_slice());
             }
-            if let Some(v) = &src.value {
-                rec = rec.payload(v.as_slice());
+            if let Some(v) = value {
+                rec = rec.payload(v);
             }
             if let Some(ts) = src.timestamp_ms {
                 rec = rec.timestamp(ts);
@@ -118,9 +136,20 @@ impl DeadLetter {
                     tracing::warn!(
                         reason = %why.reason, detail = %why.detail, status = ?why.status,
                         topic = %src.topic, partition = src.partition, offset = src.offset,
+                        value_omitted = value.is_none() && src.value.is_some(),
                         "record parked in the dead-letter topic"
                     );
                     return;
+                }
+                Err((e, _)) if is_too_large(&e) && value.is_some() => {
+                    self.metrics.dead_letter_failures.inc();
+                    let size = src.value.as_ref().map_or(0, Vec::len);
+                    tracing::error!(
+                        error = %e, size, topic = %src.topic, partition = src.partition, offset = src.offset,
+                        "record too large for the dead-letter topic: parking it without its value"
+                    );
+                    hs.push((headers::VALUE_OMITTED.to_string(), size.to_string().into_bytes()));
+                    value = None;
                 }
                 Err((e, _)) => {
                     self.metrics.dead_letter_failures.inc();

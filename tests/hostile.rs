@@ -694,15 +694,13 @@ async fn wait_until_committed(bs: &str, group: &str, topic: &str, ends: &BTreeMa
     }
 }
 
-/// Core bug found by this corpus (see the issue 8 report): a record the service can consume but
-/// the dead-letter producer cannot write (here 1,040,000 bytes of malformed JSON: under the
-/// broker's default `message.max.bytes` of 1,048,588, which a Java producer's default
-/// `max.request.size` of 1 MiB lets through, but over librdkafka's producer default of
-/// 1,000,000) is retried by `DeadLetter::park` forever, so its offset is never committed and
-/// the partition's commits stop for good. Ignored until `deadletter.rs` handles permanent
-/// produce errors; run with `cargo test --test hostile -- --ignored`.
+/// Regression for a core bug this corpus found: a record the service can consume but the
+/// dead-letter producer cannot write (here 1,040,000 bytes of malformed JSON: under the broker's
+/// default `message.max.bytes` of 1,048,588, which a Java producer's default `max.request.size`
+/// of 1 MiB lets through, but over librdkafka's producer default of 1,000,000) used to be
+/// retried by `DeadLetter::park` forever, so its partition's commits stopped for good. Now it is
+/// parked without its value, with `elevate-sink-value-omitted` giving the size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "core bug: an unparkable record wedges its partition's commits (issue 8 report)"]
 async fn record_too_large_for_the_dead_letter_producer_does_not_wedge_the_partition() {
     let bs = bootstrap();
     let (topic, dlq, group) = (
@@ -769,4 +767,19 @@ async fn record_too_large_for_the_dead_letter_producer_does_not_wedge_the_partit
         done,
         "commits stuck below the oversized record after 30 s ({failures} failed dead-letter produces)"
     );
+    let parked = read_all(&bs, &dlq, 1, Duration::from_secs(10)).await;
+    assert_eq!(parked.len(), 1, "the oversized record is parked");
+    assert_eq!(
+        header(&parked[0], "elevate-sink-value-omitted").as_deref(),
+        Some("1040000")
+    );
+    assert_eq!(
+        header(&parked[0], "elevate-sink-reason").as_deref(),
+        Some("malformed_json")
+    );
+    assert_eq!(
+        header(&parked[0], "elevate-sink-source-offset"),
+        Some(landed[0].1.to_string())
+    );
+    assert!(parked[0].payload().is_none(), "parked without its value");
 }
