@@ -8,7 +8,7 @@
 //! ```text
 //! cargo build --release --bin elevate-sink --example chaos
 //! cargo run --release --example chaos -- --short    # ~3 minutes, one of each fault (CI: .ci/chaos-short)
-//! cargo run --release --example chaos -- --long     # ~12 minutes, three rounds, longer faults
+//! cargo run --release --example chaos -- --long     # ~15 minutes, three rounds, longer faults
 //! ```
 //!
 //! It runs its own broker with `scripts/kafka` in `ELEVATE_SINK_KAFKA_DIR` (default: a fresh
@@ -1196,10 +1196,16 @@ async fn run(plan: Plan) -> Result<bool, String> {
     println!("chaos run ({}), group {group}", plan.name);
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(60);
-    println!("| {:w$} | {:v$} | {:14} |", "check", "value", "verdict");
-    println!("|{}|{}|{}|", "-".repeat(w + 2), "-".repeat(v + 2), "-".repeat(16));
+    let x = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(7);
+    println!("| {:w$} | {:v$} | {:x$} |", "check", "value", "verdict");
+    println!(
+        "|{}|{}|{}|",
+        "-".repeat(w + 2),
+        "-".repeat(v + 2),
+        "-".repeat(x + 2)
+    );
     for (k, val, verdict) in &rows {
-        println!("| {k:w$} | {val:v$} | {verdict:14} |");
+        println!("| {k:w$} | {val:v$} | {verdict:x$} |");
     }
     if !missing_hostile.is_empty() {
         println!(
