@@ -40,7 +40,7 @@ pub mod headers {
 
 /// Whether a produce error means "this record is too large", which no retry can fix.
 fn is_too_large(e: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode::{MessageSizeTooLarge, MessageBatchTooLarge};
+    use rdkafka::types::RDKafkaErrorCode::{MessageBatchTooLarge, MessageSizeTooLarge};
     matches!(
         e.rdkafka_error_code(),
         Some(MessageSizeTooLarge | MessageBatchTooLarge)

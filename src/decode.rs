@@ -170,9 +170,9 @@ pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, 
             Invalid::new(
                 InvalidReason::BadValue,
                 format!(
-                    "user_context at {} is {:?}; expected PERSONALIZED, UNPERSONALIZED, ANONYMOUS or SYNTHETIC",
+                    "user_context at {} is {}; expected PERSONALIZED, UNPERSONALIZED, ANONYMOUS or SYNTHETIC",
                     mapping.user_context,
-                    excerpt(&s)
+                    quote_if(&s, |c| c.is_ascii_alphabetic() || c == '_')
                 ),
             )
         })?),
@@ -280,7 +280,10 @@ fn event_time(root: &Value, pointer: &str) -> Result<Option<i64>, Invalid> {
         Some(Value::String(s)) => parse_rfc3339_ms(s).map(Some).ok_or_else(|| {
             Invalid::new(
                 InvalidReason::BadValue,
-                format!("event_time at {pointer} is {:?}, expected RFC 3339", excerpt(s)),
+                format!(
+                    "event_time at {pointer} is {}, expected RFC 3339",
+                    quote_if(s, |c| c.is_ascii_digit() || "-:.+TZtz ".contains(c))
+                ),
             )
         }),
         Some(other) => Err(Invalid::new(
@@ -333,13 +336,14 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// At most 40 characters of `s`, for error details (never used for personal keys).
-pub(crate) fn excerpt(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if out.len() < s.len() {
-        out.push('…');
+/// `s` quoted when every character passes `allowed` (a consent word, a date), else only its
+/// length: a mapping pointed at the wrong field must not copy a personal key into a detail.
+fn quote_if(s: &str, allowed: impl Fn(char) -> bool) -> String {
+    if s.chars().count() <= 40 && s.chars().all(allowed) {
+        format!("{s:?}")
+    } else {
+        format!("a string of {} characters", s.chars().count())
     }
-    out
 }
 
 #[cfg(test)]

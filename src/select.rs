@@ -92,8 +92,8 @@ pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
     for (i, line) in event.lines.iter().enumerate() {
         match (&line.ticket, line.from_elevate) {
             (_, false) => out.skipped.push(SkipReason::NotFromElevate),
-            (None, true) => out.skipped.push(SkipReason::NoTicket),
-            (Some(t), true) => selected.push((i, t.clone())),
+            (Some(t), true) if !t.is_empty() => selected.push((i, t.clone())),
+            (_, true) => out.skipped.push(SkipReason::NoTicket),
         }
     }
     if selected.is_empty() {
@@ -239,6 +239,18 @@ mod tests {
         let mut e = event(None, None, None);
         e.lines.clear();
         assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NoLines]);
+    }
+
+    #[test]
+    fn an_empty_ticket_is_no_ticket() {
+        let mut e = event(Some(UserContext::Anonymous), None, None);
+        e.lines = vec![CartLine {
+            from_elevate: true,
+            ticket: Some(String::new()),
+        }];
+        let m = select(&e).unwrap();
+        assert!(m.notifications.is_empty());
+        assert_eq!(m.skipped, vec![SkipReason::NoTicket]);
     }
 
     #[test]
