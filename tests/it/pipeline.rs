@@ -705,3 +705,53 @@ async fn quota_of_200_per_second_is_held_within_five_percent() {
     assert!((190.0..=210.0).contains(&rate), "observed {rate}/s");
     sink.stop().await;
 }
+
+/// Configuration-class answers (401) never dead-letter the stream: the record is retried, the
+/// commit stays below it, and it is delivered once Elevate accepts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_stall_but_never_dead_letter() {
+    let (bs, n) = setup("cfgerr", 1).await;
+    let standin = StandIn::start().await.unwrap();
+    standin.set_faults(Faults {
+        fixed_status: Some(401),
+        ..Faults::default()
+    });
+    let cfg = parse(&config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_attempts = 2\n[pipeline]\ncommit_interval = \"50ms\"\n",
+    ));
+    let sink = InProcess::start(cfg);
+    produce(&bs, &n.topic, [simple("held")]).await;
+    wait_until(
+        Duration::from_secs(30),
+        "several 401s retried past the transient budget",
+        || standin.status_counts().get(&401).copied().unwrap_or(0) >= 4,
+    )
+    .await;
+    assert!(sink.series("elevate_sink_config_errors_total{status=\"401\"}") >= 4.0);
+    assert_eq!(
+        sink.series("elevate_sink_dead_lettered_total"),
+        0.0,
+        "nothing parked"
+    );
+    let held = committed_offsets(&bs, &n.group, &n.topic, [0]).await[&0];
+    assert!(held.unwrap_or(0) == 0, "commit passed the held record: {held:?}");
+    standin.clear_faults();
+    standin
+        .wait_for_tickets(&HashSet::from(["held".to_string()]), Duration::from_secs(30))
+        .await
+        .unwrap();
+    wait_until_async(Duration::from_secs(20), "commit reaches the end", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    assert!(
+        consume_all(&bs, &n.dlq, 1, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "dead-letter topic empty"
+    );
+    sink.stop().await;
+}
