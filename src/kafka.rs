@@ -85,7 +85,11 @@ pub fn consumer_config(cfg: &Config, secrets: &[(String, Secret)], group_id: &st
     c.set("partition.assignment.strategy", "cooperative-sticky");
     c.set("auto.offset.reset", "earliest");
     c.set("fetch.queue.backoff.ms", "20");
-    c.set("queued.max.messages.kbytes", "16384");
+    // Bounded prefetch: librdkafka's local queue plus one fetch response in flight is most of the
+    // service's memory (defaults are 64 MiB and 50 MiB). 8 MiB each still holds ~15,000 typical
+    // records, far more than a local fetch round trip drains at the HTTP ceiling.
+    c.set("queued.max.messages.kbytes", "8192");
+    c.set("fetch.max.bytes", "8388608");
     c.set("statistics.interval.ms", "5000");
     for (k, v) in base_client_config(cfg, secrets).config_map() {
         c.set(k, v);

@@ -351,7 +351,7 @@ pub async fn run(
 }
 
 /// How long the in-flight bound may stay full before partitions are paused: a quarter of
-/// `max.poll.interval.ms` (librdkafka's default 300 s), at most 2 s. Until then the loop just
+/// `max.poll.interval.ms` (librdkafka's default 300 s), at most 5 s. Until then the loop just
 /// stops taking records, which costs nothing when Elevate is merely busy.
 fn pause_after(cfg: &Config) -> Duration {
     let max_poll_ms: u64 = cfg
@@ -360,7 +360,7 @@ fn pause_after(cfg: &Config) -> Duration {
         .get("max.poll.interval.ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(2))
+    Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(5))
 }
 
 /// Pauses (or resumes) every assigned partition; returns the new state.

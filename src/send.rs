@@ -82,6 +82,8 @@ pub struct Sender {
     timeout: Duration,
     /// Series to update.
     metrics: Arc<Metrics>,
+    /// `notifications_total{outcome="delivered",status="204"}`, the hot series, resolved once.
+    delivered_204: prometheus_client::metrics::counter::Counter,
     /// Last loud log line per configuration-class status.
     loud: Mutex<HashMap<String, Instant>>,
 }
@@ -116,6 +118,10 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(elevate.user_agent.clone())
             .build()?;
+        let delivered_204 = metrics
+            .notifications
+            .get_or_create(&vec![("outcome", "delivered".into()), ("status", "204".into())])
+            .clone();
         Ok(Sender {
             client,
             endpoint: endpoint(&base),
@@ -124,6 +130,7 @@ impl Sender {
             slots: Semaphore::new(elevate.max_in_flight_requests),
             retry: retry.clone(),
             timeout: elevate.request_timeout,
+            delivered_204,
             metrics,
             loud: Mutex::new(HashMap::new()),
         })
@@ -160,7 +167,7 @@ impl Sender {
             backoff.attempts += 1;
             let (budgeted, retry_after) = match attempt.class {
                 Class::Delivered => {
-                    self.count("delivered", &attempt.label);
+                    self.delivered_204.inc();
                     return Outcome::Delivered {
                         attempts: backoff.attempts,
                     };
