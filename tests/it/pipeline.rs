@@ -354,7 +354,10 @@ async fn rejected_request_is_dead_lettered_before_its_offset_is_committed() {
     assert_eq!(v["lines"][0]["ticket"], "bad", "original value kept");
     let accepted: HashSet<String> = standin.accepted_tickets().into_iter().collect();
     assert!(accepted.contains("ok1") && accepted.contains("ok2") && !accepted.contains("bad"));
-    assert!(sink.series("elevate_sink_commits_total") > 0.0, "commits are counted");
+    assert!(
+        sink.series("elevate_sink_commits_total") > 0.0,
+        "commits are counted"
+    );
     sink.stop().await;
 }
 
