@@ -24,7 +24,7 @@ use crate::ledger::Ledger;
 use crate::limit::{share, Limiter};
 use crate::metrics::{label, Metrics};
 use crate::send::Sender;
-use crate::work::{lock, SharedLedger, Work};
+use crate::work::{lock, SharedLedger, Tp, Work};
 
 /// Why the pipeline could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -169,13 +169,27 @@ pub fn commit_done<C: ConsumerContext, K: Consumer<C>>(
     ledger: &SharedLedger,
     metrics: &Metrics,
 ) -> bool {
+    commit_done_with(consumer, ledger, metrics, |_| None)
+}
+
+/// [`commit_done`] with commit metadata per partition (replay keeps its window there).
+pub fn commit_done_with<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    ledger: &SharedLedger,
+    metrics: &Metrics,
+    metadata: impl Fn(&Tp) -> Option<String>,
+) -> bool {
     let positions = lock(ledger).to_commit();
     if positions.is_empty() {
         return true;
     }
     let mut tpl = TopicPartitionList::new();
-    for ((t, p), pos) in &positions {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*pos));
+    for (key, pos) in &positions {
+        let mut e = tpl.add_partition(&key.0, key.1);
+        let _ = e.set_offset(Offset::Offset(*pos));
+        if let Some(m) = metadata(key) {
+            e.set_metadata(m);
+        }
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => {

@@ -31,7 +31,7 @@ use crate::kafka::{consumer_config, resolve_secrets, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
-use crate::pipeline::{wait_for_signal, SinkContext};
+use crate::pipeline::{commit_done_with, wait_for_signal, SinkContext};
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
@@ -419,43 +419,17 @@ pub fn in_flight_bounds(cfg: &Config, rate: &RateConfig) -> (usize, u64) {
     )
 }
 
-/// Commits the ledger's done positions to the checkpoint group, with the window in metadata.
+/// Commits the ledger's done positions to the checkpoint group, with the window in metadata
+/// (synchronously, by the same rule and code as `run`).
 fn commit_checkpoint(
     consumer: &StreamConsumer<SinkContext>,
     ledger: &SharedLedger,
     windows: &BTreeMap<i32, PartitionWindow>,
-    mode: CommitMode,
     metrics: &Metrics,
 ) -> bool {
-    let positions = lock(ledger).to_commit();
-    if positions.is_empty() {
-        return true;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), pos) in &positions {
-        let mut e = tpl.add_partition(t, *p);
-        let _ = e.set_offset(Offset::Offset(*pos));
-        if let Some(w) = windows.get(p) {
-            e.set_metadata(window::checkpoint_metadata(w));
-        }
-    }
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => {
-            if matches!(mode, CommitMode::Sync) {
-                let mut l = lock(ledger);
-                for (k, pos) in &positions {
-                    l.committed(k, *pos);
-                }
-                metrics.commits.inc();
-            }
-            true
-        }
-        Err(e) => {
-            metrics.commit_failures.inc();
-            tracing::warn!(error = %e, "checkpoint commit failed; will retry");
-            false
-        }
-    }
+    commit_done_with(consumer, ledger, metrics, |(_, p)| {
+        windows.get(p).map(window::checkpoint_metadata)
+    })
 }
 
 /// Runs a replay until its window is done or `shutdown` turns true; returns the summary (the
@@ -653,7 +627,7 @@ pub async fn replay(
                 biased;
                 Ok(()) = shutdown.changed() => { summary.interrupted = true; break }
                 _ = commit_tick.tick() => {
-                    commit_checkpoint(&consumer, &ledger, &by_partition, CommitMode::Async, &metrics);
+                    commit_checkpoint(&consumer, &ledger, &by_partition, &metrics);
                 }
                 _ = house_tick.tick() => {}
                 _ = wake.notified() => {}
@@ -719,7 +693,7 @@ pub async fn replay(
                 }
             }
         }
-        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, CommitMode::Sync, &metrics);
+        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, &metrics);
         if !committed {
             tracing::error!(
                 "final checkpoint commit failed: a rerun re-sends from the last successful commit"
