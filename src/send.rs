@@ -156,6 +156,10 @@ impl Sender {
             }
             let waited = self.limiter.acquire(&n.market).await;
             self.metrics.limiter_wait_seconds.inc_by(waited.as_secs_f64());
+            // The wait may have been long: a revoked partition's record is left to its new owner.
+            if !still_ours() {
+                return Outcome::Abandoned;
+            }
             let attempt = {
                 let _slot = self.slots.acquire().await.expect("semaphore never closed");
                 self.metrics.in_flight_requests.inc();
