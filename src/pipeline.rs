@@ -397,19 +397,24 @@ fn pause_after(cfg: &Config) -> Duration {
     Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(5))
 }
 
+/// Pauses (or resumes) `tpl`'s partitions; a failure is logged (the next turn tries again).
+pub(crate) fn pause_or_resume(consumer: &StreamConsumer<SinkContext>, tpl: &TopicPartitionList, pause: bool) {
+    let r = if pause {
+        consumer.pause(tpl)
+    } else {
+        consumer.resume(tpl)
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, pause, "pause/resume failed");
+    }
+}
+
 /// Pauses (or resumes) every assigned partition; returns the new state.
 fn set_paused(consumer: &StreamConsumer<SinkContext>, pause: bool, metrics: &Metrics) -> bool {
     consumer.context().paused.store(pause, Ordering::Relaxed);
     match consumer.assignment() {
         Ok(tpl) => {
-            let r = if pause {
-                consumer.pause(&tpl)
-            } else {
-                consumer.resume(&tpl)
-            };
-            if let Err(e) = r {
-                tracing::warn!(error = %e, pause, "pause/resume failed");
-            }
+            pause_or_resume(consumer, &tpl, pause);
             metrics
                 .paused_partitions
                 .set(if pause { tpl.count() as i64 } else { 0 });

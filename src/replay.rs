@@ -262,15 +262,7 @@ fn pause(consumer: &StreamConsumer<SinkContext>, topic: &str, partitions: Vec<i3
     if partitions.is_empty() {
         return;
     }
-    let tpl = tpl_of(topic, partitions);
-    let r = if pause {
-        consumer.pause(&tpl)
-    } else {
-        consumer.resume(&tpl)
-    };
-    if let Err(e) = r {
-        tracing::warn!(error = %e, pause, "pause/resume failed");
-    }
+    crate::pipeline::pause_or_resume(consumer, &tpl_of(topic, partitions), pause);
 }
 
 /// Resolves the per-partition windows (blocking look-ups) and applies the checkpoint.
