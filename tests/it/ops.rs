@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use elevate_sink::standin::StandIn;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::kafka::{bootstrap, create_topic, produce, unique, wait_until_async, Rec};
+use crate::support::kafka::{bootstrap, names, produce, unique, wait_until_async, Names, Rec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elevate-sink");
 
@@ -172,23 +172,6 @@ async fn gate_to(target: String) -> Gate {
 }
 
 /// Names for one service run.
-struct Names {
-    topic: String,
-    dead_letter: String,
-    group: String,
-}
-
-async fn topics(bs: &str, prefix: &str) -> Names {
-    let n = Names {
-        topic: unique(&format!("{prefix}-src")),
-        dead_letter: unique(&format!("{prefix}-dlq")),
-        group: unique(&format!("{prefix}-group")),
-    };
-    create_topic(bs, &n.topic, 3).await;
-    create_topic(bs, &n.dead_letter, 1).await;
-    n
-}
-
 /// A service config: real broker (or gate), stand-in, a fixed admin port, plus `extra` TOML.
 fn service_toml(bootstrap: &str, n: &Names, base_url: &str, admin: SocketAddr, extra: &str) -> String {
     format!(
@@ -200,7 +183,7 @@ fn service_toml(bootstrap: &str, n: &Names, base_url: &str, admin: SocketAddr, e
          [retry]\ninitial_backoff = \"50ms\"\n\
          [shutdown]\ndrain_deadline = \"5s\"\ngrace_period = \"10s\"\n\
          [admin]\nlisten = \"{admin}\"\n",
-        n.group, n.topic, n.dead_letter
+        n.group, n.topic, n.dlq
     )
 }
 
@@ -372,7 +355,7 @@ fn check_sample_with_every_example_exits_zero_and_counts_dead_letters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_before_assignment_and_200_after_healthz_always_200() {
     let bs = bootstrap().await;
-    let n = topics(&bs, "ops-ready").await;
+    let n = names(&bs, "ops-ready", 3).await;
     let standin = StandIn::start().await.unwrap();
     let gate = gate_to(bs.clone()).await;
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -417,7 +400,7 @@ async fn readyz_is_503_before_assignment_and_200_after_healthz_always_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_run_exposes_metrics_and_logs_no_secrets_nor_customer_keys() {
     let bs = bootstrap().await;
-    let n = topics(&bs, "ops-run").await;
+    let n = names(&bs, "ops-run", 3).await;
     let standin = StandIn::start().await.unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -21,31 +21,8 @@ use elevate_sink::pipeline::{self, RunSummary};
 use elevate_sink::standin::{Faults, StandIn};
 
 use crate::support::kafka::{
-    bootstrap, committed_offsets, consume_all, create_topic, high_watermarks, produce, unique, wait_until,
-    wait_until_async, Rec,
+    committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
 };
-
-/// Topics and group of one test.
-struct Names {
-    /// Source topic.
-    topic: String,
-    /// Dead-letter topic.
-    dlq: String,
-    /// Consumer group.
-    group: String,
-}
-
-async fn setup(prefix: &str, partitions: i32) -> (String, Names) {
-    let bs = bootstrap().await;
-    let names = Names {
-        topic: unique(&format!("{prefix}-in")),
-        dlq: unique(&format!("{prefix}-dlq")),
-        group: unique(&format!("{prefix}-g")),
-    };
-    create_topic(&bs, &names.topic, partitions).await;
-    create_topic(&bs, &names.dlq, 1).await;
-    (bs, names)
-}
 
 /// A config TOML for a test; `extra` is appended (more sections or keys of new sections).
 fn config_toml(bs: &str, n: &Names, base_url: &str, extra: &str) -> String {

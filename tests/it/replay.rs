@@ -13,33 +13,11 @@ use serde_json::{json, Value};
 use elevate_sink::standin::StandIn;
 
 use crate::support::kafka::{
-    bootstrap, client_config, committed_offsets, create_topic, high_watermarks, produce, unique, Rec,
+    client_config, committed_offsets, high_watermarks, produce, setup, unique, Names, Rec,
 };
 
 /// Longest a replay child may take in these tests.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// Topics and groups of one test.
-struct Names {
-    /// Source topic.
-    topic: String,
-    /// Dead-letter topic.
-    dlq: String,
-    /// The live service's group (kafka.group_id).
-    live: String,
-}
-
-async fn setup(prefix: &str, partitions: i32) -> (String, Names) {
-    let bs = bootstrap().await;
-    let n = Names {
-        topic: unique(&format!("{prefix}-in")),
-        dlq: unique(&format!("{prefix}-dlq")),
-        live: unique(&format!("{prefix}-live")),
-    };
-    create_topic(&bs, &n.topic, partitions).await;
-    create_topic(&bs, &n.dlq, 1).await;
-    (bs, n)
-}
 
 /// Writes the replay's config (the same file `run` would use) into `dir`.
 fn write_config(dir: &Path, bs: &str, n: &Names, base_url: &str) -> PathBuf {
@@ -64,7 +42,7 @@ listen = ""
 level = "warn"
 format = "text"
 "#,
-        live = n.live,
+        live = n.group,
         topic = n.topic,
         dlq = n.dlq,
     );
@@ -339,7 +317,7 @@ async fn live_group_offsets_are_untouched() {
     // The live service has committed some progress.
     let live_positions = [(0, 1i64), (1, 2), (2, 3)];
     {
-        let (bs, group, topic) = (bs.clone(), n.live.clone(), n.topic.clone());
+        let (bs, group, topic) = (bs.clone(), n.group.clone(), n.topic.clone());
         tokio::task::spawn_blocking(move || {
             let c: BaseConsumer = client_config(&bs)
                 .set("group.id", &group)
@@ -356,11 +334,11 @@ async fn live_group_offsets_are_untouched() {
         .await
         .expect("commit task");
     }
-    let before = committed_offsets(&bs, &n.live, &n.topic, [0, 1, 2]).await;
+    let before = committed_offsets(&bs, &n.group, &n.topic, [0, 1, 2]).await;
     let want: BTreeMap<i32, Option<i64>> = live_positions.iter().map(|(p, o)| (*p, Some(*o))).collect();
     assert_eq!(before, want);
 
-    let refused = run_replay(&config, &["--checkpoint-group", &n.live]).await;
+    let refused = run_replay(&config, &["--checkpoint-group", &n.group]).await;
     assert!(
         !refused.status.success(),
         "replaying into the live group is refused"
@@ -376,7 +354,7 @@ async fn live_group_offsets_are_untouched() {
     assert_success(&out, "replay");
     assert_eq!(standin.accepted_count(), 15);
 
-    let after = committed_offsets(&bs, &n.live, &n.topic, [0, 1, 2]).await;
+    let after = committed_offsets(&bs, &n.group, &n.topic, [0, 1, 2]).await;
     assert_eq!(after, before, "the live group's offsets are unchanged");
     let ends = high_watermarks(&bs, &n.topic).await;
     let checkpoint = committed_offsets(&bs, &cp, &n.topic, [0, 1, 2]).await;

@@ -159,6 +159,36 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     create_topic_with(bootstrap, name, partitions, &[]).await
 }
 
+/// The topics and group of one test of the service.
+pub struct Names {
+    /// Source topic (the test's cart events).
+    pub topic: String,
+    /// Dead-letter topic.
+    pub dlq: String,
+    /// The service's consumer group (`kafka.group_id`).
+    pub group: String,
+}
+
+/// Fresh [`Names`] on `bs`, with the source topic (`partitions`) and the dead-letter topic
+/// (1 partition) created.
+pub async fn names(bs: &str, prefix: &str, partitions: i32) -> Names {
+    let names = Names {
+        topic: unique(&format!("{prefix}-in")),
+        dlq: unique(&format!("{prefix}-dlq")),
+        group: unique(&format!("{prefix}-g")),
+    };
+    create_topic(bs, &names.topic, partitions).await;
+    create_topic(bs, &names.dlq, 1).await;
+    names
+}
+
+/// The broker and fresh [`Names`] on it (see [`names`]).
+pub async fn setup(prefix: &str, partitions: i32) -> (String, Names) {
+    let bs = bootstrap().await;
+    let n = names(&bs, prefix, partitions).await;
+    (bs, n)
+}
+
 /// [`create_topic`] with topic configs, e.g. `&[("retention.ms", "-1")]`.
 pub async fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
