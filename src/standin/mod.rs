@@ -164,6 +164,9 @@ struct State {
     status_counts: Box<[AtomicU64]>,
     /// Requests to the Elevate side (anything but `/_standin/`), answered or dropped.
     requests_total: AtomicU64,
+    /// Arrival time of every such request (µs since the Unix epoch, before any injected
+    /// latency): what reached Elevate's door and when, for quota checks.
+    arrivals: Mutex<Vec<u64>>,
     /// Requests whose connection was closed without an answer.
     dropped_total: AtomicU64,
     /// Fast path: false while `faults` is inert.
@@ -188,10 +191,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// The most arrivals (sorted µs timestamps) inside any half-open window `[t, t + window)`.
+pub fn max_in_window(sorted_us: &[u64], window: Duration) -> usize {
+    let w = window.as_micros() as u64;
+    let mut start = 0;
+    let mut best = 0;
+    for (end, &t) in sorted_us.iter().enumerate() {
+        while t - sorted_us[start] >= w {
+            start += 1;
+        }
+        best = best.max(end + 1 - start);
+    }
+    best
 }
 
 /// Takes one from a "next N" counter, if any left.
@@ -208,6 +229,7 @@ impl State {
             accepted_changed: Notify::new(),
             status_counts: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             requests_total: AtomicU64::new(0),
+            arrivals: Mutex::new(Vec::new()),
             dropped_total: AtomicU64::new(0),
             faults_active: AtomicBool::new(false),
             faults: RwLock::new(Faults::default()),
@@ -312,6 +334,7 @@ impl State {
             slot.store(0, Ordering::Relaxed);
         }
         self.requests_total.store(0, Ordering::Relaxed);
+        lock(&self.arrivals).clear();
         self.dropped_total.store(0, Ordering::Relaxed);
         self.accepted_changed.notify_waiters();
     }
@@ -449,6 +472,19 @@ impl StandIn {
     /// Requests received on the Elevate side (anything but `/_standin/`), answered or dropped.
     pub fn requests_total(&self) -> u64 {
         self.inner.state.requests_total.load(Ordering::Relaxed)
+    }
+
+    /// Arrival times of every request on the Elevate side (answered, refused or dropped), in µs
+    /// since the Unix epoch, sorted. Taken before any injected latency: when it reached the door.
+    pub fn arrivals_us(&self) -> Vec<u64> {
+        let mut a = lock(&self.inner.state.arrivals).clone();
+        a.sort_unstable();
+        a
+    }
+
+    /// The most requests that arrived within any `window` (e.g. 1 s): the quota as Elevate sees it.
+    pub fn max_arrivals_in(&self, window: Duration) -> usize {
+        max_in_window(&self.arrivals_us(), window)
     }
 
     /// Requests whose connection was closed without an answer.
@@ -609,5 +645,21 @@ impl StandIn {
     pub async fn shutdown(&self) {
         self.inner.lifecycle.lock().await.shut_down = true;
         self.outage_start().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_in_window_counts_the_densest_half_open_window() {
+        let s = 1_000_000;
+        assert_eq!(max_in_window(&[], Duration::from_secs(1)), 0);
+        assert_eq!(max_in_window(&[5], Duration::from_secs(1)), 1);
+        // 0, 0.5 s, 0.999 s fall in one window; 1.0 s starts the next (half-open).
+        let a = [0, s / 2, s - 1, s, 3 * s];
+        assert_eq!(max_in_window(&a, Duration::from_secs(1)), 3);
+        assert_eq!(max_in_window(&a, Duration::from_secs(2)), 4);
     }
 }

@@ -114,6 +114,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, Close
     }
     let state = &inner.state;
     state.requests_total.fetch_add(1, Ordering::Relaxed);
+    super::lock(&state.arrivals).push(super::now_us());
     match answer(state, req).await {
         Outcome::Answer(resp) => {
             state.count_status(resp.status().as_u16());
@@ -278,6 +279,8 @@ struct Stats {
     accepted: usize,
     /// Connections closed without answering (injected).
     dropped: u64,
+    /// The most requests that arrived within any one second.
+    max_requests_in_1s: usize,
     /// Answers by status code.
     by_status: std::collections::BTreeMap<u16, u64>,
 }
@@ -327,6 +330,7 @@ async fn control(standin: StandIn, req: Request<Incoming>) -> Resp {
                 requests_total: standin.requests_total(),
                 accepted: standin.accepted_count(),
                 dropped: standin.dropped_total(),
+                max_requests_in_1s: standin.max_arrivals_in(Duration::from_secs(1)),
                 by_status: standin.status_counts(),
             },
         ),

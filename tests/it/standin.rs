@@ -849,3 +849,39 @@ async fn raw_exchange(s: &StandIn, requests: &[String], expect: usize) -> String
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn arrivals_are_recorded_for_every_request_before_injected_latency() {
+    let s = StandIn::start().await.unwrap();
+    let c = client();
+    s.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    // Three at once (one valid, one refused by the contract, one valid): all arrive together,
+    // although each answer takes 300 ms.
+    let (bad_url, bad_body) = (url(&s, "market=SE"), ticket_body("A2"));
+    let (a, b, d) = tokio::join!(
+        send(&c, &s, "A1"),
+        post(&c, &bad_url, Some(JSON), &bad_body),
+        send(&c, &s, "A3"),
+    );
+    assert_eq!(a.unwrap(), 204);
+    assert_eq!(b.unwrap().status(), 400);
+    assert_eq!(d.unwrap(), 204);
+    let arrivals = s.arrivals_us();
+    assert_eq!(arrivals.len(), 3);
+    assert_eq!(s.requests_total(), 3);
+    assert!(arrivals.iter().all(|&t| t >= before));
+    assert!(
+        arrivals[2] - arrivals[0] < 200_000,
+        "arrivals are stamped before the 300 ms latency: {arrivals:?}"
+    );
+    assert_eq!(s.max_arrivals_in(Duration::from_millis(200)), 3);
+    s.reset();
+    assert!(s.arrivals_us().is_empty());
+}
