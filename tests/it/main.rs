@@ -9,4 +9,5 @@ mod broker;
 mod ops;
 mod pipeline;
 mod replay;
+mod send_edges;
 mod standin;
