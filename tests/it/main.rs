@@ -8,5 +8,6 @@ mod support;
 mod broker;
 mod ops;
 mod pipeline;
+mod registry;
 mod replay;
 mod standin;
