@@ -1,10 +1,11 @@
 //! Admin HTTP listener: `/healthz` (the process is alive), `/readyz` (the consumer joined its
-//! group — with or without partitions —, the broker is reachable, and the loop is not wedged),
-//! `/metrics` (Prometheus text). Guarantees: readiness facts are plain atomics written by the
-//! pipeline; the listener never blocks the pipeline.
+//! group — with or without partitions —, the broker is reachable, the loop is not wedged, parking
+//! works, and the process is not stopping for good), `/metrics` (Prometheus text). Guarantees:
+//! readiness facts are plain atomics written by the pipeline; the listener never blocks the
+//! pipeline.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -24,9 +25,22 @@ pub struct Health {
     pub joined: AtomicBool,
     /// No "all brokers down" since the last successful broker interaction.
     pub broker_ok: AtomicBool,
-    /// How long without a loop turn counts as wedged.
+    /// How long without a loop turn counts as wedged (and how long parking may keep failing).
     wedged_after: Duration,
+    /// Since when (epoch ms) parking in the dead-letter topic has failed without a success; 0
+    /// while it works.
+    dead_letter_failing_since_ms: AtomicI64,
+    /// Why the process is stopping for good (a fatal client error, unreadable records), once it is.
+    stopping: OnceLock<&'static str>,
 }
+
+/// `/readyz` reason: a Kafka client failed fatally and the process is exiting.
+pub const NOT_READY_FATAL: &str = "a Kafka client failed fatally; the process is exiting (exit code 3)";
+/// `/readyz` reason: records could not be read and the process is exiting.
+pub const NOT_READY_UNREADABLE: &str = "records could not be read; the process is exiting (exit code 4)";
+/// `/readyz` reason: parking keeps failing.
+pub const NOT_READY_DEAD_LETTER: &str =
+    "writing to the dead-letter topic has failed for longer than admin.wedged_after";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -43,7 +57,21 @@ impl Health {
             joined: AtomicBool::new(false),
             broker_ok: AtomicBool::new(true),
             wedged_after,
+            dead_letter_failing_since_ms: AtomicI64::new(0),
+            stopping: OnceLock::new(),
         }
+    }
+
+    /// The process is stopping for good, for `why` (one of the `NOT_READY_*` reasons): never
+    /// ready again.
+    pub fn stopping(&self, why: &'static str) {
+        let _ = self.stopping.set(why);
+    }
+
+    /// Since when parking has been failing without a success (`None`: it works).
+    pub fn dead_letter_failing_since(&self, since_ms: Option<i64>) {
+        self.dead_letter_failing_since_ms
+            .store(since_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The loop turned just now.
@@ -53,6 +81,9 @@ impl Health {
 
     /// Ok, or what is missing.
     pub fn ready(&self) -> Result<(), &'static str> {
+        if let Some(why) = self.stopping.get() {
+            return Err(why);
+        }
         if !self.joined.load(Ordering::Relaxed) {
             return Err("not yet a member of the consumer group");
         }
@@ -62,6 +93,10 @@ impl Health {
         let idle = now_ms() - self.last_turn_ms.load(Ordering::Relaxed);
         if idle > self.wedged_after.as_millis() as i64 {
             return Err("consume loop wedged");
+        }
+        let failing_since = self.dead_letter_failing_since_ms.load(Ordering::Relaxed);
+        if failing_since > 0 && now_ms() - failing_since > self.wedged_after.as_millis() as i64 {
+            return Err(NOT_READY_DEAD_LETTER);
         }
         Ok(())
     }
@@ -117,4 +152,37 @@ pub async fn serve(
         }
     });
     Ok((local, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_health() -> Health {
+        let h = Health::new(Duration::from_secs(30));
+        h.joined.store(true, Ordering::Relaxed);
+        h.touch();
+        h
+    }
+
+    #[test]
+    fn parking_failing_longer_than_the_limit_makes_it_unready() {
+        let h = ready_health();
+        assert_eq!(h.ready(), Ok(()));
+        h.dead_letter_failing_since(Some(now_ms() - 1_000));
+        assert_eq!(h.ready(), Ok(()), "a short failure is tolerated");
+        h.dead_letter_failing_since(Some(now_ms() - 31_000));
+        assert_eq!(h.ready(), Err(NOT_READY_DEAD_LETTER));
+        h.dead_letter_failing_since(None);
+        assert_eq!(h.ready(), Ok(()));
+    }
+
+    #[test]
+    fn stopping_for_good_is_never_ready_again() {
+        let h = ready_health();
+        h.stopping(NOT_READY_FATAL);
+        h.stopping(NOT_READY_UNREADABLE);
+        h.touch();
+        assert_eq!(h.ready(), Err(NOT_READY_FATAL), "the first reason stays");
+    }
 }

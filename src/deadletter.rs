@@ -1,13 +1,17 @@
 //! Dead-letter: parks a record in the dead-letter topic with headers that say why.
-//! Guarantees: the original key, value and headers are kept; `park` returns only once the
-//! broker acknowledged the write (idempotent producer, acks=all), retrying with backoff for as
-//! long as it takes, so a source offset counts as done only after its record is safely parked.
+//! Guarantees: the original key, value and headers are kept; the parked record is stamped when it
+//! is parked (the source timestamp travels in a header), so the topic's retention counts from
+//! parking and no broker refuses it for its age; `park` returns only once the broker acknowledged
+//! the write (idempotent producer, acks=all), retrying with backoff for as long as it takes, so a
+//! source offset counts as done only after its record is safely parked. Limits: after a fatal
+//! producer error `park` never returns; [`DeadLetter::fatal`] says so and the loop ends the process.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::kafka::SourceRecord;
@@ -36,6 +40,10 @@ pub mod headers {
     pub const LINE: &str = "elevate-sink-line";
     /// Present when the value was too large to park: the original value's size in bytes.
     pub const VALUE_OMITTED: &str = "elevate-sink-value-omitted";
+    /// The source record's timestamp: decimal milliseconds since the Unix epoch, as Kafka gave it
+    /// (CreateTime or LogAppendTime, whichever the source topic keeps); absent when it had none.
+    /// The parked record's own timestamp is the time of parking.
+    pub const SOURCE_TIMESTAMP: &str = "elevate-sink-source-timestamp";
 }
 
 /// Whether a produce error means "this record is too large", which no retry can fix.
@@ -55,6 +63,11 @@ pub struct DeadLetter {
     topic: String,
     /// Series to update.
     metrics: Arc<Metrics>,
+    /// When the current run of failed produce attempts began (epoch ms); 0 while the last
+    /// attempt succeeded (or none failed yet).
+    failing_since_ms: AtomicI64,
+    /// The producer's fatal error, once it reported one: it can no longer produce.
+    fatal: OnceLock<String>,
 }
 
 impl DeadLetter {
@@ -64,7 +77,44 @@ impl DeadLetter {
             producer,
             topic,
             metrics,
+            failing_since_ms: AtomicI64::new(0),
+            fatal: OnceLock::new(),
         }
+    }
+
+    /// The producer's fatal error (code and reason), if it had one. A fatal producer never
+    /// produces again (e.g. an idempotent producer whose sequence state broke): the process must
+    /// restart, and the parks waiting on it never return.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
+    }
+
+    /// Since when (epoch ms) parking has been failing without a single success in between, if it
+    /// is.
+    pub fn failing_since_ms(&self) -> Option<i64> {
+        let since = self.failing_since_ms.load(Ordering::Relaxed);
+        (since > 0).then_some(since)
+    }
+
+    /// Notes a failed produce attempt; true when the producer is now fatally broken.
+    fn failed(&self) -> bool {
+        self.metrics.dead_letter_failures.inc();
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            crate::work::now_ms().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return false;
+        };
+        if self.fatal.set(format!("{code:?}: {reason}")).is_ok() {
+            tracing::error!(
+                error = ?code, reason = %reason, dead_letter_topic = %self.topic,
+                "the dead-letter producer failed fatally and cannot produce again: the process stops (exit code 3) so it restarts with a new producer"
+            );
+        }
+        true
     }
 
     /// The headers a parked record carries: the originals, then ours.
@@ -84,6 +134,9 @@ impl DeadLetter {
         add(headers::SOURCE_PARTITION, src.partition.to_string());
         add(headers::SOURCE_OFFSET, src.offset.to_string());
         add(headers::ATTEMPTS, why.attempts.to_string());
+        if let Some(ts) = src.timestamp_ms {
+            add(headers::SOURCE_TIMESTAMP, ts.to_string());
+        }
         add(
             headers::TIME,
             humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -101,6 +154,9 @@ impl DeadLetter {
     /// parked once more without its value, with [`headers::VALUE_OMITTED`] saying how large the
     /// value was; the original stays readable in the source topic at the coordinates in the
     /// headers (for as long as that topic retains it).
+    ///
+    /// After a fatal producer error (see [`DeadLetter::fatal`]) it never returns: the record
+    /// stays unfinished and the process ends.
     pub async fn park(&self, src: &SourceRecord, why: &ParkReason) {
         let mut hs = Self::headers_for(src, why);
         let mut value = src.value.as_deref();
@@ -120,15 +176,16 @@ impl DeadLetter {
             if let Some(v) = value {
                 rec = rec.payload(v);
             }
-            if let Some(ts) = src.timestamp_ms {
-                rec = rec.timestamp(ts);
-            }
+            // No timestamp: the producer stamps the time of parking. The source's time would
+            // let retention delete a parked replay of old events at once, and a time far in the
+            // future would be refused (`message.timestamp.after.max.ms`) and retried forever.
             match self
                 .producer
                 .send(rec, Timeout::After(Duration::from_secs(30)))
                 .await
             {
                 Ok(_) => {
+                    self.failing_since_ms.store(0, Ordering::Relaxed);
                     self.metrics
                         .dead_lettered
                         .get_or_create(&label("reason", &why.reason))
@@ -142,7 +199,7 @@ impl DeadLetter {
                     return;
                 }
                 Err((e, _)) if is_too_large(&e) && value.is_some() => {
-                    self.metrics.dead_letter_failures.inc();
+                    self.failed();
                     let size = src.value.as_ref().map_or(0, Vec::len);
                     tracing::error!(
                         error = %e, size, topic = %src.topic, partition = src.partition, offset = src.offset,
@@ -152,12 +209,55 @@ impl DeadLetter {
                     value = None;
                 }
                 Err((e, _)) => {
-                    self.metrics.dead_letter_failures.inc();
+                    if self.failed() {
+                        // The record stays unfinished, so its offset is never committed; the
+                        // loop sees `fatal()` and ends the process.
+                        std::future::pending::<()>().await;
+                    }
                     tracing::error!(error = %e, dead_letter_topic = %self.topic, "dead-letter produce failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parked_headers_carry_the_source_timestamp() {
+        let src = SourceRecord {
+            topic: "t".into(),
+            partition: 2,
+            offset: 7,
+            key: None,
+            value: Some(b"{}".to_vec()),
+            headers: vec![("h".into(), Some(b"v".to_vec()))],
+            timestamp_ms: Some(1_764_662_400_000),
+        };
+        let why = ParkReason {
+            reason: "rejected".into(),
+            detail: "d".into(),
+            status: Some(400),
+            attempts: 1,
+            line: None,
+        };
+        let hs = DeadLetter::headers_for(&src, &why);
+        let get = |k: &str| {
+            hs.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(get("h").as_deref(), Some("v"), "original headers first");
+        assert_eq!(get(headers::SOURCE_TIMESTAMP).as_deref(), Some("1764662400000"));
+        let none = SourceRecord {
+            timestamp_ms: None,
+            ..src
+        };
+        let hs = DeadLetter::headers_for(&none, &why);
+        assert!(!hs.iter().any(|(n, _)| n == headers::SOURCE_TIMESTAMP));
     }
 }

@@ -1,10 +1,13 @@
 //! Kafka plumbing shared by `run` and `replay`: client configs built from `[kafka]` (secrets
-//! applied, never logged) and the owned copy of a source record that in-flight work keeps.
-//! Guarantees: auto-commit and auto offset store are always off (offsets are committed only
-//! from the ledger); the dead-letter producer is idempotent with `acks=all`.
+//! applied, never logged), the owned copy of a source record that in-flight work keeps, and what
+//! a consume error means. Guarantees: auto-commit and auto offset store are always off (offsets
+//! are committed only from the ledger); the dead-letter producer is idempotent with `acks=all`;
+//! every consume error is one of four kinds ([`ConsumeError`]), so none is passed over unnamed.
 
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{Config, ConfigError, Secret};
 
@@ -118,6 +121,52 @@ pub fn producer_config(cfg: &Config, secrets: &[(String, Secret)]) -> ClientConf
     c
 }
 
+/// What a consume error means for the consume loop of `run` and `replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeError {
+    /// End of a partition (only with `enable.partition.eof`, which replay sets).
+    Eof(i32),
+    /// librdkafka recovers by itself (it retries the fetch, reconnects, rejoins): counted and
+    /// logged; nothing was skipped.
+    Transient(RDKafkaErrorCode),
+    /// Records of an assigned partition could not be read: a corrupt batch (CRC mismatch with
+    /// `check.crcs`), one that does not decompress or parse, one larger than the consumer may
+    /// fetch, a lost position (`auto.offset.reset=error`), or a log truncated under us (unclean
+    /// leader election). rust-rdkafka reports such an error
+    /// without its partition, so the loop cannot stop just that partition: it stops taking
+    /// records at once (nothing read after the error is ever tracked, so no commit passes the
+    /// unreadable records), and the process ends (exit code 4).
+    Unreadable(RDKafkaErrorCode),
+    /// The consumer can no longer work (e.g. a static member fenced by another with the same
+    /// `group.instance.id`): the process ends (exit code 3).
+    Fatal(RDKafkaErrorCode),
+}
+
+impl ConsumeError {
+    /// The kind of a consume error (what `recv` returned instead of a message).
+    pub fn of(e: &KafkaError) -> Self {
+        use RDKafkaErrorCode::*;
+        match e {
+            KafkaError::PartitionEOF(p) => ConsumeError::Eof(*p),
+            KafkaError::MessageConsumptionFatal(code) => ConsumeError::Fatal(*code),
+            KafkaError::MessageConsumption(
+                code @ (BadMessage | BadCompression | NotImplemented | MessageSizeTooLarge | AutoOffsetReset
+                | LogTruncation),
+            ) => ConsumeError::Unreadable(*code),
+            KafkaError::MessageConsumption(code) => ConsumeError::Transient(*code),
+            other => ConsumeError::Transient(other.rdkafka_error_code().unwrap_or(Fail)),
+        }
+    }
+
+    /// The librdkafka error code, if the error has one (all but end of partition).
+    pub fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            ConsumeError::Eof(_) => None,
+            ConsumeError::Transient(c) | ConsumeError::Unreadable(c) | ConsumeError::Fatal(c) => Some(*c),
+        }
+    }
+}
+
 /// Fails early (with the key named) if secret files or variables are unreadable.
 pub fn resolve_secrets(cfg: &Config) -> Result<Vec<(String, Secret)>, ConfigError> {
     cfg.resolve_secrets()
@@ -143,5 +192,41 @@ mod tests {
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("client.rack"), Some("r1"));
         assert_eq!(p.get("fetch.wait.max.ms"), None);
+    }
+
+    #[test]
+    fn consume_errors_have_a_kind() {
+        use RDKafkaErrorCode::*;
+        let kind = |e: KafkaError| ConsumeError::of(&e);
+        assert_eq!(kind(KafkaError::PartitionEOF(3)), ConsumeError::Eof(3));
+        assert_eq!(
+            kind(KafkaError::MessageConsumptionFatal(FencedInstanceId)),
+            ConsumeError::Fatal(FencedInstanceId)
+        );
+        for code in [
+            BadMessage,
+            BadCompression,
+            NotImplemented,
+            MessageSizeTooLarge,
+            AutoOffsetReset,
+            LogTruncation,
+        ] {
+            assert_eq!(
+                kind(KafkaError::MessageConsumption(code)),
+                ConsumeError::Unreadable(code)
+            );
+        }
+        for code in [
+            BrokerTransportFailure,
+            AllBrokersDown,
+            UnknownTopicOrPartition,
+            AssignmentLost,
+        ] {
+            assert_eq!(
+                kind(KafkaError::MessageConsumption(code)),
+                ConsumeError::Transient(code)
+            );
+        }
+        assert_eq!(kind(KafkaError::Canceled), ConsumeError::Transient(Fail));
     }
 }

@@ -170,6 +170,11 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         self.owned.get(key).is_some_and(|o| o.generation == generation)
     }
 
+    /// The current ownership generation of `key`, if owned.
+    pub fn generation(&self, key: &K) -> Option<u64> {
+        self.owned.get(key).map(|o| o.generation)
+    }
+
     /// Owned partitions.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.owned.keys()

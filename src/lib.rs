@@ -21,6 +21,7 @@
 //! * [`deadletter`] — parks records with reason headers; done only once acked.
 //! * [`tracker`], [`ledger`] — pure offset tracking and ownership generations.
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
+//! * [`commit`] — the one place positions go from the ledger to the broker.
 //! * [`work`] — one record's journey, shared by `run` and `replay`.
 //! * [`pipeline`] — the `run` loop: group membership, backpressure, commits, shutdown.
 //! * [`replay`] — backfills over a fixed window with manual assignment.
@@ -34,6 +35,7 @@
 pub mod admin;
 pub mod check;
 pub mod classify;
+pub mod commit;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

@@ -1,4 +1,10 @@
 //! The `elevate-sink` binary: parses the command line and hands over to the library.
+//!
+//! Exit codes: 0 — stopped on SIGTERM/SIGINT (run) or window done (replay); 1 — `check` found a
+//! problem; 2 — an error at start (bad configuration names the key) or an unexpected error;
+//! 3 — a Kafka client can no longer work (fatal consumer error such as a fenced static member,
+//! fatal dead-letter producer error): restart; 4 — records could not be read (a corrupt batch):
+//! nothing was committed past them, a restart reads them again; 130 — replay interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +58,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // A replay that stopped for a fatal client error or unreadable records exits with
+            // the same codes as `run` (3, 4); any other error is 2.
+            let code = e
+                .downcast_ref::<pipeline::Stop>()
+                .map_or(2, pipeline::Stop::exit_code);
+            ExitCode::from(code)
         }
     }
 }
@@ -74,6 +85,11 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let _ = tx.send(true);
     });
     let summary = pipeline::run(&cfg, metrics, health, rx).await?;
-    tracing::info!(?summary, "stopped");
-    Ok(ExitCode::SUCCESS)
+    let code = summary.stop.exit_code();
+    if code == 0 {
+        tracing::info!(?summary, "stopped");
+    } else {
+        tracing::error!(?summary, exit_code = code, "stopped: {}", summary.stop);
+    }
+    Ok(ExitCode::from(code))
 }

@@ -41,9 +41,9 @@ pub struct Metrics {
     pub limiter_wait_seconds: Counter<f64, AtomicU64>,
     /// Per-attempt request latency in seconds.
     pub request_duration: Histogram,
-    /// Offset commits that failed.
+    /// Offset commits that failed (synchronous, or asynchronous as answered).
     pub commit_failures: Counter,
-    /// Offset commits that succeeded.
+    /// Offset commits the broker acknowledged.
     pub commits: Counter,
     /// Consumer lag per partition (from librdkafka statistics).
     pub consumer_lag: Family<Labels, Gauge>,
@@ -57,6 +57,8 @@ pub struct Metrics {
     pub dead_letter_failures: Counter,
     /// This replica's requests-per-second quota after sharing.
     pub quota_rps: Gauge<f64, AtomicU64>,
+    /// Consume errors, by librdkafka error code and kind (transient, unreadable, fatal).
+    pub consume_errors: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +91,7 @@ impl Metrics {
             rebalances: Family::default(),
             dead_letter_failures: Counter::default(),
             quota_rps: Gauge::default(),
+            consume_errors: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -148,10 +151,14 @@ impl Metrics {
         );
         r.register(
             "commit_failures",
-            "Offset commits that failed",
+            "Offset commits that failed (synchronous or asynchronous)",
             m.commit_failures.clone(),
         );
-        r.register("commits", "Offset commits that succeeded", m.commits.clone());
+        r.register(
+            "commits",
+            "Offset commits the broker acknowledged",
+            m.commits.clone(),
+        );
         r.register(
             "consumer_lag",
             "Consumer lag per partition (messages)",
@@ -177,6 +184,11 @@ impl Metrics {
             "quota_rps",
             "This replica's share of the request quota",
             m.quota_rps.clone(),
+        );
+        r.register(
+            "consume_errors",
+            "Consume errors, by librdkafka error code and kind",
+            m.consume_errors.clone(),
         );
         m
     }

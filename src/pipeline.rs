@@ -2,24 +2,27 @@
 //! offset is committed only when the ledger says every record below it is done; revoked
 //! partitions get a synchronous commit of what is done and their in-flight results are never
 //! committed; backpressure pauses partitions while the consumer keeps polling, so a long Elevate
-//! outage does not get us thrown out of the group. Limits: a crash re-sends what was in flight
-//! since the last commit (duplicates, never loss).
+//! outage does not get us thrown out of the group; a fatal client error or records that cannot
+//! be read stop the run ([`Stop`]) with readiness failed and nothing committed past what was
+//! read. Limits: a crash re-sends what was in flight since the last commit (duplicates, never
+//! loss).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
-use crate::admin::Health;
+use crate::admin::{self, Health};
+use crate::commit::{self, InFlight};
 use crate::config::Config;
-use crate::kafka::{consumer_config, resolve_secrets, SourceRecord};
+use crate::kafka::{consumer_config, resolve_secrets, ConsumeError, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::{share, Limiter};
 use crate::metrics::{label, Metrics};
@@ -52,6 +55,8 @@ pub struct SinkContext {
     paused: AtomicBool,
     /// Wakes the loop after a rebalance (share recomputation).
     wake: Arc<Notify>,
+    /// Asynchronous commits waiting for their answer.
+    commits_in_flight: InFlight,
 }
 
 impl SinkContext {
@@ -63,6 +68,7 @@ impl SinkContext {
             health,
             paused: AtomicBool::new(false),
             wake,
+            commits_in_flight: InFlight::new(),
         }
     }
 }
@@ -77,9 +83,12 @@ impl ClientContext for SinkContext {
         {
             self.health.broker_ok.store(true, Ordering::Relaxed);
         }
+        // Only partitions we own: statistics keep listing a partition for a while after it was
+        // revoked, and a revoked partition's lag is its new owner's to report.
+        let ledger = lock(&self.ledger);
         for (topic, t) in statistics.topics {
             for (p, part) in t.partitions {
-                if p >= 0 && part.consumer_lag >= 0 {
+                if p >= 0 && part.consumer_lag >= 0 && ledger.owns(&(topic.clone(), p)) {
                     self.metrics
                         .consumer_lag
                         .get_or_create(&vec![("topic", topic.clone()), ("partition", p.to_string())])
@@ -104,30 +113,25 @@ impl ConsumerContext for SinkContext {
                 .rebalances
                 .get_or_create(&label("kind", "revoke"))
                 .inc();
-            let mut commit = TopicPartitionList::new();
+            let mut positions = Vec::new();
             {
                 let mut ledger = lock(&self.ledger);
                 for e in tpl.elements() {
-                    if let Some(pos) = ledger.revoke(&(e.topic().to_string(), e.partition())) {
-                        let _ = commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(pos));
+                    let key: Tp = (e.topic().to_string(), e.partition());
+                    self.commits_in_flight.forget(&key);
+                    self.metrics
+                        .consumer_lag
+                        .remove(&vec![("topic", key.0.clone()), ("partition", key.1.to_string())]);
+                    if let Some(pos) = ledger.revoke(&key) {
+                        positions.push((key, pos));
                     }
                 }
                 self.metrics.assigned_partitions.set(ledger.len() as i64);
             }
-            if commit.count() > 0 {
-                match consumer.commit(&commit, CommitMode::Sync) {
-                    Ok(()) => {
-                        self.metrics.commits.inc();
-                    }
-                    Err(e) => {
-                        self.metrics.commit_failures.inc();
-                        tracing::warn!(error = %e, "commit on revoke failed; the new owner re-sends from the last commit");
-                    }
-                };
-            }
+            commit::commit_revoked(consumer, &self.metrics, &positions);
             tracing::info!(
                 partitions = tpl.count(),
-                committed = commit.count(),
+                committed = positions.len(),
                 "partitions revoked"
             );
         }
@@ -158,85 +162,115 @@ impl ConsumerContext for SinkContext {
         }
         self.wake.notify_one();
     }
+
+    /// The answer to a periodic (asynchronous) commit, served on the polling thread.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        commit::acknowledged(
+            &self.ledger,
+            &self.metrics,
+            &self.commits_in_flight,
+            &result,
+            offsets,
+        );
+    }
 }
 
 /// Commits, synchronously, every position the ledger says is done and not yet acknowledged;
-/// true when there was nothing to commit or the broker acknowledged it. Used on revoke and at
-/// shutdown, on the polling thread, so it is ordered after every earlier commit of ours.
+/// true when there was nothing to commit or the broker acknowledged it (see [`commit::commit_sync`]).
 pub fn commit_done<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     ledger: &SharedLedger,
     metrics: &Metrics,
 ) -> bool {
-    commit_done_with(consumer, ledger, metrics, |_| None)
+    commit::commit_sync(consumer, ledger, metrics, |_| None)
 }
 
-/// [`commit_done`] with commit metadata per partition (replay keeps its window there).
-pub fn commit_done_with<C: ConsumerContext, K: Consumer<C>>(
-    consumer: &K,
-    ledger: &SharedLedger,
-    metrics: &Metrics,
-    metadata: impl Fn(&Tp) -> Option<String>,
-) -> bool {
-    let positions = lock(ledger).to_commit();
-    if positions.is_empty() {
-        return true;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (key, pos) in &positions {
-        let mut e = tpl.add_partition(&key.0, key.1);
-        let _ = e.set_offset(Offset::Offset(*pos));
-        if let Some(m) = metadata(key) {
-            e.set_metadata(m);
+pub use crate::commit::commit_sync as commit_done_with;
+
+/// Exit code of a process whose Kafka client can no longer work (fatal consumer error, e.g. a
+/// fenced static member; fatal dead-letter producer error): restart it.
+pub const EXIT_FATAL: u8 = 3;
+
+/// Exit code of a process that met records it could not read (a corrupt batch, ...): a restart
+/// reads them again from the last commit; if they stay unreadable the broker's copy needs repair.
+pub const EXIT_UNREADABLE: u8 = 4;
+
+/// Why a run (or a replay) stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    /// The shutdown signal (SIGTERM/SIGINT): exit 0.
+    #[default]
+    #[error("stopped on request")]
+    Requested,
+    /// A Kafka client can no longer work: exit [`EXIT_FATAL`].
+    #[error("a Kafka client failed fatally: {0}")]
+    Fatal(String),
+    /// Records of an assigned partition could not be read: exit [`EXIT_UNREADABLE`].
+    #[error("records could not be read: {0}")]
+    Unreadable(String),
+}
+
+impl Stop {
+    /// The process exit code for this stop.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Stop::Requested => 0,
+            Stop::Fatal(_) => EXIT_FATAL,
+            Stop::Unreadable(_) => EXIT_UNREADABLE,
         }
     }
-    match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => {
-            let mut l = lock(ledger);
-            for (k, pos) in &positions {
-                l.committed(k, *pos);
-            }
-            drop(l);
-            metrics.commits.inc();
-            true
-        }
-        Err(e) => {
-            metrics.commit_failures.inc();
-            tracing::warn!(error = %e, "offset commit failed; retried on the next tick");
-            false
+
+    /// The `/readyz` reason while stopping this way (none for a requested stop).
+    fn not_ready(&self) -> Option<&'static str> {
+        match self {
+            Stop::Requested => None,
+            Stop::Fatal(_) => Some(admin::NOT_READY_FATAL),
+            Stop::Unreadable(_) => Some(admin::NOT_READY_UNREADABLE),
         }
     }
 }
 
-/// The periodic commit: every done position, asynchronously, from the polling thread.
-///
-/// Asynchronous so the loop never waits for the broker; from the polling thread so it is
-/// ordered before a revoke's synchronous commit. A commit from another thread could land after
-/// the partition's new owner committed further and move its position backwards; that is the
-/// likeliest cause of a commit that never reached the end in a two-member test while commits
-/// ran on a blocking thread. librdkafka reports no result for these commits to this
-/// consumer (the commit callback never ran, measured), so positions are not marked acknowledged:
-/// the same positions are sent again each interval until a synchronous commit acknowledges them,
-/// and `commits_total` counts requests librdkafka accepted here; failures it reports at once
-/// count in `commit_failures_total`.
-fn commit_async(consumer: &StreamConsumer<SinkContext>, ledger: &SharedLedger, metrics: &Metrics) {
-    let positions = lock(ledger).to_commit();
-    if positions.is_empty() {
-        return;
+/// Handles a consume error of `run` or `replay`: counts it in
+/// `consume_errors_total{code,kind}`, logs it, and says whether the loop must stop. End of
+/// partition is the caller's (replay's) business and is ignored here.
+pub fn on_consume_error(e: &KafkaError, metrics: &Metrics) -> Option<Stop> {
+    let kind = ConsumeError::of(e);
+    let (name, stop) = match kind {
+        ConsumeError::Eof(_) => return None,
+        ConsumeError::Transient(_) => ("transient", None),
+        ConsumeError::Unreadable(_) => ("unreadable", Some(Stop::Unreadable(e.to_string()))),
+        ConsumeError::Fatal(_) => ("fatal", Some(Stop::Fatal(e.to_string()))),
+    };
+    let code = kind.code().map_or_else(String::new, |c| format!("{c:?}"));
+    metrics
+        .consume_errors
+        .get_or_create(&vec![("code", code), ("kind", name.to_string())])
+        .inc();
+    match &stop {
+        None => tracing::warn!(error = %e, "consume error; librdkafka retries"),
+        Some(Stop::Unreadable(_)) => tracing::error!(
+            error = %e,
+            "records of an assigned partition could not be read: taking no more records, committing \
+             what is done (never past them) and stopping with exit code 4; a restart reads them again"
+        ),
+        Some(_) => tracing::error!(
+            error = %e,
+            "fatal consumer error: the consumer can no longer work; stopping with exit code 3 (restart)"
+        ),
     }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), pos) in &positions {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*pos));
+    stop
+}
+
+/// A fatal error of the consumer's client (belt and braces: librdkafka also reports it through
+/// `recv`), or of the dead-letter producer.
+pub(crate) fn fatal_client(consumer: &StreamConsumer<SinkContext>, work: &Work) -> Option<Stop> {
+    if let Some((code, reason)) = consumer.client().fatal_error() {
+        tracing::error!(error = ?code, %reason, "fatal consumer error: stopping with exit code 3 (restart)");
+        return Some(Stop::Fatal(format!("consumer: {code:?}: {reason}")));
     }
-    match consumer.commit(&tpl, CommitMode::Async) {
-        Ok(()) => {
-            metrics.commits.inc();
-        }
-        Err(e) => {
-            metrics.commit_failures.inc();
-            tracing::warn!(error = %e, "offset commit failed; retried on the next tick");
-        }
-    }
+    work.dead_letter
+        .fatal()
+        .map(|why| Stop::Fatal(format!("dead-letter producer: {why}")))
 }
 
 /// How a run ended.
@@ -248,9 +282,13 @@ pub struct RunSummary {
     pub abandoned_records: usize,
     /// Whether the final synchronous commit succeeded.
     pub final_commit: bool,
+    /// Why it stopped; [`Stop::exit_code`] is the process's exit code.
+    pub stop: Stop,
 }
 
-/// Runs the service until `shutdown` turns true, then drains, commits and leaves the group.
+/// Runs the service until `shutdown` turns true — or until a fatal client error or unreadable
+/// records end it ([`Stop`], in the summary) —, then drains, commits and leaves the group. After
+/// a fatal error there is no drain, and readiness fails from the moment the run decides to stop.
 pub async fn run(
     cfg: &Config,
     metrics: Arc<Metrics>,
@@ -303,14 +341,20 @@ pub async fn run(
     // made librdkafka drop and re-fetch its prefetched batch on every resume: 2,300
     // notifications/s instead of the HTTP ceiling in the benchmark.
     let mut full_since: Option<Instant> = None;
-    loop {
+    let stop = loop {
         health.touch();
         let take = full_since.is_none() || paused;
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
-            _ = commit_tick.tick() => { commit_async(consumer.as_ref(), &ledger, &metrics); }
-            _ = house_tick.tick() => {}
+            _ = shutdown.changed() => break Stop::Requested,
+            _ = commit_tick.tick() => {
+                commit::commit_async(consumer.as_ref(), &ledger, &metrics, &consumer.context().commits_in_flight);
+            }
+            _ = house_tick.tick() => {
+                if let Some(stop) = fatal_client(&consumer, &work) {
+                    break stop;
+                }
+            }
             _ = wake.notified() => {}
             m = consumer.recv(), if take => match m {
                 Ok(m) => {
@@ -318,9 +362,12 @@ pub async fn run(
                     drop(m);
                     work.take(src);
                 }
-                Err(e) => tracing::warn!(error = %e, "consume error"),
+                Err(e) => if let Some(stop) = on_consume_error(&e, &metrics) {
+                    break stop;
+                },
             },
         }
+        health.dead_letter_failing_since(work.dead_letter.failing_since_ms());
         let (records, parts, owned) = {
             let l = lock(&ledger);
             (l.records_in_flight(), l.parts_in_flight(), l.len())
@@ -344,12 +391,20 @@ pub async fn run(
             paused = set_paused(&consumer, false, &metrics);
             full_since = None;
         }
-    }
+    };
 
     // Shutdown: stop taking work, let in-flight work finish within the deadline, commit, leave.
-    tracing::info!(deadline = ?cfg.shutdown.drain_deadline, "shutting down: draining in-flight work");
+    // After a fatal client error there is no drain: the process restarts as soon as it can.
+    if let Some(why) = stop.not_ready() {
+        health.stopping(why);
+    }
+    let drain = match stop {
+        Stop::Fatal(_) => Duration::ZERO,
+        _ => cfg.shutdown.drain_deadline,
+    };
+    tracing::info!(deadline = ?drain, ?stop, "shutting down: draining in-flight work");
     set_paused(&consumer, true, &metrics);
-    let deadline = Instant::now() + cfg.shutdown.drain_deadline;
+    let deadline = Instant::now() + drain;
     let mut drained = false;
     loop {
         if lock(&ledger).records_in_flight() == 0 {
@@ -381,6 +436,7 @@ pub async fn run(
         drained,
         abandoned_records,
         final_commit,
+        stop,
     })
 }
 

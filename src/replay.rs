@@ -31,7 +31,7 @@ use crate::kafka::{consumer_config, resolve_secrets, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
-use crate::pipeline::{commit_done_with, wait_for_signal, SinkContext};
+use crate::pipeline::{commit_done_with, fatal_client, on_consume_error, wait_for_signal, SinkContext, Stop};
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
@@ -505,6 +505,9 @@ pub async fn replay(
     let mut commit_tick = interval(cfg.pipeline.commit_interval);
     commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut outside_window = 0u64;
+    // Set when a consume error or a fatal client error ends the replay early (an error, after
+    // the checkpoint of what is done was committed).
+    let mut stop: Option<Stop> = None;
 
     if plan.dry_run {
         let mut out = String::new();
@@ -576,7 +579,11 @@ pub async fn replay(
                             pause(&consumer, &plan.topic, vec![p], true);
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "consume error"),
+                    Err(e) => if let Some(s) = on_consume_error(&e, &metrics) {
+                        stop = Some(s);
+                        summary.interrupted = true;
+                        break;
+                    },
                 },
             }
             if progress.due() {
@@ -650,7 +657,11 @@ pub async fn replay(
                             pause(&consumer, &plan.topic, vec![p], true);
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "consume error"),
+                    Err(e) => if let Some(s) = on_consume_error(&e, &metrics) {
+                        stop = Some(s);
+                        summary.interrupted = true;
+                        break;
+                    },
                 },
             }
             let (records, parts) = {
@@ -670,6 +681,11 @@ pub async fn replay(
             }
             if progress.due() {
                 progress.update(done_of(&cursors, &ledger, false), records);
+            }
+            if let Some(s) = fatal_client(&consumer, &work) {
+                stop = Some(s);
+                summary.interrupted = true;
+                break;
             }
         }
         if summary.interrupted {
@@ -719,5 +735,9 @@ pub async fn replay(
     }
     progress.finish();
     summary.duration = started.elapsed();
+    if let Some(stop) = stop {
+        // Nothing read after the error was taken, so the checkpoint is not past it.
+        return Err(stop.into());
+    }
     Ok(summary)
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod broker;
+mod kafka_edges;
 mod ops;
 mod pipeline;
 mod registry;
