@@ -365,10 +365,10 @@ fn prepare(consumer: &StreamConsumer<SinkContext>, plan: &Plan) -> anyhow::Resul
         let used = window::apply_checkpoint(w, c, &meta, plan.to);
         if used != window::CheckpointUse::Resumed {
             // Record the window before any work: a restart then keeps this end even for a
-            // partition that had no progress to commit (`--to now` is not re-resolved).
+            // partition that had no progress to commit (no form of `--to` is re-resolved).
             let mut e = fresh.add_partition(topic, w.partition);
             e.set_offset(Offset::Offset(w.start))?;
-            e.set_metadata(window::checkpoint_metadata(w));
+            e.set_metadata(window::checkpoint_metadata(w, plan.to));
         }
         match used {
             window::CheckpointUse::None => {}
@@ -411,16 +411,17 @@ pub fn in_flight_bounds(cfg: &Config, rate: &RateConfig) -> (usize, u64) {
     )
 }
 
-/// Commits the ledger's done positions to the checkpoint group, with the window in metadata
-/// (synchronously, by the same rule and code as `run`).
+/// Commits the ledger's done positions to the checkpoint group, with the window (and the `--to`
+/// it was resolved from) in metadata (synchronously, by the same rule and code as `run`).
 fn commit_checkpoint(
     consumer: &StreamConsumer<SinkContext>,
     ledger: &SharedLedger,
     windows: &BTreeMap<i32, PartitionWindow>,
+    to: Bound,
     metrics: &Metrics,
 ) -> bool {
     commit_done_with(consumer, ledger, metrics, |(_, p)| {
-        windows.get(p).map(window::checkpoint_metadata)
+        windows.get(p).map(|w| window::checkpoint_metadata(w, to))
     })
 }
 
@@ -619,7 +620,7 @@ pub async fn replay(
                 biased;
                 Ok(()) = shutdown.changed() => { summary.interrupted = true; break }
                 _ = commit_tick.tick() => {
-                    commit_checkpoint(&consumer, &ledger, &by_partition, &metrics);
+                    commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, &metrics);
                 }
                 _ = house_tick.tick() => {}
                 _ = wake.notified() => {}
@@ -685,7 +686,7 @@ pub async fn replay(
                 }
             }
         }
-        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, &metrics);
+        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, &metrics);
         if !committed {
             tracing::error!(
                 "final checkpoint commit failed: a rerun re-sends from the last successful commit"
