@@ -7,6 +7,7 @@
 //! offset range are skipped as `outside_window`, but a record with an older timestamp that sits
 //! after the `--to` offset is not found); two replays must not share a checkpoint group at once.
 
+mod ages;
 mod dry;
 mod report;
 pub mod window;
@@ -35,6 +36,7 @@ use crate::pipeline::{commit_done_with, wait_for_signal, SinkContext};
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
+pub use ages::{AgeStats, Ages};
 pub use report::Summary;
 pub use window::{Bound, PartitionWindow};
 
@@ -562,7 +564,7 @@ pub async fn replay(
                                     out.push('\n');
                                     summary.sent += 1;
                                     if let Some(t) = t {
-                                        summary.ages.push(window::now_ms() - t);
+                                        summary.ages.record(window::now_ms() - t);
                                     }
                                 }
                             }
@@ -598,7 +600,7 @@ pub async fn replay(
     } else {
         let work = Arc::new(Work {
             max_age: plan.max_age,
-            ages: Some(Mutex::new(Vec::new())),
+            ages: Some(Mutex::new(Ages::new())),
             ..Work::from_config(
                 cfg,
                 &secrets,
@@ -699,7 +701,9 @@ pub async fn replay(
             .unwrap_or(0);
         summary.skipped = report::by_label(&text, "elevate_sink_skipped_total", "reason");
         summary.dead_lettered = report::by_label(&text, "elevate_sink_dead_lettered_total", "reason");
-        summary.ages = work.ages.as_ref().map(|a| lock(a).clone()).unwrap_or_default();
+        if let Some(ages) = &work.ages {
+            summary.ages = std::mem::take(&mut *lock(ages));
+        }
         let l = lock(&ledger);
         for w in &windows {
             let pos = l.committable(&(plan.topic.clone(), w.partition));
