@@ -6,6 +6,7 @@
 mod support;
 
 mod broker;
+mod mapping_edges;
 mod ops;
 mod pipeline;
 mod replay;
