@@ -66,8 +66,10 @@ impl Invalid {
     }
 }
 
-/// The consent level of a visitor (`userContext`), see the Elevate contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// The consent level of a visitor (`userContext`), see the Elevate contract. Serialized (in
+/// config) with Elevate's upper-case names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserContext {
     /// Default: customerKey and sessionKey required.
     #[default]

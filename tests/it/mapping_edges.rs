@@ -1,5 +1,6 @@
 //! Edges of the mapping through the real service (in process), the real broker and the Elevate
-//! stand-in (issue 11 item 12): records that would send nothing are skipped, not dead-lettered.
+//! stand-in (issue 11 items 12 and 14): records that would send nothing are skipped, not
+//! dead-lettered, and the visitor's IP reaches Elevate only for the consent levels that allow it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -140,4 +141,93 @@ async fn records_that_would_send_nothing_are_skipped_not_dead_lettered() {
         got,
         HashSet::from(["edge-anon".to_string(), "edge-last".to_string()])
     );
+}
+
+/// The visitor headers each accepted request carried, by ticket: (User-Agent, X-Forwarded-For).
+type Seen = BTreeMap<String, (Option<String>, Option<String>)>;
+
+fn seen(standin: &StandIn) -> Seen {
+    standin
+        .accepted()
+        .into_iter()
+        .map(|a| (a.ticket, (a.user_agent, a.forwarded_for)))
+        .collect()
+}
+
+/// One produced case: (ticket, userContext, the visitor IP its event carries).
+type Case = (String, Option<&'static str>, String);
+
+/// One event per consent level (and one without `userContext`), each with its own visitor IP.
+fn one_per_level(prefix: &str) -> (Vec<Rec>, Vec<Case>) {
+    let levels = [
+        None,
+        Some("PERSONALIZED"),
+        Some("UNPERSONALIZED"),
+        Some("ANONYMOUS"),
+        Some("SYNTHETIC"),
+    ];
+    let mut recs = Vec::new();
+    let mut cases = Vec::new();
+    for (i, ctx) in levels.into_iter().enumerate() {
+        let ticket = format!("{prefix}-{}", ctx.unwrap_or("omitted").to_lowercase());
+        let ip = format!("203.0.113.{}", 10 + i);
+        let visitor = json!({"userAgent": format!("ua-{ticket}"), "ip": ip});
+        recs.push(Rec::json(&add_to_cart(&ticket, ctx, visitor)));
+        cases.push((ticket, ctx, ip));
+    }
+    (recs, cases)
+}
+
+/// Item 14: by default an ANONYMOUS visitor's IP is not forwarded; every other level's is, and
+/// the User-Agent is forwarded for all. Checked at the stand-in, which records both headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_ip_is_forwarded_per_consent_level() {
+    let (bs, n) = setup("edges-ip", 1).await;
+    let standin = StandIn::start().await.expect("stand-in");
+    let (mut recs, cases) = one_per_level("ip");
+    recs.push(Rec::json(&add_to_cart("ip-last", None, json!({}))));
+    produce(&bs, &n.topic, recs).await;
+
+    let cfg = config(&bs, &n, &standin.base_url(), "");
+    run_to_the_end(cfg, &bs, &n, &standin, "ip-last").await;
+    let seen = seen(&standin);
+    for (ticket, ctx, ip) in &cases {
+        let (ua, xff) = seen
+            .get(ticket)
+            .unwrap_or_else(|| panic!("{ticket} not delivered"));
+        assert_eq!(ua.as_deref(), Some(format!("ua-{ticket}").as_str()), "{ticket}");
+        let want = (*ctx != Some("ANONYMOUS")).then(|| ip.clone());
+        assert_eq!(xff, &want, "X-Forwarded-For of {ticket} (userContext {ctx:?})");
+    }
+}
+
+/// Item 14, configured: `elevate.forward_ip_for` chooses the levels whose IP is forwarded (an
+/// operator with a legal basis for it may include ANONYMOUS, or withhold every IP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_ip_for_chooses_the_levels_at_the_standin() {
+    let (bs, n) = setup("edges-ip-cfg", 1).await;
+    let standin = StandIn::start().await.expect("stand-in");
+    let (mut recs, cases) = one_per_level("ipcfg");
+    recs.push(Rec::json(&add_to_cart("ipcfg-last", None, json!({}))));
+    produce(&bs, &n.topic, recs).await;
+
+    let cfg = config(
+        &bs,
+        &n,
+        &standin.base_url(),
+        r#"forward_ip_for = ["ANONYMOUS", "SYNTHETIC"]"#,
+    );
+    run_to_the_end(cfg, &bs, &n, &standin, "ipcfg-last").await;
+    let seen = seen(&standin);
+    for (ticket, ctx, ip) in &cases {
+        let (ua, xff) = seen
+            .get(ticket)
+            .unwrap_or_else(|| panic!("{ticket} not delivered"));
+        assert!(
+            ua.is_some(),
+            "{ticket}: the User-Agent is forwarded for every level"
+        );
+        let want = matches!(ctx, Some("ANONYMOUS" | "SYNTHETIC")).then(|| ip.clone());
+        assert_eq!(xff, &want, "X-Forwarded-For of {ticket} (userContext {ctx:?})");
+    }
 }
