@@ -144,9 +144,17 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
         s,
         "  visitor headers: {}",
         if e.forward_visitor_headers {
-            "forwarded (User-Agent, X-Forwarded-For)"
+            let levels: Vec<&str> = e.forward_ip_for.iter().map(|c| c.as_str()).collect();
+            format!(
+                "User-Agent forwarded; X-Forwarded-For for userContext {}",
+                if levels.is_empty() {
+                    "none".to_string()
+                } else {
+                    levels.join(", ")
+                }
+            )
         } else {
-            "not forwarded"
+            "not forwarded".to_string()
         }
     );
     let r = &cfg.rate;
@@ -275,7 +283,7 @@ pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String
                 let _ = writeln!(s, "{}", plural(mapped.notifications.len(), "notification"));
                 for n in &mapped.notifications {
                     sent += 1;
-                    let req = build(&ep, n, cfg.elevate.forward_visitor_headers);
+                    let req = build(&ep, n, crate::request::Forwarding::from_config(&cfg.elevate));
                     let _ = writeln!(s, "  {} {}    (cart line {})", req.method, req.url, n.line);
                     for (name, value) in &req.headers {
                         let _ = writeln!(s, "    {name}: {value}");

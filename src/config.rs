@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode::UserContext;
+
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ELEVATE_SINK__";
 
@@ -172,6 +174,13 @@ pub enum ElevateHost {
     Apptus,
 }
 
+/// Default of `elevate.forward_ip_for`: every consent level but ANONYMOUS.
+pub const DEFAULT_FORWARD_IP_FOR: [UserContext; 3] = [
+    UserContext::Personalized,
+    UserContext::Unpersonalized,
+    UserContext::Synthetic,
+];
+
 /// `[elevate]`: the Elevate cluster and the HTTP client.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -190,8 +199,14 @@ pub struct ElevateConfig {
     pub request_timeout: Duration,
     /// Most requests in flight at once (bounded concurrency).
     pub max_in_flight_requests: usize,
-    /// Forward the visitor's User-Agent and X-Forwarded-For where the event carries them.
+    /// Forward the visitor's User-Agent and X-Forwarded-For where the event carries them (the IP
+    /// only for the levels in `forward_ip_for`).
     pub forward_visitor_headers: bool,
+    /// The userContext levels whose visitor IP is forwarded as X-Forwarded-For: any of
+    /// PERSONALIZED, UNPERSONALIZED, ANONYMOUS, SYNTHETIC (an event without userContext counts
+    /// as PERSONALIZED). ANONYMOUS is left out by default: an IP is personal data, and an
+    /// anonymous visitor sends no identifier. The User-Agent is forwarded for every level.
+    pub forward_ip_for: Vec<UserContext>,
     /// User-Agent of our own requests when the event carries none.
     pub user_agent: String,
 }
@@ -206,6 +221,7 @@ impl Default for ElevateConfig {
             request_timeout: Duration::from_secs(10),
             max_in_flight_requests: 32,
             forward_visitor_headers: true,
+            forward_ip_for: DEFAULT_FORWARD_IP_FOR.to_vec(),
             user_agent: concat!("elevate-sink/", env!("CARGO_PKG_VERSION")).into(),
         }
     }

@@ -1,7 +1,10 @@
 //! Decode: a Kafka record value (bytes) into a [`CartEvent`], reading each field where the
 //! `[mapping]` JSON Pointers say it lives. Pure, no I/O. Guarantees: never panics on any input;
 //! a record that cannot be decoded yields an [`Invalid`] whose reason names the field at fault,
-//! so the record is dead-lettered rather than lost or skipped silently.
+//! so the record is dead-lettered rather than lost or skipped silently. Only what a request
+//! needs is read (README, "Event mapping"): the event type first; the lines of an add-to-cart
+//! event; the request fields only when a line would be sent, and only the keys its consent
+//! level sends. Anything else in the record may be malformed without consequence.
 
 use serde_json::Value;
 
@@ -63,10 +66,13 @@ impl Invalid {
     }
 }
 
-/// The consent level of a visitor (`userContext`), see the Elevate contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The consent level of a visitor (`userContext`), see the Elevate contract. Serialized (in
+/// config) with Elevate's upper-case names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserContext {
     /// Default: customerKey and sessionKey required.
+    #[default]
     Personalized,
     /// customerKey must not be sent; sessionKey required.
     Unpersonalized,
@@ -87,6 +93,24 @@ impl UserContext {
         }
     }
 
+    /// Elevate's table for `customerKey` at this level.
+    pub fn customer_key(self) -> KeyRule {
+        match self {
+            UserContext::Personalized => KeyRule::Required,
+            UserContext::Unpersonalized | UserContext::Anonymous => KeyRule::Dropped,
+            UserContext::Synthetic => KeyRule::IfPresent,
+        }
+    }
+
+    /// Elevate's table for `sessionKey` at this level.
+    pub fn session_key(self) -> KeyRule {
+        match self {
+            UserContext::Personalized | UserContext::Unpersonalized => KeyRule::Required,
+            UserContext::Anonymous => KeyRule::Dropped,
+            UserContext::Synthetic => KeyRule::IfPresent,
+        }
+    }
+
     /// Parses the exact upper-case names Elevate documents.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -99,17 +123,37 @@ impl UserContext {
     }
 }
 
+/// What Elevate's consent table says about one key at one consent level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRule {
+    /// Must be sent: a missing key makes the record invalid.
+    Required,
+    /// Must not be sent: never read, never forwarded.
+    Dropped,
+    /// Sent if the event has it.
+    IfPresent,
+}
+
 /// One cart line as found in the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CartLine {
     /// Whether the line says it is an Elevate product.
     pub from_elevate: bool,
-    /// The ticket, if any (an empty string counts as none).
+    /// The ticket, if any (an empty string counts as none); read only on Elevate lines.
     pub ticket: Option<String>,
 }
 
-/// A decoded cart event: only the fields the mapping reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl CartLine {
+    /// Whether this line becomes a notification (an Elevate product with a ticket).
+    pub fn would_send(&self) -> bool {
+        self.from_elevate && self.ticket.is_some()
+    }
+}
+
+/// A decoded cart event: only the fields the mapping reads. Fields past `is_add_to_cart` are
+/// read only when needed: `lines` for an add-to-cart event, the rest only when a line would be
+/// sent (else they stay `None`), the keys only where the consent level sends them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CartEvent {
     /// The event type.
     pub event_type: String,
@@ -149,7 +193,8 @@ pub fn decode(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<CartEvent
     decode_value(mapping, &root)
 }
 
-/// Decodes an already-parsed JSON value under `mapping`.
+/// Decodes an already-parsed JSON value under `mapping`: the event type, then (add-to-cart
+/// only) the lines, then (only when a line would be sent) what the request needs.
 pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, Invalid> {
     if !root.is_object() {
         return Err(Invalid::new(
@@ -163,8 +208,29 @@ pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, 
             format!("event_type missing at {}", mapping.event_type),
         )
     })?;
-    let is_add_to_cart = mapping.add_to_cart_types.contains(&event_type);
-    let user_context = match opt_string(root, &mapping.user_context, "user_context")? {
+    let mut event = CartEvent {
+        is_add_to_cart: mapping.add_to_cart_types.contains(&event_type),
+        event_type,
+        ..CartEvent::default()
+    };
+    if !event.is_add_to_cart {
+        return Ok(event);
+    }
+    event.lines = decode_lines(mapping, root)?;
+    if event.lines.iter().any(CartLine::would_send) {
+        decode_request_fields(mapping, root, &mut event)?;
+    }
+    Ok(event)
+}
+
+/// The fields a request is built from: consent level, market, the keys that level sends, the
+/// visitor headers and the event time (which `--max-age` and the replay summary use).
+fn decode_request_fields(
+    mapping: &MappingConfig,
+    root: &Value,
+    event: &mut CartEvent,
+) -> Result<(), Invalid> {
+    event.user_context = match opt_string(root, &mapping.user_context, "user_context")? {
         None => None,
         Some(s) => Some(UserContext::parse(&s).ok_or_else(|| {
             Invalid::new(
@@ -177,19 +243,18 @@ pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, 
             )
         })?),
     };
-    let lines = decode_lines(mapping, root)?;
-    Ok(CartEvent {
-        event_type,
-        is_add_to_cart,
-        market: opt_string(root, &mapping.market, "market")?,
-        customer_key: opt_string(root, &mapping.customer_key, "customer_key")?,
-        session_key: opt_string(root, &mapping.session_key, "session_key")?,
-        user_context,
-        user_agent: opt_string(root, &mapping.user_agent, "user_agent")?,
-        visitor_ip: opt_string(root, &mapping.visitor_ip, "visitor_ip")?,
-        event_time_ms: event_time(root, &mapping.event_time)?,
-        lines,
-    })
+    let ctx = event.user_context.unwrap_or_default();
+    event.market = opt_string(root, &mapping.market, "market")?;
+    if ctx.customer_key() != KeyRule::Dropped {
+        event.customer_key = opt_string(root, &mapping.customer_key, "customer_key")?;
+    }
+    if ctx.session_key() != KeyRule::Dropped {
+        event.session_key = opt_string(root, &mapping.session_key, "session_key")?;
+    }
+    event.user_agent = opt_string(root, &mapping.user_agent, "user_agent")?;
+    event.visitor_ip = opt_string(root, &mapping.visitor_ip, "visitor_ip")?;
+    event.event_time_ms = event_time(root, &mapping.event_time)?;
+    Ok(())
 }
 
 fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, Invalid> {
@@ -240,7 +305,12 @@ fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, 
                     }
                 }
             };
-            let ticket = opt_string(line, &mapping.line_ticket, &format!("lines[{i}] ticket"))?;
+            // A line that is not an Elevate product is never sent: its ticket is not read.
+            let ticket = if from_elevate {
+                opt_string(line, &mapping.line_ticket, &format!("lines[{i}] ticket"))?
+            } else {
+                None
+            };
             Ok(CartLine { from_elevate, ticket })
         })
         .collect()
@@ -393,7 +463,7 @@ mod tests {
             (b"[1]", InvalidReason::NotAnObject, "array"),
             (b"{\"market\":\"SE\"}", InvalidReason::MissingField, "event_type"),
             (
-                b"{\"type\":\"add_to_cart\",\"market\":7}",
+                b"{\"type\":\"add_to_cart\",\"market\":7,\"lines\":[{\"source\":\"elevate\",\"ticket\":\"T\"}]}",
                 InvalidReason::WrongType,
                 "market",
             ),
@@ -403,12 +473,12 @@ mod tests {
                 "lines",
             ),
             (
-                b"{\"type\":\"add_to_cart\",\"lines\":[{\"ticket\":5}]}",
+                b"{\"type\":\"add_to_cart\",\"lines\":[{\"source\":\"elevate\",\"ticket\":5}]}",
                 InvalidReason::WrongType,
                 "lines[0] ticket",
             ),
             (
-                b"{\"type\":\"add_to_cart\",\"userContext\":\"personal\"}",
+                b"{\"type\":\"add_to_cart\",\"userContext\":\"personal\",\"lines\":[{\"source\":\"elevate\",\"ticket\":\"T\"}]}",
                 InvalidReason::BadValue,
                 "user_context",
             ),
@@ -445,7 +515,8 @@ mod tests {
 
     #[test]
     fn bom_is_tolerated_and_epoch_millis_accepted() {
-        let v = "\u{feff}{\"type\":\"x\",\"occurredAt\":1700000000000}";
+        let v = "\u{feff}{\"type\":\"add_to_cart\",\"market\":\"SE\",\"userContext\":\"ANONYMOUS\",\
+                 \"occurredAt\":1700000000000,\"lines\":[{\"source\":\"elevate\",\"ticket\":\"T\"}]}";
         assert_eq!(
             decode(&m(), Some(v.as_bytes())).unwrap().event_time_ms,
             Some(1_700_000_000_000)

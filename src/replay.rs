@@ -7,6 +7,7 @@
 //! offset range are skipped as `outside_window`, but a record with an older timestamp that sits
 //! after the `--to` offset is not found); two replays must not share a checkpoint group at once.
 
+mod ages;
 mod dry;
 mod report;
 pub mod window;
@@ -35,6 +36,7 @@ use crate::pipeline::{commit_done_with, fatal_client, on_consume_error, wait_for
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
+pub use ages::{AgeStats, Ages};
 pub use report::Summary;
 pub use window::{Bound, PartitionWindow};
 
@@ -365,10 +367,10 @@ fn prepare(consumer: &StreamConsumer<SinkContext>, plan: &Plan) -> anyhow::Resul
         let used = window::apply_checkpoint(w, c, &meta, plan.to);
         if used != window::CheckpointUse::Resumed {
             // Record the window before any work: a restart then keeps this end even for a
-            // partition that had no progress to commit (`--to now` is not re-resolved).
+            // partition that had no progress to commit (no form of `--to` is re-resolved).
             let mut e = fresh.add_partition(topic, w.partition);
             e.set_offset(Offset::Offset(w.start))?;
-            e.set_metadata(window::checkpoint_metadata(w));
+            e.set_metadata(window::checkpoint_metadata(w, plan.to));
         }
         match used {
             window::CheckpointUse::None => {}
@@ -411,16 +413,17 @@ pub fn in_flight_bounds(cfg: &Config, rate: &RateConfig) -> (usize, u64) {
     )
 }
 
-/// Commits the ledger's done positions to the checkpoint group, with the window in metadata
-/// (synchronously, by the same rule and code as `run`).
+/// Commits the ledger's done positions to the checkpoint group, with the window (and the `--to`
+/// it was resolved from) in metadata (synchronously, by the same rule and code as `run`).
 fn commit_checkpoint(
     consumer: &StreamConsumer<SinkContext>,
     ledger: &SharedLedger,
     windows: &BTreeMap<i32, PartitionWindow>,
+    to: Bound,
     metrics: &Metrics,
 ) -> bool {
     commit_done_with(consumer, ledger, metrics, |(_, p)| {
-        windows.get(p).map(window::checkpoint_metadata)
+        windows.get(p).map(|w| window::checkpoint_metadata(w, to))
     })
 }
 
@@ -564,7 +567,7 @@ pub async fn replay(
                                     out.push('\n');
                                     summary.sent += 1;
                                     if let Some(t) = t {
-                                        summary.ages.push(window::now_ms() - t);
+                                        summary.ages.record(window::now_ms() - t);
                                     }
                                 }
                             }
@@ -604,7 +607,7 @@ pub async fn replay(
     } else {
         let work = Arc::new(Work {
             max_age: plan.max_age,
-            ages: Some(Mutex::new(Vec::new())),
+            ages: Some(Mutex::new(Ages::new())),
             ..Work::from_config(
                 cfg,
                 &secrets,
@@ -626,7 +629,7 @@ pub async fn replay(
                 biased;
                 Ok(()) = shutdown.changed() => { summary.interrupted = true; break }
                 _ = commit_tick.tick() => {
-                    commit_checkpoint(&consumer, &ledger, &by_partition, &metrics);
+                    commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, &metrics);
                 }
                 _ = house_tick.tick() => {}
                 _ = wake.notified() => {}
@@ -701,7 +704,7 @@ pub async fn replay(
                 }
             }
         }
-        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, &metrics);
+        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, &metrics);
         if !committed {
             tracing::error!(
                 "final checkpoint commit failed: a rerun re-sends from the last successful commit"
@@ -714,7 +717,9 @@ pub async fn replay(
             .unwrap_or(0);
         summary.skipped = report::by_label(&text, "elevate_sink_skipped_total", "reason");
         summary.dead_lettered = report::by_label(&text, "elevate_sink_dead_lettered_total", "reason");
-        summary.ages = work.ages.as_ref().map(|a| lock(a).clone()).unwrap_or_default();
+        if let Some(ages) = &work.ages {
+            summary.ages = std::mem::take(&mut *lock(ages));
+        }
         let l = lock(&ledger);
         for w in &windows {
             let pos = l.committable(&(plan.topic.clone(), w.partition));

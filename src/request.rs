@@ -2,10 +2,13 @@
 //! Pure, no I/O. Guarantees: path `{base}/api/storefront/v3/notifications/add-to-cart`, query
 //! parameters with Elevate's case-sensitive names (`customerKey`, `market`, `sessionKey`,
 //! `userContext`) percent-encoded, body `{"ticket": ".."}`; keys absent from the notification
-//! (consent) are absent from the URL.
+//! (consent) are absent from the URL; the visitor's IP is forwarded only for the consent levels
+//! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
 use url::Url;
 
+use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
+use crate::decode::UserContext;
 use crate::select::Notification;
 
 /// Path of the add-to-cart notification, relative to the base URL.
@@ -35,8 +38,72 @@ pub fn endpoint(base: &Url) -> Url {
         .expect("a constant relative path joins onto any http(s) base")
 }
 
-/// Builds the request for `n`. `forward_visitor` forwards User-Agent / X-Forwarded-For.
-pub fn build(endpoint: &Url, n: &Notification, forward_visitor: bool) -> HttpRequest {
+/// Which visitor headers a request carries: the User-Agent for every consent level, the IP
+/// (`X-Forwarded-For`) only for the levels listed in `elevate.forward_ip_for`, and neither
+/// without `elevate.forward_visitor_headers`. An event without `userContext` is PERSONALIZED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Forward the visitor's User-Agent.
+    user_agent: bool,
+    /// Forward the visitor's IP, per level (indexed by [`level`]).
+    ip: [bool; 4],
+}
+
+fn level(ctx: UserContext) -> usize {
+    match ctx {
+        UserContext::Personalized => 0,
+        UserContext::Unpersonalized => 1,
+        UserContext::Anonymous => 2,
+        UserContext::Synthetic => 3,
+    }
+}
+
+impl Forwarding {
+    /// Forwards nothing.
+    pub const NOTHING: Forwarding = Forwarding {
+        user_agent: false,
+        ip: [false; 4],
+    };
+
+    /// Visitor headers on (`false`: none at all), the IP for the levels in `ip_for`.
+    pub fn new(visitor_headers: bool, ip_for: &[UserContext]) -> Self {
+        if !visitor_headers {
+            return Forwarding::NOTHING;
+        }
+        let mut ip = [false; 4];
+        for ctx in ip_for {
+            ip[level(*ctx)] = true;
+        }
+        Forwarding { user_agent: true, ip }
+    }
+
+    /// What `[elevate]` says (`forward_visitor_headers`, `forward_ip_for`).
+    pub fn from_config(elevate: &ElevateConfig) -> Self {
+        Forwarding::new(elevate.forward_visitor_headers, &elevate.forward_ip_for)
+    }
+
+    /// Whether the User-Agent is forwarded.
+    pub fn user_agent(&self) -> bool {
+        self.user_agent
+    }
+
+    /// Whether the IP of a visitor at consent level `ctx` (None: PERSONALIZED) is forwarded.
+    pub fn ip(&self, ctx: Option<UserContext>) -> bool {
+        self.ip[level(ctx.unwrap_or_default())]
+    }
+}
+
+impl From<bool> for Forwarding {
+    /// `true`: the default table (User-Agent always, IP except for ANONYMOUS); `false`: nothing.
+    fn from(visitor_headers: bool) -> Self {
+        Forwarding::new(visitor_headers, &DEFAULT_FORWARD_IP_FOR)
+    }
+}
+
+/// Builds the request for `n`, with the visitor headers `forward` allows (a `bool` means the
+/// default table or nothing).
+pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -> HttpRequest {
+    let forward = forward.into();
     let mut url = endpoint.clone();
     {
         let mut q = url.query_pairs_mut();
@@ -52,10 +119,12 @@ pub fn build(endpoint: &Url, n: &Notification, forward_visitor: bool) -> HttpReq
         }
     }
     let mut headers = vec![("content-type", "application/json;charset=utf-8".to_string())];
-    if forward_visitor {
+    if forward.user_agent() {
         if let Some(ua) = n.user_agent.as_deref().filter(|v| header_safe(v)) {
             headers.push(("user-agent", ua.to_string()));
         }
+    }
+    if forward.ip(n.user_context) {
         if let Some(ip) = n.visitor_ip.as_deref().filter(|v| header_safe(v)) {
             headers.push(("x-forwarded-for", ip.to_string()));
         }
@@ -121,6 +190,72 @@ mod tests {
         assert_eq!(
             r.url,
             "http://127.0.0.1:8080/proxy/api/storefront/v3/notifications/add-to-cart?market=SE&userContext=ANONYMOUS"
+        );
+    }
+
+    /// Issue 11 item 14: the visitor's IP is personal data; an ANONYMOUS visitor's is not
+    /// forwarded by default. The User-Agent (no identifier on its own, the main bot signal) is.
+    #[test]
+    fn visitor_ip_follows_the_consent_level() {
+        use UserContext::*;
+        let ep = endpoint(&Url::parse("https://w1.elevate-api.cloud").unwrap());
+        for (ctx, forwarded) in [
+            (None, true),
+            (Some(Personalized), true),
+            (Some(Unpersonalized), true),
+            (Some(Anonymous), false),
+            (Some(Synthetic), true),
+        ] {
+            let mut x = n();
+            x.user_context = ctx;
+            let r = build(&ep, &x, true);
+            let header = |name: &str| r.headers.iter().find(|(h, _)| *h == name).map(|(_, v)| v.clone());
+            assert_eq!(
+                header("x-forwarded-for"),
+                forwarded.then(|| "203.0.113.7".to_string()),
+                "{ctx:?}"
+            );
+            assert_eq!(header("user-agent").as_deref(), Some("Mozilla/5.0"), "{ctx:?}");
+        }
+    }
+
+    #[test]
+    fn forward_ip_for_chooses_the_levels() {
+        use UserContext::*;
+        let ep = endpoint(&Url::parse("https://w1.elevate-api.cloud").unwrap());
+        let xff = |f: Forwarding, ctx| {
+            let mut x = n();
+            x.user_context = ctx;
+            build(&ep, &x, f)
+                .headers
+                .iter()
+                .any(|(h, _)| *h == "x-forwarded-for")
+        };
+        let only_anonymous = Forwarding::new(true, &[Anonymous]);
+        assert!(xff(only_anonymous, Some(Anonymous)));
+        assert!(!xff(only_anonymous, None), "omitted is PERSONALIZED");
+        assert!(!xff(only_anonymous, Some(Synthetic)));
+        let none = Forwarding::new(true, &[]);
+        assert!(!xff(none, Some(Personalized)));
+        assert!(build(&ep, &n(), none)
+            .headers
+            .iter()
+            .any(|(h, _)| *h == "user-agent"));
+        assert_eq!(Forwarding::new(false, &[Anonymous]), Forwarding::NOTHING);
+        assert_eq!(
+            Forwarding::from(true),
+            Forwarding::from_config(&ElevateConfig::default())
+        );
+        let cfg = |v: &str| {
+            let toml = format!("[elevate]\nbase_url = \"http://h\"\nforward_ip_for = {v}\n");
+            crate::config::Config::from_toml_with_env(&toml, "", Vec::new())
+        };
+        let ok = cfg(r#"["ANONYMOUS", "SYNTHETIC"]"#).unwrap();
+        assert_eq!(ok.elevate.forward_ip_for, vec![Anonymous, Synthetic]);
+        let err = cfg(r#"["anonymous"]"#).unwrap_err().to_string();
+        assert!(
+            err.contains("forward_ip_for") && err.contains("ANONYMOUS"),
+            "{err}"
         );
     }
 

@@ -5,7 +5,7 @@
 //! required key makes the whole record [`Invalid`] (dead-lettered), naming the key.
 
 use crate::config::MappingConfig;
-use crate::decode::{decode, CartEvent, Invalid, InvalidReason, UserContext};
+use crate::decode::{decode, CartEvent, Invalid, InvalidReason, KeyRule, UserContext};
 
 /// One add-to-cart notification to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,27 +124,25 @@ pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
     Ok(out)
 }
 
-/// The customerKey/sessionKey to send under the event's consent level (Elevate's table):
-/// forbidden keys are dropped, missing required keys are an error naming the key.
+/// The customerKey/sessionKey to send under the event's consent level (Elevate's table,
+/// [`UserContext::customer_key`] and [`UserContext::session_key`]): forbidden keys are dropped,
+/// missing required keys are an error naming the key.
 fn consent(event: &CartEvent) -> Result<(Option<String>, Option<String>), Invalid> {
-    let ctx = event.user_context.unwrap_or(UserContext::Personalized);
-    let need = |key: &Option<String>, name: &str| {
-        key.clone().ok_or_else(|| {
+    let ctx = event.user_context.unwrap_or_default();
+    let key = |rule: KeyRule, key: &Option<String>, name: &str| match rule {
+        KeyRule::Dropped => Ok(None),
+        KeyRule::IfPresent => Ok(key.clone()),
+        KeyRule::Required => key.clone().map(Some).ok_or_else(|| {
             Invalid::new(
                 InvalidReason::MissingField,
                 format!("{name} is missing; userContext {} requires it", ctx.as_str()),
             )
-        })
+        }),
     };
-    Ok(match ctx {
-        UserContext::Personalized => (
-            Some(need(&event.customer_key, "customerKey")?),
-            Some(need(&event.session_key, "sessionKey")?),
-        ),
-        UserContext::Unpersonalized => (None, Some(need(&event.session_key, "sessionKey")?)),
-        UserContext::Anonymous => (None, None),
-        UserContext::Synthetic => (event.customer_key.clone(), event.session_key.clone()),
-    })
+    Ok((
+        key(ctx.customer_key(), &event.customer_key, "customerKey")?,
+        key(ctx.session_key(), &event.session_key, "sessionKey")?,
+    ))
 }
 
 #[cfg(test)]
@@ -239,6 +237,97 @@ mod tests {
         let mut e = event(None, None, None);
         e.lines.clear();
         assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NoLines]);
+    }
+
+    /// Issue 11 item 12: a record that would produce no request is not held to the request
+    /// contract (README, event mapping); only what a request needs is validated, after the
+    /// event-type check, and only for the lines that would be sent.
+    #[test]
+    fn only_what_a_request_needs_is_validated() {
+        use SkipReason::*;
+        let m = MappingConfig::default();
+        let map = |v: &str| map_record(&m, Some(v.as_bytes()));
+        let skipped: &[(&str, &[SkipReason])] = &[
+            (
+                r#"{"type":"page_view","userContext":"personal"}"#,
+                &[NotAddToCart],
+            ),
+            (
+                r#"{"type":"page_view","market":7,"customerKey":true,"sessionKey":{},"userContext":1,
+                   "visitor":{"ip":5,"userAgent":[]},"occurredAt":"yesterday","lines":{}}"#,
+                &[NotAddToCart],
+            ),
+            (
+                r#"{"type":"add_to_cart","userContext":"personal","market":7,"lines":[{"source":"shop","ticket":5}]}"#,
+                &[NotFromElevate],
+            ),
+            (
+                r#"{"type":"add_to_cart","userContext":1,"occurredAt":false,"lines":[{"source":"elevate","ticket":null}]}"#,
+                &[NoTicket],
+            ),
+            (
+                r#"{"type":"add_to_cart","market":["SE"],"customerKey":5,"lines":[]}"#,
+                &[NoLines],
+            ),
+        ];
+        for (v, want) in skipped {
+            let got = map(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert!(got.notifications.is_empty(), "{v}");
+            assert_eq!(&got.skipped, want, "{v}");
+        }
+        // Keys that the consent level drops are not part of the request: not read at all.
+        for v in [
+            r#"{"type":"add_to_cart","market":"SE","userContext":"ANONYMOUS","customerKey":true,
+                "sessionKey":{"id":1},"lines":[{"source":"elevate","ticket":"T"}]}"#,
+            r#"{"type":"add_to_cart","market":"SE","userContext":"UNPERSONALIZED","customerKey":7,
+                "sessionKey":"s","lines":[{"source":"elevate","ticket":"T"},{"source":"shop","ticket":9}]}"#,
+        ] {
+            let got = map(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(got.notifications.len(), 1, "{v}");
+        }
+        // What a request needs is still checked; so is a line whose kind cannot be told.
+        let line = r#""lines":[{"source":"elevate","ticket":"T"}]"#;
+        let invalid = [
+            (format!(r#"{{"type":"add_to_cart","market":7,{line}}}"#), "market"),
+            (
+                format!(r#"{{"type":"add_to_cart","market":"SE","userContext":"personal",{line}}}"#),
+                "user_context",
+            ),
+            (
+                format!(
+                    r#"{{"type":"add_to_cart","market":"SE","customerKey":true,"sessionKey":"s",{line}}}"#
+                ),
+                "customer_key",
+            ),
+            (
+                format!(
+                    r#"{{"type":"add_to_cart","market":"SE","customerKey":"c","sessionKey":"s","visitor":{{"ip":5}},{line}}}"#
+                ),
+                "visitor_ip",
+            ),
+            (
+                format!(
+                    r#"{{"type":"add_to_cart","market":"SE","customerKey":"c","sessionKey":"s","occurredAt":"x",{line}}}"#
+                ),
+                "event_time",
+            ),
+            (
+                r#"{"type":"add_to_cart","market":"SE","lines":[{"source":"elevate","ticket":5}]}"#
+                    .to_string(),
+                "lines[0] ticket",
+            ),
+            (
+                r#"{"type":"add_to_cart","lines":[{"source":1}]}"#.to_string(),
+                "line_source",
+            ),
+            (r#"{"type":"add_to_cart","lines":["T"]}"#.to_string(), "lines[0]"),
+            (r#"{"type":"add_to_cart","lines":{}}"#.to_string(), "lines"),
+            (r#"{"type":5}"#.to_string(), "event_type"),
+        ];
+        for (v, needle) in &invalid {
+            let err = map(v).expect_err(v);
+            assert!(err.detail.contains(needle), "{v}: {err}");
+        }
     }
 
     #[test]

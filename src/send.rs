@@ -74,8 +74,8 @@ pub struct Sender {
     client: reqwest::Client,
     /// The add-to-cart endpoint.
     endpoint: Url,
-    /// Forward visitor User-Agent / X-Forwarded-For.
-    forward_visitor: bool,
+    /// Which visitor headers to forward (User-Agent; X-Forwarded-For per consent level).
+    forward_visitor: crate::request::Forwarding,
     /// Rate quotas.
     limiter: Arc<Limiter>,
     /// Concurrency bound (max requests in flight).
@@ -129,7 +129,7 @@ impl Sender {
         Ok(Sender {
             client,
             endpoint: endpoint(&base),
-            forward_visitor: elevate.forward_visitor_headers,
+            forward_visitor: crate::request::Forwarding::from_config(elevate),
             limiter,
             slots: Semaphore::new(elevate.max_in_flight_requests),
             retry: retry.clone(),

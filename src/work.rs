@@ -15,6 +15,7 @@ use crate::decode::Invalid;
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger};
 use crate::metrics::{label, Metrics};
+use crate::replay::Ages;
 use crate::select::{map_record, Mapped, SkipReason};
 use crate::send::{Outcome, ParkReason, Sender};
 
@@ -40,8 +41,9 @@ pub struct Work {
     pub wake: Arc<Notify>,
     /// Skip (as `too_old`) events older than this (replay's `--max-age`).
     pub max_age: Option<Duration>,
-    /// Ages (ms) of delivered notifications' events, when collected (replay's summary).
-    pub ages: Option<Mutex<Vec<i64>>>,
+    /// Ages of delivered notifications' events, when collected (replay's summary): a bounded
+    /// histogram, the same size whatever the window.
+    pub ages: Option<Mutex<Ages>>,
 }
 
 /// Locks a mutex, riding over poisoning (a panicked task must not wedge the pipeline).
@@ -168,7 +170,7 @@ impl Work {
                 match outcome {
                     Outcome::Delivered { .. } => {
                         if let (Some(ages), Some(t)) = (&this.ages, n.event_time_ms.or(src.timestamp_ms)) {
-                            lock(ages).push(now_ms() - t);
+                            lock(ages).record(now_ms() - t);
                         }
                     }
                     Outcome::Park(why) => this.dead_letter.park(&src, &why).await,

@@ -11,6 +11,8 @@
 //!   non-empty ticket, one skip reason per other line, or one skip reason for the record;
 //! * notifications obey the consent table (keys that must not be sent are absent, required
 //!   ones present) and carry a non-empty market;
+//! * only records that would produce a request are validated: a JSON object whose event type
+//!   is not an add-to-cart type is never invalid, whatever else it holds (README, event mapping);
 //! * decoding bytes agrees with decoding the parsed JSON value, a UTF-8 BOM changes nothing,
 //!   and JSON nested deeper than serde_json's limit (128) is `malformed_json`, not a crash.
 
@@ -173,6 +175,9 @@ pub fn check_map(data: &[u8]) {
 /// `map_record` on raw bytes under `mapping`: mapped (lines accounted for) or invalid.
 pub fn check_map_bytes(mapping: &MappingConfig, data: &[u8]) -> Result<Mapped, Invalid> {
     let got = map_record(mapping, Some(data));
+    if let Err(invalid) = &got {
+        check_not_add_to_cart_is_not_validated(mapping, data, invalid);
+    }
     match (&got, decode(mapping, Some(data))) {
         (Ok(mapped), Ok(event)) => check_mapped(&event, mapped),
         (Err(invalid), Ok(event)) => {
@@ -323,6 +328,27 @@ fn check_mapped(event: &CartEvent, mapped: &Mapped) {
         if sk.is_some() {
             assert_eq!(sk, &event.session_key);
         }
+    }
+}
+
+/// The README's rule: a readable event whose type is not an add-to-cart type would produce no
+/// request, so nothing else in it is checked and it cannot be invalid.
+fn check_not_add_to_cart_is_not_validated(mapping: &MappingConfig, data: &[u8], invalid: &Invalid) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    if mapping.event_type.is_empty() || !value.is_object() {
+        return;
+    }
+    if let Some(Value::String(t)) = value.pointer(&mapping.event_type) {
+        assert!(
+            t.is_empty() || mapping.add_to_cart_types.contains(t),
+            "a {t:?} event (not an add-to-cart type) was validated: {invalid}"
+        );
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::ages::Ages;
 use super::window::PartitionWindow;
 
 /// Elevate ends a session after at most an hour without notifications.
@@ -142,16 +143,6 @@ pub fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, u64> 
     out
 }
 
-/// Min, median and max of ages in milliseconds.
-pub fn age_stats(ages: &[i64]) -> Option<(i64, i64, i64)> {
-    if ages.is_empty() {
-        return None;
-    }
-    let mut a = ages.to_vec();
-    a.sort_unstable();
-    Some((a[0], a[a.len() / 2], a[a.len() - 1]))
-}
-
 fn age(ms: i64) -> String {
     if ms < 0 {
         return format!("-{}", age(-ms));
@@ -182,8 +173,8 @@ pub struct Summary {
     pub skipped: BTreeMap<String, u64>,
     /// Dead-lettered lines or records, by reason.
     pub dead_lettered: BTreeMap<String, u64>,
-    /// Ages (ms) of sent notifications' events at send time.
-    pub ages: Vec<i64>,
+    /// Ages of sent notifications' events at send time (a bounded histogram).
+    pub ages: Ages,
     /// Wall time of the run.
     pub duration: Duration,
 }
@@ -191,7 +182,9 @@ pub struct Summary {
 impl Summary {
     /// Whether the median age of sent events exceeds Elevate's session window.
     pub fn late(&self) -> bool {
-        age_stats(&self.ages).is_some_and(|(_, med, _)| med > SESSION_WINDOW.as_millis() as i64)
+        self.ages
+            .stats()
+            .is_some_and(|a| a.p50 > SESSION_WINDOW.as_millis() as i64)
     }
 
     /// The human-readable report.
@@ -244,14 +237,16 @@ impl Summary {
             "dead-lettered"
         };
         let _ = writeln!(s, "  {dl:<17} {}", list(&self.dead_lettered));
-        match age_stats(&self.ages) {
-            Some((min, med, max)) => {
+        match self.ages.stats() {
+            Some(a) => {
                 let _ = writeln!(
                     s,
-                    "  event age         min {}  median {}  max {}",
-                    age(min),
-                    age(med),
-                    age(max)
+                    "  event age         min {}  median {}  p90 {}  p99 {}  max {}",
+                    age(a.min),
+                    age(a.p50),
+                    age(a.p90),
+                    age(a.p99),
+                    age(a.max)
                 );
                 if self.late() {
                     let _ = writeln!(
@@ -290,15 +285,13 @@ mod tests {
 
     #[test]
     fn ages_and_late_warning() {
-        assert_eq!(age_stats(&[]), None);
-        assert_eq!(age_stats(&[5, 1, 9]), Some((1, 5, 9)));
         let mut s = Summary {
-            ages: vec![1_000, 2 * 3_600_000, 3 * 3_600_000],
+            ages: [1_000, 2 * 3_600_000, 3 * 3_600_000].into_iter().collect(),
             ..Summary::default()
         };
         assert!(s.late());
         assert!(s.render().contains("WARNING"));
-        s.ages = vec![60_000];
+        s.ages = [60_000].into_iter().collect();
         assert!(!s.late());
         assert!(s.render().contains("median 1m"), "{}", s.render());
     }

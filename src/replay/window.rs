@@ -170,17 +170,32 @@ pub fn check_bounds(from: Bound, to: Bound) -> Result<(), String> {
     }
 }
 
-/// Metadata committed with each checkpoint: the window end fixed by the first run.
-pub fn checkpoint_metadata(w: &PartitionWindow) -> String {
-    format!("elevate-sink-replay first={} end={}", w.first, w.end)
+/// Metadata committed with each checkpoint: the window as the first start resolved it (`first`,
+/// `end`) and the `--to` it was resolved from, in canonical form.
+pub fn checkpoint_metadata(w: &PartitionWindow, to: Bound) -> String {
+    format!("elevate-sink-replay first={} end={} to={to}", w.first, w.end)
+}
+
+fn metadata_field<'a>(meta: &'a str, key: &str) -> Option<&'a str> {
+    let rest = meta.strip_prefix("elevate-sink-replay ")?;
+    rest.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The `end=` recorded in checkpoint metadata, if it is ours.
 pub fn metadata_end(meta: &str) -> Option<i64> {
-    let rest = meta.strip_prefix("elevate-sink-replay ")?;
-    rest.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("end="))
-        .and_then(|v| v.parse().ok())
+    metadata_field(meta, "end").and_then(|v| v.parse().ok())
+}
+
+/// The end recorded in checkpoint metadata for a replay up to `to`: None when the metadata is
+/// not ours or names another `--to` (a `--checkpoint-group` reused for another window).
+/// Metadata written before the `to=` field existed counts as matching.
+fn recorded_end(meta: &str, to: Bound) -> Option<i64> {
+    let end = metadata_end(meta)?;
+    match metadata_field(meta, "to") {
+        Some(recorded) if recorded != to.to_string() => None,
+        _ => Some(end),
+    }
 }
 
 /// What applying a checkpoint did to a window.
@@ -196,9 +211,11 @@ pub enum CheckpointUse {
 
 /// Applies the checkpoint group's committed position (and its metadata) to a window.
 ///
-/// With `--to now`, the end recorded by the first run is kept, so a restart does not chase
-/// records produced since (the live service handles those). A committed position within
-/// `[first, end]` becomes the start; one outside is ignored.
+/// The end recorded by the first start is kept, whatever form `--to` has (`now`, a timestamp
+/// with no record at or after it, an offset past the high watermark: all resolve against the
+/// high watermark of the moment), so a restart does not chase records produced since (the live
+/// service handles those). A committed position within `[first, end]` becomes the start; one
+/// outside is ignored.
 pub fn apply_checkpoint(
     w: &mut PartitionWindow,
     committed: Option<i64>,
@@ -208,11 +225,9 @@ pub fn apply_checkpoint(
     let Some(c) = committed else {
         return CheckpointUse::None;
     };
-    if to == Bound::Now {
-        if let Some(e) = metadata_end(meta) {
-            if e >= w.first {
-                w.end = w.end.min(e);
-            }
+    if let Some(e) = recorded_end(meta, to) {
+        if e >= w.first {
+            w.end = w.end.min(e);
         }
     }
     if c >= w.first && c <= w.end {
@@ -325,7 +340,7 @@ mod tests {
     #[test]
     fn checkpoint_resumes_and_keeps_the_first_end() {
         let mut w = resolve_window(1, Bound::Earliest, Bound::Now, &marks(0, 80));
-        let meta = checkpoint_metadata(&PartitionWindow { end: 50, ..w });
+        let meta = checkpoint_metadata(&PartitionWindow { end: 50, ..w }, Bound::Now);
         assert_eq!(metadata_end(&meta), Some(50));
         assert_eq!(
             apply_checkpoint(&mut w, Some(30), &meta, Bound::Now),
@@ -347,6 +362,34 @@ mod tests {
             apply_checkpoint(&mut w, None, "", Bound::Now),
             CheckpointUse::None
         );
+    }
+
+    /// Issue 11 item 9: the end resolved at the first start is kept on resume for every form
+    /// of `--to`, also when it was the high watermark because nothing was at or after it.
+    #[test]
+    fn every_form_of_to_keeps_its_first_end_on_resume() {
+        let t = 1_796_032_800_000; // --to's instant
+                                   // First start: 50 records, none at or after `t` (and none at offset 500).
+        let at_start = marks(0, 50);
+        // Restart: 30 more records arrived, stamped before `t` (late events); still none at
+        // or after it, so offsets-for-times answers "none" again.
+        let at_restart = marks(0, 80);
+        for to in [Bound::Time(t), Bound::Offset(500), Bound::Now] {
+            let first = resolve_window(0, Bound::Earliest, to, &at_start);
+            assert_eq!(first.end, 50, "{to}");
+            let meta = checkpoint_metadata(&first, to);
+            let mut w = resolve_window(0, Bound::Earliest, to, &at_restart);
+            assert_eq!(
+                apply_checkpoint(&mut w, Some(20), &meta, to),
+                CheckpointUse::Resumed,
+                "{to}"
+            );
+            assert_eq!(
+                (w.start, w.end),
+                (20, 50),
+                "--to {to}: the end must not move on resume"
+            );
+        }
     }
 
     #[test]

@@ -251,6 +251,28 @@ mapped("market-unicode.json", "a market with a line separator and an emoji (perc
 mapped("user-agent-with-newline.json", "a User-Agent with CR LF (not forwarded)",
        j(ev("hostile-ua-crlf", visitor={"userAgent": "evil\r\nX-Injected: 1", "ip": "1.2.3.4"})), ["hostile-ua-crlf"])
 
+# --- records that would send nothing are not validated (README: "Only records that would ------
+# --- produce a request are checked against the request contract"; issue 11 item 12) ------------
+skipped("page-view-odd-user-context.json", "a page_view with a userContext outside Elevate's set",
+        j({"type": "page_view", "market": "SE", "userContext": "personal"}), ["not_add_to_cart"])
+skipped("page-view-garbage-fields.json", "a page_view whose every other field has the wrong type",
+        j({"type": "page_view", "market": 7, "customerKey": True, "sessionKey": {}, "userContext": 1,
+           "visitor": {"ip": 5, "userAgent": []}, "occurredAt": "yesterday", "lines": {}}), ["not_add_to_cart"])
+skipped("shop-lines-only-bad-fields.json", "add_to_cart with only a shop line (ticket a number), bad market and userContext",
+        j(ev(market=7, userContext=1, lines=[{"source": "shop", "ticket": 12345}])), ["not_from_elevate"])
+skipped("no-ticket-bad-event-time.json", "add_to_cart whose Elevate line has no ticket, occurredAt a boolean",
+        j(ev(None, occurredAt=False, userContext="personal")), ["no_ticket"])
+skipped("empty-lines-bad-market.json", "add_to_cart with no lines and an array as market",
+        j(ev(market=["SE"], lines=[])), ["no_lines"])
+mapped("anonymous-bad-keys.json", "ANONYMOUS with a boolean customerKey and an object sessionKey (dropped, not read)",
+       j(ev("hostile-anon-bad-keys", userContext="ANONYMOUS", customerKey=True, sessionKey={"id": 1})),
+       ["hostile-anon-bad-keys"])
+mapped("unpersonalized-number-customer-key.json", "UNPERSONALIZED with a number as customerKey (dropped, not read)",
+       j(ev("hostile-unp-num-ck", userContext="UNPERSONALIZED", customerKey=7)), ["hostile-unp-num-ck"])
+mapped("shop-line-number-ticket.json", "an Elevate line and a shop line whose ticket is a number (never sent, not read)",
+       j(ev(lines=[{"source": "elevate", "ticket": "hostile-shop-num"}, {"source": "shop", "ticket": 12345}])),
+       ["hostile-shop-num"], ["not_from_elevate"])
+
 # --- syntax -----------------------------------------------------------------------------------
 invalid("trailing-garbage.json", "valid JSON followed by garbage", j(ev("hostile-x")) + b" xyz", "malformed_json",
         "trailing")

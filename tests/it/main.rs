@@ -7,6 +7,7 @@ mod support;
 
 mod broker;
 mod kafka_edges;
+mod mapping_edges;
 mod ops;
 mod pipeline;
 mod registry;

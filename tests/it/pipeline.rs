@@ -348,7 +348,9 @@ async fn undecodable_records_are_dead_lettered_with_named_reasons() {
     let cases: Vec<(Rec, &str, &str)> = vec![
         (Rec::new("{\"type\": \"add_to_cart\", "), "malformed_json", "JSON"),
         (
-            Rec::json(&json!({"type": "add_to_cart", "market": 46, "lines": []})),
+            Rec::json(
+                &json!({"type": "add_to_cart", "market": 46, "lines": [{"source": "elevate", "ticket": "x"}]}),
+            ),
             "wrong_type",
             "market",
         ),

@@ -366,3 +366,63 @@ async fn live_group_offsets_are_untouched() {
     assert_success(&again, "replay of a finished window");
     assert_eq!(standin.accepted_count(), 15, "nothing is re-sent");
 }
+
+/// Issue 11 item 9: `--to <time>` with no record at or after that instant when the replay
+/// first starts resolves to the high watermark; that end is kept on resume. Records produced
+/// after the first start but stamped before `--to` (late events; the producer sets CreateTime)
+/// are outside the window: a restart must not chase them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_time_with_nothing_after_it_keeps_its_end_on_resume() {
+    let (bs, n) = setup("replay-to-fixed", 3).await;
+    let standin = StandIn::start().await.expect("stand-in");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &bs, &n, &standin.base_url());
+
+    // --to is ten minutes ago; every record is stamped before it.
+    let to = (now_ms() - 10 * 60_000) / 1000 * 1000;
+    let mut recs = Vec::new();
+    let mut tickets = HashSet::new();
+    for p in 0..3 {
+        for i in 0..20i64 {
+            let ticket = format!("fixed-{p}-{i}");
+            tickets.insert(ticket.clone());
+            let ts = to - 30 * 60_000 + i * 60_000;
+            recs.push(Rec::json(&event(&ticket, Some(ts))).partition(p).timestamp_ms(ts));
+        }
+    }
+    produce(&bs, &n.topic, recs).await;
+    let to_arg = rfc3339(to);
+    let args = ["--from", "earliest", "--to", to_arg.as_str(), "--rate", "10"];
+
+    let mut child = replay_cmd(&config, &args).spawn().expect("spawn replay");
+    standin
+        .wait_for_accepted(25, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|got| panic!("only {got} accepted before the kill"));
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("wait for killed replay");
+    assert!(!status.success(), "killed, not finished: {status}");
+
+    // Produced after the first start, stamped a minute before --to: offsets-for-times still
+    // finds nothing at or after --to, and their timestamps pass the window's time filter.
+    let late: Vec<Rec> = (0..3)
+        .map(|p| {
+            Rec::json(&event(&format!("fixed-late-{p}"), Some(to - 60_000)))
+                .partition(p)
+                .timestamp_ms(to - 60_000)
+        })
+        .collect();
+    produce(&bs, &n.topic, late).await;
+
+    let out = run_replay(&config, &args).await;
+    assert_success(&out, "restarted replay");
+    println!("{}", text(&out.stdout));
+    let got: HashSet<String> = standin.accepted_tickets().into_iter().collect();
+    let missing: Vec<_> = tickets.difference(&got).collect();
+    assert!(missing.is_empty(), "tickets never delivered: {missing:?}");
+    let extra: Vec<_> = got.difference(&tickets).collect();
+    assert!(
+        extra.is_empty(),
+        "records produced after the first start were sent (the end moved on resume): {extra:?}"
+    );
+}
