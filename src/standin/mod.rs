@@ -250,14 +250,21 @@ fn now_us() -> u64 {
 
 /// The most arrivals (sorted µs timestamps) inside any half-open window `[t, t + window)`.
 pub fn max_in_window(sorted_us: &[u64], window: Duration) -> usize {
+    densest_window(sorted_us, window).0
+}
+
+/// [`max_in_window`] and the first arrival of the densest window (0 when there is none).
+pub fn densest_window(sorted_us: &[u64], window: Duration) -> (usize, u64) {
     let w = window.as_micros() as u64;
     let mut start = 0;
-    let mut best = 0;
+    let mut best = (0, 0);
     for (end, &t) in sorted_us.iter().enumerate() {
         while t - sorted_us[start] >= w {
             start += 1;
         }
-        best = best.max(end + 1 - start);
+        if end + 1 - start > best.0 {
+            best = (end + 1 - start, sorted_us[start]);
+        }
     }
     best
 }
@@ -727,6 +734,12 @@ mod tests {
         let a = [0, s / 2, s - 1, s, 3 * s];
         assert_eq!(max_in_window(&a, Duration::from_secs(1)), 3);
         assert_eq!(max_in_window(&a, Duration::from_secs(2)), 4);
+        assert_eq!(densest_window(&a, Duration::from_secs(1)), (3, 0));
+        assert_eq!(
+            densest_window(&[7, 3 * s, 3 * s + 1], Duration::from_secs(1)),
+            (2, 3 * s)
+        );
+        assert_eq!(densest_window(&[], Duration::from_secs(1)), (0, 0));
     }
 
     #[test]
