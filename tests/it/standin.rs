@@ -886,21 +886,19 @@ async fn arrivals_are_recorded_for_every_request_before_injected_latency() {
     assert!(s.arrivals_us().is_empty());
 }
 
+/// POSTs `body` as a valid PERSONALIZED request (keys `c1`/`s1`) would be sent.
+async fn post_valid(c: &reqwest::Client, s: &StandIn, body: &str) -> reqwest::Response {
+    let u = url(s, "market=SE&customerKey=c1&sessionKey=s1");
+    post(c, &u, Some(JSON), body).await.unwrap()
+}
+
 #[tokio::test]
 async fn size_limits_answer_413_414_431_like_a_real_server() {
     let s = StandIn::start().await.unwrap();
     let c = client();
     // Without limits: a body over 1 MiB is a 400, as always.
     let huge = ticket_body(&"x".repeat((1 << 20) + 1));
-    let r = post(
-        &c,
-        &url(&s, "market=SE&customerKey=c1&sessionKey=s1"),
-        Some(JSON),
-        &huge,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(post_valid(&c, &s, &huge).await.status(), 400);
 
     let limits = Limits {
         max_uri_bytes: Some(2048),
@@ -909,27 +907,13 @@ async fn size_limits_answer_413_414_431_like_a_real_server() {
     };
     s.set_limits(limits);
     assert_eq!(s.limits(), limits);
-    let big = ticket_body(&"b".repeat(64 * 1024));
-    let r = post(
-        &c,
-        &url(&s, "market=SE&customerKey=c1&sessionKey=s1"),
-        Some(JSON),
-        &big,
-    )
-    .await
-    .unwrap();
+    let big_ticket = "b".repeat(64 * 1024);
+    let big = ticket_body(&big_ticket);
+    let r = post_valid(&c, &s, &big).await;
     assert_eq!(r.status(), 413);
     assert!(message_of(r).await.contains("larger than 65536"));
-    // Over even the drain cap: still 413, not the 1 MiB 400.
-    let r = post(
-        &c,
-        &url(&s, "market=SE&customerKey=c1&sessionKey=s1"),
-        Some(JSON),
-        &huge,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 413);
+    // With a body limit set it replaces the 1 MiB cap: 413, not 400.
+    assert_eq!(post_valid(&c, &s, &huge).await.status(), 413);
     let long_key = "k".repeat(2048);
     let r = post(
         &c,
@@ -950,17 +934,9 @@ async fn size_limits_answer_413_414_431_like_a_real_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 431);
-    // Limits come before scripts and the contract: a scripted 204 does not get through.
-    s.script("big", [204]);
-    let r = post(
-        &c,
-        &url(&s, "market=SE&customerKey=c1&sessionKey=s1"),
-        Some(JSON),
-        &big,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 413);
+    // Limits come before scripts: the big ticket's scripted 503 is not consumed.
+    s.script(big_ticket.as_str(), [503]);
+    assert_eq!(post_valid(&c, &s, &big).await.status(), 413);
     // Just under every limit: accepted.
     assert_eq!(send(&c, &s, &"ok".repeat(1000)).await.unwrap(), 204);
     assert_eq!(s.accepted_tickets(), ["ok".repeat(1000)]);
@@ -984,6 +960,14 @@ async fn size_limits_answer_413_414_431_like_a_real_server() {
         .map(|(i, _)| &answers[i + 9..i + 12])
         .collect();
     assert_eq!(statuses, ["413", "204"], "{answers:.300}");
+    s.set_limits(Limits::default());
+    let r = post_valid(&c, &s, &big).await;
+    assert_eq!(
+        r.status(),
+        503,
+        "the script was left for the first request under the limits"
+    );
+    s.set_limits(limits);
 
     // Reset keeps the limits (server configuration); the control API reads and replaces them.
     s.reset();
