@@ -218,6 +218,8 @@ struct State {
     faults_active: AtomicBool,
     /// Current faults.
     faults: RwLock<Faults>,
+    /// Fast path: false while no size limit is set.
+    limits_active: AtomicBool,
     /// Current size limits.
     limits: RwLock<Limits>,
     /// Remaining "next N" 429s.
@@ -287,6 +289,7 @@ impl State {
             dropped_total: AtomicU64::new(0),
             faults_active: AtomicBool::new(false),
             faults: RwLock::new(Faults::default()),
+            limits_active: AtomicBool::new(false),
             limits: RwLock::new(Limits::default()),
             throttle_left: AtomicU64::new(0),
             drop_left: AtomicU64::new(0),
@@ -330,12 +333,18 @@ impl State {
         self.faults_active.store(!faults.is_inert(), Ordering::Release);
     }
 
+    /// Current limits (no lock while none is set: this runs for every request).
     fn limits(&self) -> Limits {
+        if !self.limits_active.load(Ordering::Acquire) {
+            return Limits::default();
+        }
         *self.limits.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_limits(&self, limits: Limits) {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+        self.limits_active
+            .store(limits != Limits::default(), Ordering::Release);
     }
 
     fn faults(&self) -> Faults {
