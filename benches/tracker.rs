@@ -1,10 +1,12 @@
 //! The offset tracker and the ledger, ns per record (`cargo bench --bench tracker`): track,
-//! complete (in order and shuffled within a window like concurrent sends), committable.
+//! complete (in order and shuffled within a window like concurrent sends), committable; tracking
+//! on a seeded partition; and the cost of one commit's done maps (export + encode).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use elevate_sink::ledger::{Claim, Ledger};
+use elevate_sink::offsetmap::{self, DoneMap, MAX_METADATA_BYTES};
 use elevate_sink::tracker::OffsetTracker;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -92,5 +94,63 @@ fn ledger(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tracker, ledger);
+/// Records of a partition taken over with every other offset already delivered.
+fn seeded(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tracker");
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    let seed = DoneMap::from_offsets(0, (1..RECORDS).filter(|o| o % 2 == 1));
+    g.bench_function("track_complete_committable_seeded_half", |b| {
+        b.iter(|| {
+            let mut t = OffsetTracker::new();
+            t.seed(&seed).expect("fresh");
+            let mut sum = 0i64;
+            for o in 0..RECORDS {
+                if t.track(o, 1).expect("in order") == elevate_sink::tracker::Tracked::Fresh {
+                    t.complete(o).expect("pending");
+                }
+                sum += t.committable().unwrap_or(0);
+            }
+            black_box(sum)
+        })
+    });
+    g.finish();
+}
+
+/// One commit of 6 partitions with `pipeline.max_in_flight_records` (1000) records each in
+/// flight, a third of them still pending at random: `commit_points` + `encode` per partition.
+fn commit_maps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offsetmap");
+    g.throughput(Throughput::Elements(6));
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut l: Ledger<i32> = Ledger::new();
+    for p in 0..6 {
+        l.assign(p);
+        let mut offsets: Vec<i64> = (0..1000).collect();
+        let mut generation = 0;
+        for &o in &offsets {
+            generation = l.track(&p, o, 1).expect("owned");
+        }
+        offsets.shuffle(&mut rng);
+        for &offset in &offsets[..666] {
+            l.complete(&Claim {
+                key: p,
+                generation,
+                offset,
+            });
+        }
+    }
+    g.bench_function("6_partitions_1000_in_flight_commit_points_and_encode", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            for point in l.commit_points() {
+                let e = offsetmap::encode(&point.done, None, MAX_METADATA_BYTES).expect("fits");
+                bytes += e.text.len();
+            }
+            black_box(bytes)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tracker, ledger, seeded, commit_maps);
 criterion_main!(benches);

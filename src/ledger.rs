@@ -2,12 +2,14 @@
 //! generations. Pure (no Kafka, no I/O), generic over the partition key. Guarantees: a
 //! completion counts only if it carries the generation its record was tracked under, so results
 //! of requests for a partition that was revoked (even if assigned again since) are never
-//! committed; commit positions come only from [`OffsetTracker::committable`].
+//! committed; commit positions come only from [`OffsetTracker::committable`], and done maps
+//! only from [`OffsetTracker::done_map`] (seeded offsets included, so a map survives hand-offs).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::tracker::OffsetTracker;
+use crate::offsetmap::DoneMap;
+use crate::tracker::{OffsetTracker, Tracked};
 
 /// One owned partition.
 #[derive(Debug, Clone)]
@@ -18,6 +20,57 @@ struct Owned {
     tracker: OffsetTracker,
     /// Last position known committed (acknowledged by the broker).
     committed: Option<i64>,
+    /// Tracker revision of the last commit point acknowledged by the broker.
+    acked_revision: Option<u64>,
+}
+
+impl Owned {
+    /// The commit point of this partition if its position or map changed since the last
+    /// acknowledged [`CommitPoint`].
+    fn point<K: Clone>(&self, key: &K) -> Option<CommitPoint<K>> {
+        let revision = self.tracker.revision();
+        if self.acked_revision.is_some_and(|a| a >= revision) {
+            return None;
+        }
+        Some(CommitPoint {
+            key: key.clone(),
+            done: self.tracker.done_map()?,
+            generation: self.generation,
+            revision,
+        })
+    }
+}
+
+/// What [`Ledger::track_record`] made of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Tracked under this generation: send its parts, complete them with a [`Claim`].
+    Tracked(u64),
+    /// In the partition's seeded done map: delivered by a previous owner. Done; send nothing.
+    AlreadyDelivered,
+    /// The partition is not owned: ignore the record (its new owner will read it).
+    NotOwned,
+    /// At or below an offset already tracked (a re-delivery): tracked already, ignore it.
+    Redelivery,
+}
+
+/// A position worth committing for one partition, with its done map (whose base is the
+/// position). Hand it back to [`Ledger::acknowledge`] once the broker acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitPoint<K> {
+    /// The partition.
+    pub key: K,
+    /// The done offsets above the position; `done.base()` is the position to commit.
+    pub done: DoneMap,
+    generation: u64,
+    revision: u64,
+}
+
+impl<K> CommitPoint<K> {
+    /// The position to commit (the next offset to read).
+    pub fn position(&self) -> i64 {
+        self.done.base()
+    }
 }
 
 /// All owned partitions and the in-flight counts that drive backpressure.
@@ -72,18 +125,39 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
                 generation,
                 tracker: OffsetTracker::new(),
                 committed: None,
+                acked_revision: None,
             },
         );
+    }
+
+    /// Seeds the freshly assigned `key` with the done map read back with its committed offset
+    /// (see [`crate::offsetmap::decode`]); false (and nothing seeded) when `key` is not owned or
+    /// has tracked a record already.
+    pub fn seed(&mut self, key: &K, done: &DoneMap) -> bool {
+        self.owned
+            .get_mut(key)
+            .is_some_and(|o| o.tracker.seed(done).is_ok())
     }
 
     /// Gives up `key`; returns the position worth committing for it (if beyond the last commit).
     /// Its pending parts stop counting; their completions will be ignored.
     pub fn revoke(&mut self, key: &K) -> Option<i64> {
+        let owned = self.remove(key)?;
+        let pos = owned.tracker.committable()?;
+        (Some(pos) > owned.committed).then_some(pos)
+    }
+
+    /// [`Ledger::revoke`] with the done map: the commit point worth committing for `key` (if its
+    /// position or map changed since the last acknowledged commit point).
+    pub fn revoke_point(&mut self, key: &K) -> Option<CommitPoint<K>> {
+        self.remove(key)?.point(key)
+    }
+
+    fn remove(&mut self, key: &K) -> Option<Owned> {
         let owned = self.owned.remove(key)?;
         self.records -= owned.tracker.pending();
         self.parts -= owned.tracker.pending_parts();
-        let pos = owned.tracker.committable()?;
-        (Some(pos) > owned.committed).then_some(pos)
+        Some(owned)
     }
 
     /// Whether `key` is owned.
@@ -114,15 +188,31 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
     /// Tracks a record with `parts` parts; returns its generation, or None if `key` is not
     /// owned (the record must then be ignored: its new owner will read it).
     /// An offset at or below one already tracked (a re-delivery) is also refused: it is tracked
-    /// already, under the record that saw it first.
+    /// already, under the record that saw it first. So is an offset in the seeded done map
+    /// (delivered already); [`Ledger::track_record`] tells these cases apart.
     pub fn track(&mut self, key: &K, offset: i64, parts: u32) -> Option<u64> {
-        let owned = self.owned.get_mut(key)?;
-        owned.tracker.track(offset, parts).ok()?;
-        if parts > 0 {
-            self.records += 1;
-            self.parts += u64::from(parts);
+        match self.track_record(key, offset, parts) {
+            Track::Tracked(generation) => Some(generation),
+            Track::AlreadyDelivered | Track::NotOwned | Track::Redelivery => None,
         }
-        Some(owned.generation)
+    }
+
+    /// Tracks a record with `parts` parts, saying what to do with it (see [`Track`]).
+    pub fn track_record(&mut self, key: &K, offset: i64, parts: u32) -> Track {
+        let Some(owned) = self.owned.get_mut(key) else {
+            return Track::NotOwned;
+        };
+        match owned.tracker.track(offset, parts) {
+            Err(_) => Track::Redelivery,
+            Ok(Tracked::AlreadyDelivered) => Track::AlreadyDelivered,
+            Ok(Tracked::Fresh) => {
+                if parts > 0 {
+                    self.records += 1;
+                    self.parts += u64::from(parts);
+                }
+                Track::Tracked(owned.generation)
+            }
+        }
     }
 
     /// Completes one part; false when the claim is stale (partition revoked since) or unknown.
@@ -157,6 +247,24 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
             .collect()
     }
 
+    /// Commit points: one for every partition whose position or done map changed since its
+    /// last acknowledged commit point (and that has tracked a record).
+    pub fn commit_points(&self) -> Vec<CommitPoint<K>> {
+        self.owned.iter().filter_map(|(k, o)| o.point(k)).collect()
+    }
+
+    /// Records that the broker acknowledged `point` (ignored if its partition was revoked since).
+    pub fn acknowledge(&mut self, point: &CommitPoint<K>) {
+        if let Some(o) = self.owned.get_mut(&point.key) {
+            if o.generation == point.generation {
+                o.acked_revision = o.acked_revision.max(Some(point.revision));
+                if Some(point.position()) > o.committed {
+                    o.committed = Some(point.position());
+                }
+            }
+        }
+    }
+
     /// Records that the broker acknowledged a commit of `pos` for `key`.
     pub fn committed(&mut self, key: &K, pos: i64) {
         if let Some(o) = self.owned.get_mut(key) {
@@ -185,6 +293,7 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offsetmap::DoneMap;
 
     #[test]
     fn stale_completions_are_ignored_after_revoke_and_reassign() {
@@ -212,5 +321,81 @@ mod tests {
         l.committed(&0, 6);
         assert!(l.to_commit().is_empty());
         assert_eq!(l.track(&1, 0, 1), None, "unowned partition");
+    }
+
+    #[test]
+    fn seeded_offsets_are_already_delivered_and_commit_points_carry_the_map() {
+        let mut l: Ledger<i32> = Ledger::new();
+        l.assign(0);
+        assert!(l.seed(&0, &DoneMap::from_offsets(10, [11, 13])));
+        assert!(!l.seed(&1, &DoneMap::empty(0)), "unowned partition");
+        assert!(
+            l.commit_points().is_empty(),
+            "nothing read yet: the broker keeps its map"
+        );
+        let g = match l.track_record(&0, 10, 1) {
+            Track::Tracked(g) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(l.track_record(&0, 11, 2), Track::AlreadyDelivered);
+        assert_eq!(
+            l.records_in_flight(),
+            1,
+            "an already delivered record is not in flight"
+        );
+        assert_eq!(l.track_record(&0, 11, 1), Track::Redelivery);
+        assert_eq!(l.track_record(&1, 11, 1), Track::NotOwned);
+        assert!(!l.seed(&0, &DoneMap::empty(10)), "tracking started");
+        let points = l.commit_points();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].position(), 10);
+        assert_eq!(points[0].done, DoneMap::from_offsets(10, [11, 13]));
+        l.acknowledge(&points[0]);
+        assert!(
+            l.commit_points().is_empty(),
+            "nothing changed since the acknowledged commit"
+        );
+        assert_eq!(l.track_record(&0, 12, 1), Track::Tracked(g));
+        assert!(
+            l.commit_points().is_empty(),
+            "a pending record right after changes nothing"
+        );
+        assert!(l.complete(&Claim {
+            key: 0,
+            generation: g,
+            offset: 12
+        }));
+        let points = l.commit_points();
+        assert_eq!(points[0].position(), 10, "position unchanged, map changed");
+        assert_eq!(points[0].done, DoneMap::from_offsets(10, [11, 12, 13]));
+        assert!(l.complete(&Claim {
+            key: 0,
+            generation: g,
+            offset: 10
+        }));
+        let point = l
+            .revoke_point(&0)
+            .expect("changed since the last acknowledgement");
+        assert_eq!((point.position(), point.done.is_empty()), (14, true));
+        assert_eq!(l.track(&0, 14, 1), None);
+    }
+
+    #[test]
+    fn old_track_skips_seeded_offsets_and_stale_acknowledgements_are_ignored() {
+        let mut l: Ledger<i32> = Ledger::new();
+        l.assign(0);
+        assert!(l.seed(&0, &DoneMap::from_offsets(0, [1])));
+        assert!(l.track(&0, 0, 1).is_some());
+        assert_eq!(l.track(&0, 1, 1), None, "already delivered: nothing to send");
+        let stale = l.commit_points().remove(0);
+        l.assign(0);
+        l.track(&0, 0, 0).unwrap();
+        l.acknowledge(&stale);
+        assert_eq!(
+            l.commit_points().len(),
+            1,
+            "an acknowledgement from an earlier ownership"
+        );
+        assert_eq!(l.to_commit(), vec![(0, 1)]);
     }
 }

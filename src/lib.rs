@@ -20,6 +20,7 @@
 //! * [`send`] — the HTTP layers: limit → concurrency → retry ([`classify`], [`retry`]) → timeout.
 //! * [`deadletter`] — parks records with reason headers; done only once acked.
 //! * [`tracker`], [`ledger`] — pure offset tracking and ownership generations.
+//! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
 //! * [`work`] — one record's journey, shared by `run` and `replay`.
 //! * [`pipeline`] — the `run` loop: group membership, backpressure, commits, shutdown.
 //! * [`replay`] — backfills over a fixed window with manual assignment.
@@ -27,8 +28,8 @@
 //! * [`admin`], [`metrics`], [`logging`] — the operating surface.
 //! * [`standin`] — an Elevate stand-in that enforces the contract (tests, demo, benchmarks).
 //!
-//! The pure parts (decode, select, request, classify, retry, tracker, ledger, limit's arithmetic)
-//! do no I/O and are unit- and property-tested.
+//! The pure parts (decode, select, request, classify, retry, tracker, ledger, offsetmap, limit's
+//! arithmetic) do no I/O and are unit- and property-tested.
 
 pub mod admin;
 pub mod check;
@@ -42,6 +43,7 @@ pub mod ledger;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
+pub mod offsetmap;
 pub mod pipeline;
 pub mod replay;
 pub mod request;

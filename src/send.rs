@@ -1,11 +1,14 @@
-//! Send: one notification through the layers, outermost first — rate limit, concurrency,
-//! retry (classifying each answer), per-attempt timeout. Guarantees: returns `Delivered` only
-//! on a 204; `Park` only for a 400 or a spent transient budget (never for configuration-class
-//! answers, which are retried without limit and logged loudly, at most once per 30 s per status);
-//! `Abandoned` only when the caller says the record is no longer ours.
+//! Send: one notification through the layers, outermost first — concurrency slot, rate limit,
+//! retry (classifying each answer), per-attempt timeout. Guarantees: returns `Delivered` only on a
+//! 204; `Park` only for an answer about the record itself (400, 409, 413, 414, 422, 431) or a
+//! spent transient budget (never for configuration-class answers, which are retried without limit
+//! and logged loudly, at most once per 30 s per status); `Abandoned` only when the caller says the
+//! record is no longer ours.
 //!
-//! Every attempt, first or retry, takes a rate token and a concurrency slot, so the quota bounds
-//! every request Elevate sees; backoff sleeps hold neither.
+//! Every attempt, first or retry, takes a concurrency slot and then its rate tokens, and leaves at
+//! once, so the quota bounds every request Elevate sees at its door ([`crate::limit`]); backoff
+//! sleeps hold neither. Answer excerpts are scrubbed of the request's personal keys before they
+//! are cut to length, logged or parked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,12 +17,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::classify::{body_excerpt, classify_status, classify_transport, Class, TransportError};
+use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
 use crate::config::{ElevateConfig, RetryConfig};
 use crate::limit::Limiter;
 use crate::metrics::{label, Metrics};
 use crate::request::{build, endpoint, HttpRequest};
-use crate::retry::{self, Backoff, Next};
+use crate::retry::{Backoff, Charge, Next};
 use crate::select::Notification;
 
 /// Why a notification is parked in the dead-letter topic instead of delivered.
@@ -60,7 +63,8 @@ struct Attempt {
     status: Option<u16>,
     /// Label for metrics: the status or the transport error kind.
     label: String,
-    /// Sanitised body excerpt (only read for non-2xx answers).
+    /// What the answer said (a JSON `message` or the body; only read for answers other than
+    /// 204): raw until [`Sender::send`] scrubs and cuts it.
     excerpt: String,
 }
 
@@ -154,22 +158,27 @@ impl Sender {
             if !still_ours() {
                 return Outcome::Abandoned;
             }
-            let waited = self.limiter.acquire(&n.market).await;
-            self.metrics.limiter_wait_seconds.inc_by(waited.as_secs_f64());
-            // The wait may have been long: a revoked partition's record is left to its new owner.
-            if !still_ours() {
-                return Outcome::Abandoned;
-            }
-            let attempt = {
-                let _slot = self.slots.acquire().await.expect("semaphore never closed");
+            let (attempt, took) = {
+                let admitted = self.limiter.admit(&n.market, &self.slots).await;
+                self.metrics
+                    .limiter_wait_seconds
+                    .inc_by(admitted.waited.as_secs_f64());
+                // The wait may have been long: a revoked partition's record is left to its new
+                // owner (the token is spent unused; sending less than the quota is allowed).
+                if !still_ours() {
+                    return Outcome::Abandoned;
+                }
                 self.metrics.in_flight_requests.inc();
+                let sent = Instant::now();
                 let mut a = self.attempt(&req).await;
-                a.excerpt = scrub(&a.excerpt, n);
+                let took = sent.elapsed();
                 self.metrics.in_flight_requests.dec();
-                a
+                drop(admitted);
+                a.excerpt = excerpt(&scrub(&a.excerpt, n));
+                (a, took)
             };
             backoff.attempts += 1;
-            let (budgeted, retry_after) = match attempt.class {
+            let (charge, retry_after) = match attempt.class {
                 Class::Delivered => {
                     self.delivered_204.inc();
                     return Outcome::Delivered {
@@ -186,27 +195,23 @@ impl Sender {
                         line: Some(n.line),
                     });
                 }
-                Class::Transient { retry_after } => (true, retry_after),
+                Class::Transient { retry_after } => (Charge::Transient, retry_after),
                 Class::Misconfigured => {
                     self.metrics
                         .config_errors
                         .get_or_create(&label("status", &attempt.label))
                         .inc();
                     self.shout(&attempt);
-                    (false, None)
+                    (Charge::Free, None)
                 }
             };
             let unit: f64 = rand::random();
-            match retry::next(
-                &self.retry,
-                backoff.attempts,
-                backoff.elapsed(),
-                retry_after,
-                budgeted,
-                unit,
-            ) {
+            match backoff.after_failure(&self.retry, charge, took, retry_after, unit) {
                 Next::RetryAfter(wait) => {
-                    let class = if budgeted { "transient" } else { "misconfigured" };
+                    let class = match charge {
+                        Charge::Transient => "transient",
+                        Charge::Free => "misconfigured",
+                    };
                     self.metrics
                         .retries
                         .get_or_create(&vec![("class", class.into()), ("status", attempt.label.clone())])
@@ -219,8 +224,11 @@ impl Sender {
                     return Outcome::Park(ParkReason {
                         reason: "retries_exhausted".into(),
                         detail: format!(
-                            "gave up after {} attempts: last answer {}",
-                            backoff.attempts, attempt.label
+                            "gave up after {} attempts ({} transient, {} ms of transient failure): last answer {}",
+                            backoff.attempts,
+                            backoff.transient_attempts,
+                            backoff.charged().as_millis(),
+                            attempt.label
                         ),
                         status: attempt.status,
                         attempts: backoff.attempts,
@@ -291,7 +299,7 @@ impl Sender {
             String::new()
         } else {
             match tokio::time::timeout(self.timeout, resp.bytes()).await {
-                Ok(Ok(b)) => body_excerpt(&b[..b.len().min(4096)]),
+                Ok(Ok(b)) => answer_text(&b[..b.len().min(4096)]),
                 _ => String::new(),
             }
         };
@@ -304,21 +312,115 @@ impl Sender {
     }
 }
 
-/// Replaces the notification's customerKey/sessionKey values (plain or percent-encoded) in an
-/// answer excerpt: Elevate may echo query values back, and excerpts reach logs and headers.
+/// Replaces the notification's customerKey/sessionKey values in an answer's text: Elevate may
+/// echo query values back, and excerpts reach logs and headers. Whole tokens only, in every
+/// encoding (see [`scrub_key`]).
 fn scrub(text: &str, n: &Notification) -> String {
     let mut out = text.to_string();
     for (value, placeholder) in [
         (&n.customer_key, "<customerKey>"),
         (&n.session_key, "<sessionKey>"),
     ] {
-        let Some(v) = value.as_deref().filter(|v| !v.is_empty()) else {
-            continue;
-        };
-        let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-        out = out.replace(v, placeholder).replace(&encoded, placeholder);
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            out = scrub_key(&out, v, placeholder);
+        }
     }
     out
+}
+
+/// Every whole-token occurrence of `key` in `text` replaced by `placeholder`. An occurrence may be
+/// literal, percent-encoded (either hex case, any mix of encoded and plain bytes) or
+/// form-encoded (`+` for a space). It is whole when it is not glued to a word character
+/// (alphanumeric or `_`) on a side where the key itself ends in one: a key `4` leaves `HTTP 400`
+/// alone but not `customerKey=4&`. Errs on the side of privacy: a key that is also a word of the
+/// answer (`a`, `bad`) is replaced there too.
+fn scrub_key(text: &str, key: &str, placeholder: &str) -> String {
+    let (t, k) = (text.as_bytes(), key.as_bytes());
+    let glue_left = key.chars().next().is_some_and(is_word_char);
+    let glue_right = key.chars().next_back().is_some_and(is_word_char);
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i < t.len() {
+        let whole_start = text.is_char_boundary(i) && !(glue_left && word_before(text, i));
+        let end = if whole_start {
+            match_ends(t, i, k)
+                .into_iter()
+                .rev()
+                .find(|&e| text.is_char_boundary(e) && !(glue_right && word_at(text, e)))
+        } else {
+            None
+        };
+        match end {
+            Some(e) => {
+                out.push_str(&text[copied..i]);
+                out.push_str(placeholder);
+                (copied, i) = (e, e);
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Where a match of `key` starting at `start` can end (ascending), each key byte matched as
+/// itself, as `%XX`, or (a space) as `+`.
+fn match_ends(t: &[u8], start: usize, key: &[u8]) -> Vec<usize> {
+    let mut ends = vec![start];
+    for &b in key {
+        let mut next = Vec::with_capacity(ends.len());
+        for &j in &ends {
+            if t.get(j) == Some(&b) || (b == b' ' && t.get(j) == Some(&b'+')) {
+                next.push(j + 1);
+            }
+            if percent_at(t, j) == Some(b) {
+                next.push(j + 3);
+            }
+        }
+        if next.is_empty() {
+            return next;
+        }
+        next.sort_unstable();
+        next.dedup();
+        ends = next;
+    }
+    ends
+}
+
+/// The byte `%XX` at `j` encodes, if it is one.
+fn percent_at(t: &[u8], j: usize) -> Option<u8> {
+    match t.get(j..j + 3)? {
+        [b'%', hi, lo] => {
+            let hex = |c: u8| (c as char).to_digit(16);
+            Some((hex(*hi)? * 16 + hex(*lo)?) as u8)
+        }
+        _ => None,
+    }
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// A decoded byte is a word character: ASCII alphanumeric or `_`, or part of a non-ASCII character.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// Whether the (decoded) character just before byte `i` is a word character.
+fn word_before(text: &str, i: usize) -> bool {
+    if let Some(b) = i.checked_sub(3).and_then(|j| percent_at(text.as_bytes(), j)) {
+        return is_word_byte(b);
+    }
+    text[..i].chars().next_back().is_some_and(is_word_char)
+}
+
+/// Whether the (decoded) character at byte `i` is a word character.
+fn word_at(text: &str, i: usize) -> bool {
+    if let Some(b) = percent_at(text.as_bytes(), i) {
+        return is_word_byte(b);
+    }
+    text[i..].chars().next().is_some_and(is_word_char)
 }
 
 fn transport(kind: TransportError) -> Attempt {
@@ -333,6 +435,94 @@ fn transport(kind: TransportError) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn keyed(customer: &str, session: &str) -> Notification {
+        Notification {
+            ticket: "t".into(),
+            market: "SE".into(),
+            customer_key: Some(customer.into()),
+            session_key: Some(session.into()),
+            user_context: None,
+            user_agent: None,
+            visitor_ip: None,
+            line: 0,
+            event_time_ms: None,
+        }
+    }
+
+    #[test]
+    fn scrub_replaces_whole_tokens_only() {
+        let n = keyed("4", "s-1");
+        assert_eq!(
+            scrub("HTTP 400: customerKey=4&market=SE, 14 or 4a", &n),
+            "HTTP 400: customerKey=<customerKey>&market=SE, 14 or 4a"
+        );
+    }
+
+    #[test]
+    fn scrub_catches_every_encoding_of_a_key() {
+        let n = keyed("cust 42/ä", "sess-9");
+        for echoed in [
+            "cust 42/ä",
+            "cust+42%2F%C3%A4",
+            "cust%2042%2F%C3%A4",
+            "cust%2042%2f%c3%a4",
+            "cust%2042/ä",
+        ] {
+            assert_eq!(
+                scrub(&format!("bad customerKey={echoed}&market=SE"), &n),
+                "bad customerKey=<customerKey>&market=SE",
+                "{echoed}"
+            );
+        }
+    }
+
+    /// Every encoding a server might echo a key in.
+    fn encodings(key: &str) -> Vec<String> {
+        let form: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        let pct = form.replace('+', "%20");
+        let mut lower = String::new();
+        let mut hex_left = 0u8;
+        for c in pct.chars() {
+            lower.push(if hex_left > 0 { c.to_ascii_lowercase() } else { c });
+            hex_left = if c == '%' { 2 } else { hex_left.saturating_sub(1) };
+        }
+        vec![key.to_string(), form, pct, lower]
+    }
+
+    proptest! {
+        /// An echoed key, in any encoding, between separators, never survives.
+        #[test]
+        fn scrub_never_leaks_an_echoed_key(
+            key in "[A-Za-z0-9]([A-Za-z0-9 ._~+%/ä-]{0,10}[A-Za-z0-9])?",
+            pre in "[A-Za-z0-9]{0,6}",
+            post in "[A-Za-z0-9]{0,6}",
+            seps in ("[ =&:,\"'()]", "[ =&:,\"'()]"),
+            which in 0usize..4,
+        ) {
+            let enc = encodings(&key)[which].clone();
+            let middle = format!("{}{enc}{}", seps.0, seps.1);
+            let text = format!("{pre}{middle}{post}");
+            let out = scrub(&text, &keyed(&key, "unrelated-session"));
+            prop_assert!(out.contains("<customerKey>"), "{text:?} -> {out:?}");
+            prop_assert!(!out.contains(&middle), "{text:?} -> {out:?}");
+            prop_assert_eq!(scrub(&out, &keyed(&key, "unrelated-session")), out.clone(), "idempotent");
+        }
+
+        /// A key glued to other word characters is another token: the text is left alone.
+        #[test]
+        fn scrub_never_corrupts_a_longer_token(
+            key in "[A-Za-z0-9]{1,6}",
+            before in "[A-Za-z0-9_]{0,3}",
+            after in "[A-Za-z0-9_]{0,3}",
+        ) {
+            prop_assume!(!before.is_empty() || !after.is_empty());
+            prop_assume!(key != "HTTP" && key != "x");
+            let text = format!("HTTP {before}{key}{after} x");
+            prop_assert_eq!(scrub(&text, &keyed(&key, &key)), text);
+        }
+    }
 
     #[test]
     fn excerpts_never_carry_personal_keys() {

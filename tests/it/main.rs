@@ -8,5 +8,7 @@ mod support;
 mod broker;
 mod ops;
 mod pipeline;
+mod registry;
 mod replay;
+mod send_edges;
 mod standin;
