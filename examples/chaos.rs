@@ -1695,12 +1695,20 @@ fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> bool
             verdict(missing_hostile.is_empty(), "ok (must be 0)"),
         ),
         (
-            "poison records (ticket over the 512 KiB body limit) parked with status 413",
+            "poison records (ticket over the 512 KiB body limit, stamped old) parked with status 413",
             format!(
                 "{poison_413} of {} (statuses parked: {poison_statuses:?})",
                 o.produced.poison.len()
             ),
             verdict(poison_413 == o.produced.poison.len(), "ok (must be all)"),
+        ),
+        (
+            "  answers of 413 per poison record (1: parked at the first)",
+            format!(
+                "{:.1}",
+                o.status.get(&413).copied().unwrap_or(0) as f64 / o.produced.poison.len().max(1) as f64
+            ),
+            "",
         ),
         (
             "partitions of poison records committed to the end",
