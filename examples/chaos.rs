@@ -1,9 +1,12 @@
-//! The chaos run (issue 8): the real service binary under a steady produce load of known tickets
-//! mixed with the hostile records of `tests/data/`, while it is SIGKILLed and restarted, the
-//! broker is stopped and restarted, the Elevate stand-in answers 500s, then 429s with
-//! Retry-After, then is down for longer than `max.poll.interval.ms`, and the group is scaled
-//! 1 → 3 → 1. Then it counts: expected tickets missing at the stand-in, hostile records missing
-//! from the dead-letter topic, duplicates, rebalances, secrets in the logs, and prints a table.
+//! The chaos run (issues 8, 11, 12): the real service binary under a steady produce load of known
+//! tickets mixed with the hostile records of `tests/data/` and a poison record a minute (a ticket
+//! over the stand-in's body limit: 413 on every attempt), hostile and poison records stamped
+//! hours to days old. Meanwhile it is SIGKILLed and restarted, the broker is stopped and
+//! restarted, the Elevate stand-in answers 500s, then 429s with Retry-After, then slowly, then is
+//! down for longer than `max.poll.interval.ms`, and the group is scaled 1 → 3 → 1. Then it
+//! counts: expected tickets missing at the stand-in, hostile and poison records missing from the
+//! dead-letter topic (short retention), the densest second at Elevate's door against the quota,
+//! duplicates by cause (clean hand-off, crash, other), rebalances, secrets in the logs.
 //!
 //! ```text
 //! cargo build --release --bin elevate-sink --example chaos
@@ -16,13 +19,14 @@
 //! the end. The service binary is `CHAOS_SINK_BIN` (default: `elevate-sink` next to this
 //! example's directory, i.e. `target/release/elevate-sink`). Logs, configs and the stand-in's
 //! accepted requests stay in `CHAOS_LOG_DIR` (default: a temporary directory, printed).
-//! Exit status: 0 when nothing is missing and the logs are clean, 1 otherwise, 2 on a setup error.
+//! Exit status: 0 when every check of the table holds, 1 otherwise, 2 on a setup error.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +40,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use elevate_sink::standin::{Faults, StandIn};
+use elevate_sink::standin::{densest_window, Faults, Limits, StandIn};
 
 /// Partitions of the source topic (enough for three instances to get two each).
 const PARTITIONS: i32 = 6;
@@ -44,6 +48,23 @@ const PARTITIONS: i32 = 6;
 const BIG: &str = "4194304";
 /// The dummy SASL password: it must never appear in a log line.
 const PASSWORD_ENV: &str = "CHAOS_SASL_PASSWORD";
+/// The fleet quota of the run's config (`rate.requests_per_second`, `rate.burst`): at the
+/// stand-in, no one-second window may hold more than their sum.
+/// Low enough that requests piling up behind a slow Elevate (up to
+/// `pipeline.max_in_flight_records`) outnumber it, high enough to catch up after each fault.
+const RATE: usize = 150;
+const BURST: usize = 20;
+/// The stand-in's body limit, like a real server's (the corpus's largest ticket is 256 KiB).
+const BODY_LIMIT: usize = 512 * 1024;
+/// A poison record's ticket: over the body limit, so Elevate answers 413 on every attempt.
+const POISON_TICKET_BYTES: usize = 600 * 1024;
+/// Source timestamps of hostile and poison records: an hour and three days old, both older
+/// than the dead-letter topic's retention (so parking that kept them would lose the records).
+const OLD_STAMPS: [Duration; 2] = [Duration::from_secs(3600), Duration::from_secs(3 * 86_400)];
+/// The dead-letter topic's `segment.ms`: small, so retention can act within the run.
+const DLQ_SEGMENT_MS: &str = "10000";
+/// Latency of the slow-Elevate phase (below the config's 3 s `request_timeout`).
+const SLOW_LATENCY_MS: u64 = 2000;
 
 /// How hard and how long.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +84,9 @@ struct Plan {
     calm: Duration,
     /// How long to wait for everything to arrive after the load stops.
     drain: Duration,
+    /// The dead-letter topic's `retention.ms`: far below the old timestamps' age, above the
+    /// run's length (the run fails as unsound if it outlasts it).
+    dlq_retention: Duration,
 }
 
 const SHORT: Plan = Plan {
@@ -74,6 +98,7 @@ const SHORT: Plan = Plan {
     outage: Duration::from_secs(15),
     calm: Duration::from_secs(3),
     drain: Duration::from_secs(120),
+    dlq_retention: Duration::from_secs(300),
 };
 
 const LONG: Plan = Plan {
@@ -85,6 +110,7 @@ const LONG: Plan = Plan {
     outage: Duration::from_secs(45),
     calm: Duration::from_secs(15),
     drain: Duration::from_secs(300),
+    dlq_retention: Duration::from_secs(1800),
 };
 
 /// `max.poll.interval.ms` of the run's config (the outage must outlast it).
@@ -112,6 +138,14 @@ fn hex(rng: &mut StdRng, n: usize) -> String {
     (0..n)
         .map(|_| format!("{:x}", rng.random_range(0..16u8)))
         .collect()
+}
+
+/// Wall-clock milliseconds since the Unix epoch (the stand-in stamps accepts the same way).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn repo() -> PathBuf {
@@ -274,9 +308,12 @@ fn client(bs: &str) -> ClientConfig {
     c
 }
 
-async fn create_topic(bs: &str, name: &str, partitions: i32) -> Result<(), String> {
+async fn create_topic(bs: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = client(bs).create().map_err(|e| e.to_string())?;
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", BIG);
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", BIG);
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     for r in admin
         .create_topics([&t], &opts)
@@ -349,10 +386,13 @@ fn load_corpus() -> Result<Vec<Hostile>, String> {
 /// What the producer produced and where it landed.
 #[derive(Default)]
 struct Produced {
-    /// Known tickets whose record was acknowledged.
-    tickets: HashSet<String>,
-    /// (partition, offset) of acknowledged invalid hostile records, with the corpus name.
+    /// Known tickets whose record was acknowledged, with its partition.
+    tickets: HashMap<String, i32>,
+    /// (partition, offset) of acknowledged invalid hostile records, with the corpus name (all
+    /// carry an old source timestamp).
     invalid: HashMap<(i32, i64), String>,
+    /// (partition, offset) of acknowledged poison records (a ticket over the body limit).
+    poison: HashSet<(i32, i64)>,
     /// Tickets of acknowledged hostile records that map.
     hostile_tickets: HashSet<String>,
     /// Hostile records acknowledged.
@@ -361,7 +401,37 @@ struct Produced {
     failed: usize,
 }
 
-/// Produces `plan.rate` records a second until `stop`; every 8th a hostile record.
+/// What one produced record is.
+enum Kind {
+    /// A known ticket, current timestamp: must reach the stand-in.
+    Known,
+    /// A corpus record, old timestamp.
+    Hostile(Hostile),
+    /// A valid event whose ticket is over the stand-in's body limit, old timestamp: answered
+    /// 413 on every attempt, must be parked with that status.
+    Poison,
+}
+
+/// A valid add-to-cart event for `ticket` with random keys (`cust-…`/`sess-…`) and consent, and
+/// sometimes a second line that is not Elevate's.
+fn known_event(rng: &mut StdRng, ticket: &str) -> Vec<u8> {
+    let ck = format!("cust-{}", hex(rng, 32));
+    let sk = format!("sess-{}", hex(rng, 32));
+    let ctx = ["PERSONALIZED", "UNPERSONALIZED", "ANONYMOUS", "SYNTHETIC", ""][rng.random_range(0..5)];
+    let mut lines = vec![json!({"source": "elevate", "ticket": ticket, "productKey": "p"})];
+    if rng.random_bool(0.3) {
+        lines.push(json!({"source": "shop", "ticket": "not-ours", "productKey": "q"}));
+    }
+    let mut e = json!({"type": "add_to_cart", "market": "SE", "customerKey": ck, "sessionKey": sk,
+        "visitor": {"userAgent": "chaos/1.0", "ip": "203.0.113.9"}, "lines": lines});
+    if !ctx.is_empty() {
+        e["userContext"] = json!(ctx);
+    }
+    serde_json::to_vec(&e).unwrap()
+}
+
+/// Produces `plan.rate` records a second until `stop`; every 8th a hostile record, and a poison
+/// record once a minute.
 async fn produce_load(
     bs: String,
     topic: String,
@@ -395,7 +465,15 @@ async fn produce_load(
             _ = tick.tick() => {}
         }
         n += 1;
-        let (key, value, kind) = if n % 8 == 0 {
+        // One poison record 10 s in and then every minute; every 8th record a hostile one.
+        let (key, value, kind) = if n % (u64::from(plan.rate) * 60) == u64::from(plan.rate) * 10 {
+            let ticket = format!("poison-{n}-{}", "x".repeat(POISON_TICKET_BYTES));
+            (
+                format!("poison-{n}"),
+                Some(known_event(&mut rng, &ticket)),
+                Kind::Poison,
+            )
+        } else if n % 8 == 0 {
             let h = if n % 160 == 0 {
                 heavy
                     .next()
@@ -403,23 +481,11 @@ async fn produce_load(
             } else {
                 light[rng.random_range(0..light.len())].clone()
             };
-            (format!("hostile-{n}"), h.value.clone(), Some(h))
+            (format!("hostile-{n}"), h.value.clone(), Kind::Hostile(h))
         } else {
             let ticket = format!("chaos-{n}");
-            let ck = format!("cust-{}", hex(&mut rng, 32));
-            let sk = format!("sess-{}", hex(&mut rng, 32));
-            let ctx =
-                ["PERSONALIZED", "UNPERSONALIZED", "ANONYMOUS", "SYNTHETIC", ""][rng.random_range(0..5)];
-            let mut lines = vec![json!({"source": "elevate", "ticket": ticket, "productKey": "p"})];
-            if rng.random_bool(0.3) {
-                lines.push(json!({"source": "shop", "ticket": "not-ours", "productKey": "q"}));
-            }
-            let mut e = json!({"type": "add_to_cart", "market": "SE", "customerKey": ck, "sessionKey": sk,
-                "visitor": {"userAgent": "chaos/1.0", "ip": "203.0.113.9"}, "lines": lines});
-            if !ctx.is_empty() {
-                e["userContext"] = json!(ctx);
-            }
-            (ticket, Some(serde_json::to_vec(&e).unwrap()), None)
+            let value = known_event(&mut rng, &ticket);
+            (ticket, Some(value), Kind::Known)
         };
         let headers = OwnedHeaders::new().insert(Header {
             key: "chaos-key",
@@ -429,6 +495,12 @@ async fn produce_load(
             FutureRecord::to(&topic).key(key.as_str()).headers(headers);
         if let Some(v) = &value {
             rec = rec.payload(v.as_slice());
+        }
+        if !matches!(kind, Kind::Known) {
+            // Hostile and poison records are old (a replay, a long lag): parking must not make
+            // them expire at once in the dead-letter topic.
+            let age = OLD_STAMPS[(n / 8 % 2) as usize].as_millis() as u64;
+            rec = rec.timestamp((now_ms() - age) as i64);
         }
         let fut = match producer.send_result(rec) {
             Ok(f) => f,
@@ -449,10 +521,13 @@ async fn produce_load(
             };
             let mut p = produced.lock().unwrap();
             match kind {
-                None => {
-                    p.tickets.insert(key);
+                Kind::Known => {
+                    p.tickets.insert(key, landed.0);
                 }
-                Some(h) => {
+                Kind::Poison => {
+                    p.poison.insert(landed);
+                }
+                Kind::Hostile(h) => {
                     p.hostile += 1;
                     if h.invalid {
                         p.invalid.insert(landed, h.name.clone());
@@ -472,6 +547,10 @@ async fn produce_load(
 
 struct Instance {
     name: &'static str,
+    /// Its Kafka `client.id` (`chaos-A`…), which the group's member list shows.
+    client_id: String,
+    /// Where its signals are written down.
+    timeline: Arc<Mutex<Timeline>>,
     admin: u16,
     config: PathBuf,
     logs_dir: PathBuf,
@@ -482,16 +561,20 @@ struct Instance {
 }
 
 impl Instance {
-    fn new(name: &'static str, dir: &Path, toml: &str) -> Instance {
+    fn new(name: &'static str, dir: &Path, toml: &str, timeline: Arc<Mutex<Timeline>>) -> Instance {
         let admin = free_port();
         let config = dir.join(format!("{name}.toml"));
+        let client_id = format!("chaos-{name}");
         std::fs::write(
             &config,
-            toml.replace("ADMIN_LISTEN", &format!("127.0.0.1:{admin}")),
+            toml.replace("ADMIN_LISTEN", &format!("127.0.0.1:{admin}"))
+                .replace("CLIENT_ID", &client_id),
         )
         .expect("write config");
         Instance {
             name,
+            client_id,
+            timeline,
             admin,
             config,
             logs_dir: dir.to_path_buf(),
@@ -527,10 +610,26 @@ impl Instance {
         self.child = Some(child);
     }
 
+    /// Notes the signal in the timeline and sends it.
+    fn send_signal(&self, pid: u32, kind: SignalKind) {
+        lock(&self.timeline).signals.push(Sent {
+            at_ms: now_ms(),
+            client_id: self.client_id.clone(),
+            kind,
+        });
+        signal(
+            pid,
+            match kind {
+                SignalKind::Kill => SIGKILL,
+                SignalKind::Term => SIGTERM,
+            },
+        );
+    }
+
     async fn sigkill(&mut self) {
         if let Some(mut c) = self.child.take() {
             if let Some(pid) = c.id() {
-                signal(pid, SIGKILL);
+                self.send_signal(pid, SignalKind::Kill);
             }
             let _ = c.wait().await;
             say(format!("SIGKILLed {}", self.name));
@@ -543,7 +642,7 @@ impl Instance {
             return true;
         };
         if let Some(pid) = c.id() {
-            signal(pid, SIGTERM);
+            self.send_signal(pid, SignalKind::Term);
         }
         match tokio::time::timeout(Duration::from_secs(30), c.wait()).await {
             Ok(Ok(s)) => {
@@ -629,10 +728,239 @@ async fn await_progress(standin: &StandIn, n: usize, timeout: Duration, what: &s
 }
 
 // ---------------------------------------------------------------------------------------------
+// duplicates by cause: who owned which partition when, and what the run did to the owner
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A signal the run sent to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignalKind {
+    Kill,
+    Term,
+}
+
+/// One signal, when and to whom.
+#[derive(Debug, Clone)]
+struct Sent {
+    at_ms: u64,
+    client_id: String,
+    kind: SignalKind,
+}
+
+/// What the run did, as it did it: signals, the broker's downtimes (stop → answers again), and
+/// the phases of the fault sequence (each lasts until the next begins).
+#[derive(Debug, Default)]
+struct Timeline {
+    signals: Vec<Sent>,
+    broker_down: Vec<(u64, u64)>,
+    phases: Vec<(u64, String)>,
+}
+
+impl Timeline {
+    /// The phase running at `ms` ("start" before the first).
+    fn phase_at(&self, ms: u64) -> &str {
+        self.phases
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= ms)
+            .map_or("start", |(_, name)| name.as_str())
+    }
+
+    /// Whether `ms` falls in a broker downtime or within `BROKER_SETTLE_MS` after it.
+    fn broker_disturbed(&self, ms: u64) -> bool {
+        self.broker_down
+            .iter()
+            .any(|&(from, to)| (from..=to + BROKER_SETTLE_MS).contains(&ms))
+    }
+}
+
+/// A partition changing owner, as seen in the group's member list.
+#[derive(Debug, Clone)]
+struct Handoff {
+    /// When the new owner was first seen.
+    at_ms: u64,
+    partition: i32,
+    /// The previous owner's client id and when its member id was first seen.
+    from_client: String,
+    from_first_seen_ms: u64,
+}
+
+/// Why a partition changed owner (and, for a duplicate, why it was sent again). The table groups
+/// them: clean hand-off (`Term`, `Join`), crash (`Kill`), other (`Broker`, `NoHandoff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Cause {
+    /// The previous owner was SIGTERMed (scale down, the end): a clean hand-off.
+    Term,
+    /// The previous owner lived on (a member joined: scale up, a restart): a clean hand-off.
+    Join,
+    /// The previous owner was SIGKILLed: a crash.
+    Kill,
+    /// Within a broker restart (or 30 s after it): sessions lost, commits refused; for a
+    /// duplicate, also one without a hand-off whose previous accept fell in that time.
+    Broker,
+    /// No hand-off of its partition since the previous accept, away from broker restarts: a
+    /// retry whose answer was lost (a timeout, a closed connection).
+    NoHandoff,
+}
+
+/// After the broker answers again, hand-offs within this long are still the broker's doing.
+const BROKER_SETTLE_MS: u64 = 30_000;
+
+/// Why `h` happened: a signal to the previous owner during its membership, else the broker's
+/// downtime, else a member joining. Returns the signal's index for per-event counts.
+fn handoff_cause(h: &Handoff, t: &Timeline) -> (Cause, Option<usize>) {
+    let signalled =
+        t.signals.iter().enumerate().rev().find(|(_, s)| {
+            s.client_id == h.from_client && (h.from_first_seen_ms..=h.at_ms).contains(&s.at_ms)
+        });
+    if let Some((i, s)) = signalled {
+        let cause = match s.kind {
+            SignalKind::Kill => Cause::Kill,
+            SignalKind::Term => Cause::Term,
+        };
+        return (cause, Some(i));
+    }
+    let cause = if t.broker_disturbed(h.at_ms) {
+        Cause::Broker
+    } else {
+        Cause::Join
+    };
+    (cause, None)
+}
+
+/// Duplicates (known tickets accepted more than once) by cause.
+#[derive(Debug, Default)]
+struct DupReport {
+    by_cause: HashMap<Cause, usize>,
+    /// Duplicates that followed each signal (index into `Timeline::signals`).
+    by_signal: HashMap<usize, usize>,
+    /// `NoHandoff` duplicates by the phase of their previous accept (when the answer was lost).
+    lost_by_phase: HashMap<String, usize>,
+    handoffs_by_cause: HashMap<Cause, usize>,
+}
+
+/// Attributes every repeat accept of a known ticket to the earliest hand-off of the ticket's
+/// partition between the previous accept and this one: that is where the knowledge that it was
+/// done was lost (an owner that knew would have committed past it). None in between: the broker's
+/// doing if the previous accept fell in a broker restart, else the answer to an earlier attempt
+/// was lost and the request retried. Pure.
+fn attribute_duplicates(
+    accepted: &[(String, u64)],
+    partition_of: &HashMap<String, i32>,
+    handoffs: &[Handoff],
+    timeline: &Timeline,
+) -> DupReport {
+    let mut report = DupReport::default();
+    let causes: Vec<(Cause, Option<usize>)> = handoffs.iter().map(|h| handoff_cause(h, timeline)).collect();
+    for (c, _) in &causes {
+        *report.handoffs_by_cause.entry(*c).or_default() += 1;
+    }
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (ticket, at) in accepted {
+        let Some(&p) = partition_of.get(ticket) else {
+            continue;
+        };
+        let Some(prev) = last.insert(ticket.as_str(), *at) else {
+            continue;
+        };
+        let first = handoffs
+            .iter()
+            .zip(&causes)
+            .filter(|(h, _)| h.partition == p && h.at_ms > prev && h.at_ms <= *at)
+            .min_by_key(|(h, _)| h.at_ms)
+            .map(|(_, c)| *c);
+        let (cause, signal) = match first {
+            Some(c) => c,
+            None if timeline.broker_disturbed(prev) => (Cause::Broker, None),
+            None => {
+                let phase = timeline.phase_at(prev).to_string();
+                *report.lost_by_phase.entry(phase).or_default() += 1;
+                (Cause::NoHandoff, None)
+            }
+        };
+        *report.by_cause.entry(cause).or_default() += 1;
+        if let Some(i) = signal {
+            *report.by_signal.entry(i).or_default() += 1;
+        }
+    }
+    report
+}
+
+/// The partitions of `topic` in a consumer-protocol assignment (version, [topic, [partition]],
+/// user data), as DescribeGroups returns it; `None` when it does not parse.
+fn assigned_partitions(mut b: &[u8], topic: &str) -> Option<Vec<i32>> {
+    fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, tail) = b.split_first_chunk::<N>()?;
+        *b = tail;
+        Some(*head)
+    }
+    let _version = i16::from_be_bytes(take(&mut b)?);
+    let topics = i32::from_be_bytes(take(&mut b)?);
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = usize::try_from(i16::from_be_bytes(take(&mut b)?)).ok()?;
+        let name = b.get(..len)?;
+        b = &b[len..];
+        for _ in 0..i32::from_be_bytes(take(&mut b)?).max(0) {
+            let p = i32::from_be_bytes(take(&mut b)?);
+            if name == topic.as_bytes() {
+                out.push(p);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Watches the group's member list (DescribeGroups, every 250 ms, stable states only) until
+/// `stop`, and returns every change of a partition's owner (member id).
+fn watch_owners(bs: String, group: String, topic: String, stop: Arc<AtomicBool>) -> Vec<Handoff> {
+    let c: BaseConsumer = client(&bs).create().expect("group watcher");
+    // partition -> (member id, client id); member id -> first seen
+    let mut owner: HashMap<i32, (String, String)> = HashMap::new();
+    let mut first_seen: HashMap<String, u64> = HashMap::new();
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(list) = c.fetch_group_list(Some(&group), Duration::from_secs(2)) {
+            let now = now_ms();
+            for g in list.groups().iter().filter(|g| g.state() == "Stable") {
+                for m in g.members() {
+                    first_seen.entry(m.id().to_string()).or_insert(now);
+                    let parts = m.assignment().and_then(|a| assigned_partitions(a, &topic));
+                    for p in parts.unwrap_or_default() {
+                        let new = (m.id().to_string(), m.client_id().to_string());
+                        match owner.insert(p, new) {
+                            Some((member, client)) if member != m.id() => out.push(Handoff {
+                                at_ms: now,
+                                partition: p,
+                                from_first_seen_ms: first_seen.get(&member).copied().unwrap_or(0),
+                                from_client: client,
+                            }),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // the end: reading back
 
-/// Every dead-letter record's source coordinates (source topic must be `topic`).
-async fn dead_lettered(bs: &str, dlq: &str, topic: &str) -> Vec<(i32, i64)> {
+/// A dead-letter record of the run's source topic.
+struct Parked {
+    /// Source (partition, offset).
+    source: (i32, i64),
+    /// `elevate-sink-http-status`, if any.
+    status: Option<String>,
+}
+
+/// Every dead-letter record whose source topic is `topic`.
+async fn dead_lettered(bs: &str, dlq: &str, topic: &str) -> Vec<Parked> {
     let (bs, dlq, topic) = (bs.to_string(), dlq.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = client(&bs)
@@ -673,7 +1001,10 @@ async fn dead_lettered(bs: &str, dlq: &str, topic: &str) -> Vec<(i32, i64)> {
                         h("elevate-sink-source-partition").and_then(|s| s.parse().ok()),
                         h("elevate-sink-source-offset").and_then(|s| s.parse().ok()),
                     ) {
-                        out.push((p, o));
+                        out.push(Parked {
+                            source: (p, o),
+                            status: h("elevate-sink-http-status"),
+                        });
                     }
                 }
             }
@@ -684,8 +1015,9 @@ async fn dead_lettered(bs: &str, dlq: &str, topic: &str) -> Vec<(i32, i64)> {
     .expect("reader task")
 }
 
-/// Whether the group's committed offsets equal the high watermarks of every partition.
-async fn committed_at_end(bs: &str, group: &str, topic: &str) -> (bool, i64) {
+/// Whether the group's committed offsets equal the high watermarks of every partition, and how
+/// far behind each partition is (-1: could not be read).
+async fn committed_at_end(bs: &str, group: &str, topic: &str) -> (bool, HashMap<i32, i64>) {
     let (bs, group, topic) = (bs.to_string(), group.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = client(&bs).set("group.id", &group).create().expect("client");
@@ -693,23 +1025,23 @@ async fn committed_at_end(bs: &str, group: &str, topic: &str) -> (bool, i64) {
         let mut ends = HashMap::new();
         for p in 0..PARTITIONS {
             let Ok((_, high)) = c.fetch_watermarks(&topic, p, Duration::from_secs(10)) else {
-                return (false, -1);
+                return (false, HashMap::from([(p, -1)]));
             };
             ends.insert(p, high);
             tpl.add_partition(&topic, p);
         }
         let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return (false, -1);
+            return (false, HashMap::from([(0, -1)]));
         };
-        let mut behind = 0;
+        let mut behind = HashMap::new();
         for e in got.elements() {
             let c = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => 0,
             };
-            behind += ends[&e.partition()] - c;
+            behind.insert(e.partition(), ends[&e.partition()] - c);
         }
-        (behind == 0, behind)
+        (behind.values().all(|&b| b == 0), behind)
     })
     .await
     .expect("offsets task")
@@ -775,6 +1107,7 @@ topics = ["{topic}"]
 "fetch.wait.max.ms" = "50"
 "reconnect.backoff.max.ms" = "2000"
 "security.protocol" = "plaintext"
+"client.id" = "CLIENT_ID"
 [kafka.secret_properties]
 "sasl.password" = {{ env = "{PASSWORD_ENV}" }}
 [elevate]
@@ -783,8 +1116,8 @@ connect_timeout = "1s"
 request_timeout = "3s"
 max_in_flight_requests = 32
 [rate]
-requests_per_second = 400
-burst = 50
+requests_per_second = {RATE}
+burst = {BURST}
 [retry]
 initial_backoff = "100ms"
 max_backoff = "2s"
@@ -809,7 +1142,8 @@ format = "json"
     )
 }
 
-async fn run(plan: Plan) -> Result<bool, String> {
+/// The service binary: `CHAOS_SINK_BIN`, or `elevate-sink` next to this example's directory.
+fn service_bin() -> Result<PathBuf, String> {
     let bin = std::env::var_os("CHAOS_SINK_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -825,6 +1159,208 @@ async fn run(plan: Plan) -> Result<bool, String> {
             bin.display()
         ));
     }
+    Ok(bin)
+}
+
+/// A run in progress: the parts, the instances, and what the faults phase counts.
+struct Session {
+    plan: Plan,
+    bin: PathBuf,
+    password: String,
+    broker: Broker,
+    topic: String,
+    standin: StandIn,
+    http: reqwest::Client,
+    insts: Vec<Instance>,
+    timeline: Arc<Mutex<Timeline>>,
+    clean_exits: usize,
+    unclean_exits: usize,
+    outage_rebalances: usize,
+}
+
+impl Session {
+    /// Marks the start of a phase in the timeline (the table names phases by these) and says
+    /// `what` it does.
+    fn phase(&self, name: &str, what: impl AsRef<str>) {
+        say(what);
+        lock(&self.timeline).phases.push((now_ms(), name.to_string()));
+    }
+
+    async fn calm(&self) {
+        tokio::time::sleep(self.plan.calm).await;
+    }
+
+    async fn balanced(&self) -> bool {
+        await_balanced(&self.insts, &self.http, Duration::from_secs(60)).await
+    }
+
+    async fn progress(&self, what: &str) -> bool {
+        await_progress(&self.standin, 50, Duration::from_secs(90), what).await
+    }
+
+    fn start(&mut self, i: usize) {
+        self.insts[i].start(&self.bin, &self.password);
+    }
+
+    async fn sigterm(&mut self, i: usize) {
+        if self.insts[i].sigterm().await {
+            self.clean_exits += 1;
+        } else {
+            self.unclean_exits += 1;
+        }
+    }
+
+    /// Runs `faults` on the stand-in for `plan.fault` (phase `what`), then clears them and
+    /// waits for progress.
+    async fn elevate_fault(&self, what: &str, faults: Faults) {
+        self.phase(what, format!("fault: {what} for {:?}", self.plan.fault));
+        self.standin.set_faults(faults);
+        tokio::time::sleep(self.plan.fault).await;
+        self.standin.clear_faults();
+        self.progress(&format!("deliveries after {what}")).await;
+    }
+
+    /// The broker goes away (gracefully, or SIGKILLed in the second round) and comes back.
+    async fn broker_bounce(&mut self, round: u32) -> Result<(), String> {
+        let down_at = now_ms();
+        if round == 2 {
+            self.phase("broker SIGKILL", "broker: SIGKILL");
+            self.broker.kill();
+        } else {
+            self.phase("broker stop", "broker: stop");
+            self.broker.stop();
+        }
+        tokio::time::sleep(self.plan.broker_down).await;
+        say("broker: start again (same port, same data)");
+        self.broker.restart()?;
+        let (b, t) = (&self.broker, self.topic.as_str());
+        await_cond(
+            Duration::from_secs(120),
+            "the broker to answer again",
+            || async move { b.answers(t) },
+        )
+        .await;
+        lock(&self.timeline).broker_down.push((down_at, now_ms()));
+        await_progress(
+            &self.standin,
+            50,
+            Duration::from_secs(120),
+            "deliveries after the broker came back",
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Elevate down (connections refused) for longer than `max.poll.interval.ms`; counts A's
+    /// rebalance events across it (expected 0).
+    async fn outage(&mut self) -> Result<(), String> {
+        let before = self.insts[0].rebalance_lines();
+        self.phase(
+            "Elevate down",
+            format!(
+                "fault: Elevate down for {:?} (max.poll.interval.ms = {MAX_POLL_MS})",
+                self.plan.outage
+            ),
+        );
+        self.standin.outage_start().await;
+        tokio::time::sleep(self.plan.outage).await;
+        self.standin.outage_end().await.map_err(|e| e.to_string())?;
+        self.progress("deliveries after the outage").await;
+        let after = self.insts[0].rebalance_lines();
+        let during = after.0 - before.0 + after.1 - before.1;
+        self.outage_rebalances += during;
+        say(format!(
+            "rebalance events of A across the outage: {during} (expected 0)"
+        ));
+        Ok(())
+    }
+
+    /// One round of the fault sequence (module doc, docs/chaos.md).
+    async fn round(&mut self, round: u32) -> Result<(), String> {
+        say(format!("=== round {round} of {}", self.plan.rounds));
+        let seed = u64::from(round);
+        // 1. SIGKILL and restart the service.
+        self.calm().await;
+        self.phase("SIGKILL A", "SIGKILL A and restart it");
+        self.insts[0].sigkill().await;
+        self.start(0);
+        self.progress("deliveries after the restart").await;
+        // 2. Elevate answers 500 to half the requests.
+        let half_500 = Faults {
+            failure_ratio: 0.5,
+            seed,
+            ..Faults::default()
+        };
+        self.elevate_fault("50% answered 500", half_500).await;
+        // 3. Scale out 1 -> 3, and SIGKILL one of the three mid-stream.
+        self.calm().await;
+        self.phase("scale 1 -> 3", "scaling 1 -> 3");
+        self.start(1);
+        self.start(2);
+        self.balanced().await;
+        self.calm().await;
+        self.phase("SIGKILL B", "SIGKILL B and restart it");
+        self.insts[1].sigkill().await;
+        self.start(1);
+        self.balanced().await;
+        // 4. Elevate throttles: 429 with Retry-After: 1 on 60% of requests.
+        let throttle = Faults {
+            throttle_ratio: 0.6,
+            retry_after_secs: 1,
+            seed,
+            ..Faults::default()
+        };
+        self.elevate_fault("60% answered 429", throttle).await;
+        // 5. The broker goes away and comes back.
+        self.calm().await;
+        self.broker_bounce(round).await?;
+        // 6. Scale in 3 -> 1 (graceful).
+        self.calm().await;
+        self.phase("scale 3 -> 1", "scaling 3 -> 1 (SIGTERM)");
+        self.sigterm(1).await;
+        self.sigterm(2).await;
+        self.balanced().await;
+        // 7. Elevate slow, then fast again: requests pile up behind the concurrency limit and
+        //    must still leave at the quota when answers speed up.
+        self.calm().await;
+        let slow = Faults {
+            latency_ms: SLOW_LATENCY_MS,
+            ..Faults::default()
+        };
+        self.elevate_fault("Elevate slow", slow).await;
+        // 8. Elevate down for longer than max.poll.interval.ms.
+        self.calm().await;
+        self.outage().await?;
+        // 9. SIGKILL and restart once more.
+        self.calm().await;
+        self.phase("SIGKILL A", "SIGKILL A and restart it");
+        self.insts[0].sigkill().await;
+        self.start(0);
+        self.balanced().await;
+        Ok(())
+    }
+}
+
+/// Creates the source topic (no retention: it holds records three days old) and the dead-letter
+/// topic (short retention, small segments), and waits for their leaders.
+async fn create_topics(broker: &Broker, plan: &Plan, topic: &str, dlq: &str) -> Result<(), String> {
+    let bs = broker.bootstrap.as_str();
+    create_topic(bs, topic, PARTITIONS, &[("retention.ms", "-1")]).await?;
+    let retention = plan.dlq_retention.as_millis().to_string();
+    let dlq_configs = [
+        ("retention.ms", retention.as_str()),
+        ("segment.ms", DLQ_SEGMENT_MS),
+    ];
+    create_topic(bs, dlq, 2, &dlq_configs).await?;
+    await_cond(Duration::from_secs(30), "topics to have leaders", || async move {
+        broker.answers(topic) && broker.answers(dlq)
+    })
+    .await;
+    Ok(())
+}
+
+async fn run(plan: Plan) -> Result<bool, String> {
+    let bin = service_bin()?;
     let log_dir = match std::env::var_os("CHAOS_LOG_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("elevate-sink-chaos-{}", std::process::id())),
@@ -856,23 +1392,25 @@ async fn run(plan: Plan) -> Result<bool, String> {
         format!("chaos-{run_id}-dlq"),
         format!("chaos-{run_id}"),
     );
-    create_topic(&bs, &topic, PARTITIONS).await?;
-    create_topic(&bs, &dlq, 2).await?;
-    let (b, t, d) = (&broker, topic.as_str(), dlq.as_str());
-    await_cond(Duration::from_secs(30), "topics to have leaders", || async move {
-        b.answers(t) && b.answers(d)
-    })
-    .await;
+    create_topics(&broker, &plan, &topic, &dlq).await?;
+    let dlq_created = Instant::now();
     let password = format!("chaos-sasl-{}", hex(&mut rng, 24));
     let standin = StandIn::start().await.map_err(|e| e.to_string())?;
+    standin.set_limits(Limits {
+        max_body_bytes: Some(BODY_LIMIT),
+        ..Limits::default()
+    });
     let toml = config_toml(&bs, &group, &topic, &dlq, &standin.base_url());
-    let http = reqwest::Client::new();
-    let mut insts = vec![
-        Instance::new("A", &log_dir, &toml),
-        Instance::new("B", &log_dir, &toml),
-        Instance::new("C", &log_dir, &toml),
-    ];
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let insts = ["A", "B", "C"]
+        .map(|n| Instance::new(n, &log_dir, &toml, timeline.clone()))
+        .into();
 
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (bs, group, topic, stop) = (bs.clone(), group.clone(), topic.clone(), watch_stop.clone());
+        std::thread::spawn(move || watch_owners(bs, group, topic, stop))
+    };
     let produced = Arc::new(Mutex::new(Produced::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(produce_load(
@@ -884,215 +1422,136 @@ async fn run(plan: Plan) -> Result<bool, String> {
         stop_rx,
     ));
     let t0 = Instant::now();
-    let mut clean_exits = 0;
-    let mut unclean_exits = 0;
-    let mut outage_rebalances = 0usize;
-    let calm = |d: Duration| tokio::time::sleep(d);
-
-    insts[0].start(&bin, &password);
-    await_balanced(&insts, &http, Duration::from_secs(60)).await;
-    await_progress(&standin, 100, Duration::from_secs(60), "the first 100 deliveries").await;
-
+    let started_ms = now_ms();
+    let mut s = Session {
+        plan,
+        bin,
+        password,
+        broker,
+        topic: topic.clone(),
+        standin,
+        http: reqwest::Client::new(),
+        insts,
+        timeline: timeline.clone(),
+        clean_exits: 0,
+        unclean_exits: 0,
+        outage_rebalances: 0,
+    };
+    s.start(0);
+    s.balanced().await;
+    await_progress(
+        &s.standin,
+        100,
+        Duration::from_secs(60),
+        "the first 100 deliveries",
+    )
+    .await;
     for round in 1..=plan.rounds {
-        say(format!("=== round {round} of {}", plan.rounds));
-
-        // 1. SIGKILL and restart the service.
-        calm(plan.calm).await;
-        insts[0].sigkill().await;
-        insts[0].start(&bin, &password);
-        await_progress(
-            &standin,
-            50,
-            Duration::from_secs(60),
-            "deliveries after the restart",
-        )
-        .await;
-
-        // 2. Elevate answers 500 to half the requests.
-        say(format!(
-            "fault: 50% of requests answered 500 for {:?}",
-            plan.fault
-        ));
-        standin.set_faults(Faults {
-            failure_ratio: 0.5,
-            seed: u64::from(round),
-            ..Faults::default()
-        });
-        tokio::time::sleep(plan.fault).await;
-        standin.clear_faults();
-        await_progress(&standin, 50, Duration::from_secs(60), "deliveries after the 500s").await;
-
-        // 3. Scale out 1 -> 3, and SIGKILL one of the three mid-stream.
-        calm(plan.calm).await;
-        say("scaling 1 -> 3");
-        insts[1].start(&bin, &password);
-        insts[2].start(&bin, &password);
-        await_balanced(&insts, &http, Duration::from_secs(60)).await;
-        calm(plan.calm).await;
-        insts[1].sigkill().await;
-        insts[1].start(&bin, &password);
-        await_balanced(&insts, &http, Duration::from_secs(60)).await;
-
-        // 4. Elevate throttles: 429 with Retry-After: 1 on 60% of requests.
-        say(format!(
-            "fault: 60% of requests answered 429 (Retry-After: 1) for {:?}",
-            plan.fault
-        ));
-        standin.set_faults(Faults {
-            throttle_ratio: 0.6,
-            retry_after_secs: 1,
-            seed: u64::from(round),
-            ..Faults::default()
-        });
-        tokio::time::sleep(plan.fault).await;
-        standin.clear_faults();
-        await_progress(&standin, 50, Duration::from_secs(60), "deliveries after the 429s").await;
-
-        // 5. The broker goes away (gracefully, or SIGKILLed in the second round) and comes back.
-        calm(plan.calm).await;
-        if round == 2 {
-            say("broker: SIGKILL");
-            broker.kill();
-        } else {
-            say("broker: stop");
-            broker.stop();
-        }
-        tokio::time::sleep(plan.broker_down).await;
-        say("broker: start again (same port, same data)");
-        broker.restart()?;
-        await_cond(
-            Duration::from_secs(120),
-            "the broker to answer again",
-            || async move { b.answers(t) },
-        )
-        .await;
-        await_progress(
-            &standin,
-            50,
-            Duration::from_secs(120),
-            "deliveries after the broker came back",
-        )
-        .await;
-
-        // 6. Scale in 3 -> 1 (graceful).
-        calm(plan.calm).await;
-        say("scaling 3 -> 1");
-        for i in [1, 2] {
-            if insts[i].sigterm().await {
-                clean_exits += 1;
-            } else {
-                unclean_exits += 1;
-            }
-        }
-        await_balanced(&insts, &http, Duration::from_secs(60)).await;
-
-        // 7. Elevate down for longer than max.poll.interval.ms.
-        calm(plan.calm).await;
-        let before = insts[0].rebalance_lines();
-        say(format!(
-            "fault: Elevate down for {:?} (max.poll.interval.ms = {MAX_POLL_MS})",
-            plan.outage
-        ));
-        standin.outage_start().await;
-        tokio::time::sleep(plan.outage).await;
-        standin.outage_end().await.map_err(|e| e.to_string())?;
-        await_progress(
-            &standin,
-            50,
-            Duration::from_secs(90),
-            "deliveries after the outage",
-        )
-        .await;
-        let after = insts[0].rebalance_lines();
-        let during = after.0 - before.0 + after.1 - before.1;
-        outage_rebalances += during;
-        say(format!(
-            "rebalance events of A across the outage: {during} (expected 0)"
-        ));
-
-        // 8. SIGKILL and restart once more.
-        calm(plan.calm).await;
-        insts[0].sigkill().await;
-        insts[0].start(&bin, &password);
-        await_balanced(&insts, &http, Duration::from_secs(60)).await;
+        s.round(round).await?;
     }
 
-    say("load stops; waiting for everything to arrive");
+    s.phase("drain", "load stops; waiting for everything to arrive");
     let _ = stop_tx.send(true);
     let _ = load.await;
     let produced = Arc::try_unwrap(produced)
         .map_err(|_| "producer still running")?
         .into_inner()
         .unwrap();
-    let mut expected: HashSet<String> = produced.tickets.clone();
+    let mut expected: HashSet<String> = produced.tickets.keys().cloned().collect();
     expected.extend(produced.hostile_tickets.iter().cloned());
-    let invalid: HashSet<(i32, i64)> = produced.invalid.keys().copied().collect();
-    let drained = standin.wait_for_tickets(&expected, plan.drain).await.is_ok();
-    let deadline = Instant::now() + plan.drain;
+    let mut must_park: HashSet<(i32, i64)> = produced.invalid.keys().copied().collect();
+    must_park.extend(produced.poison.iter().copied());
+    let drained = s.standin.wait_for_tickets(&expected, plan.drain).await.is_ok();
+    // Once every ticket arrived, parking has long had its chance: what is not parked a minute
+    // later is stuck or lost.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let parked = loop {
         let parked = dead_lettered(&bs, &dlq, &topic).await;
-        let got: HashSet<(i32, i64)> = parked.iter().copied().collect();
-        if invalid.is_subset(&got) || Instant::now() >= deadline {
+        let got: HashSet<(i32, i64)> = parked.iter().map(|p| p.source).collect();
+        if must_park.is_subset(&got) || Instant::now() >= deadline {
             break parked;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let (bsr, gr) = (bs.as_str(), group.as_str());
+    let dlq_read_after = dlq_created.elapsed();
+    let (bsr, gr, t) = (bs.as_str(), group.as_str(), topic.as_str());
     let at_end = await_cond(
         Duration::from_secs(60),
         "commits to reach the end",
         || async move { committed_at_end(bsr, gr, t).await.0 },
     )
     .await;
-    if insts[0].sigterm().await {
-        clean_exits += 1;
-    } else {
-        unclean_exits += 1;
-    }
+    s.sigterm(0).await;
     let (_, behind) = committed_at_end(&bs, &group, &topic).await;
     let elapsed = t0.elapsed();
+    watch_stop.store(true, Ordering::Relaxed);
+    let handoffs = watcher.join().map_err(|_| "group watcher panicked")?;
 
-    // --- counting
-    let accepted = standin.accepted_tickets();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for t in &accepted {
-        *counts.entry(t.as_str()).or_default() += 1;
+    let dump = log_dir.join("accepted.jsonl");
+    let _ = s.standin.dump_jsonl(&dump).await;
+    let outcome = Outcome {
+        plan,
+        group,
+        produced,
+        expected,
+        parked,
+        drained,
+        at_end,
+        behind,
+        accepted: s
+            .standin
+            .accepted()
+            .into_iter()
+            .map(|a| (a.ticket, a.received_at_ms))
+            .collect(),
+        peak_1s: densest_window(&s.standin.arrivals_us(), Duration::from_secs(1)),
+        status: s.standin.status_counts(),
+        handoffs,
+        dlq_read_after,
+        started_ms,
+        elapsed,
+    };
+    let ok = report(&outcome, &s, &lock(&timeline), &log_dir);
+    for i in &mut s.insts {
+        i.sigkill().await;
     }
-    let missing_tickets = expected
-        .iter()
-        .filter(|t| !counts.contains_key(t.as_str()))
-        .count();
-    let known = produced.tickets.len();
-    let dups: usize = produced
-        .tickets
-        .iter()
-        .map(|t| counts.get(t.as_str()).copied().unwrap_or(1).saturating_sub(1))
-        .sum();
-    let parked_set: HashSet<(i32, i64)> = parked.iter().copied().collect();
-    let missing_hostile: Vec<&String> = produced
-        .invalid
-        .iter()
-        .filter(|(k, _)| !parked_set.contains(k))
-        .map(|(_, n)| n)
-        .collect();
-    let unexpected_parked = parked_set.difference(&invalid).count();
-    let dlq_dups = parked.len() - parked_set.len();
-    let (mut assigned, mut revoked) = (0, 0);
-    let mut logs = Vec::new();
-    for i in &insts {
-        let (a, r) = i.rebalance_lines();
-        assigned += a;
-        revoked += r;
-        logs.extend(i.logs.iter().cloned());
-    }
-    // --- the logs: no password, no personal key in clear (every planted key starts with
-    // "cust-" or "sess-", the corpus's too)
+    s.standin.shutdown().await;
+    drop(s);
+    Ok(ok)
+}
+
+/// What the run saw, for counting.
+struct Outcome {
+    plan: Plan,
+    group: String,
+    produced: Produced,
+    /// Tickets that must reach the stand-in.
+    expected: HashSet<String>,
+    parked: Vec<Parked>,
+    drained: bool,
+    at_end: bool,
+    behind: HashMap<i32, i64>,
+    /// Every accept at the stand-in: (ticket, ms since the epoch), in arrival order.
+    accepted: Vec<(String, u64)>,
+    /// The most arrivals in one second at the stand-in, and when that second began (µs).
+    peak_1s: (usize, u64),
+    status: std::collections::BTreeMap<u16, u64>,
+    handoffs: Vec<Handoff>,
+    dlq_read_after: Duration,
+    /// When the load began (ms since the epoch) and how long it all took.
+    started_ms: u64,
+    elapsed: Duration,
+}
+
+/// Log lines carrying the password, and carrying a planted key (`cust-…`/`sess-…`, the corpus's
+/// too), and all lines, over every incarnation's log.
+fn scan_logs(insts: &[Instance], password: &str) -> (usize, usize, usize) {
     let (mut pw_hits, mut key_hits, mut lines) = (0, 0, 0);
-    for log in &logs {
+    for log in insts.iter().flat_map(|i| i.logs.iter()) {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         for line in text.lines() {
             lines += 1;
-            if line.contains(&password) {
+            if line.contains(password) {
                 pw_hits += 1;
             }
             if line.contains("cust-") || line.contains("sess-") {
@@ -1103,47 +1562,217 @@ async fn run(plan: Plan) -> Result<bool, String> {
             }
         }
     }
-    let dump = log_dir.join("accepted.jsonl");
-    let _ = standin.dump_jsonl(&dump).await;
-    let status = standin.status_counts();
+    (pw_hits, key_hits, lines)
+}
 
-    let ok = missing_tickets == 0
-        && missing_hostile.is_empty()
-        && pw_hits == 0
-        && key_hits == 0
-        && drained
-        && at_end
-        && behind == 0
-        && unclean_exits == 0;
+fn verdict(ok: bool, good: &'static str) -> &'static str {
+    if ok {
+        good
+    } else {
+        "FAIL"
+    }
+}
+
+/// Counts, prints the table, and says whether every check held.
+fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> bool {
     let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (t, _) in &o.accepted {
+        *counts.entry(t.as_str()).or_default() += 1;
+    }
+    let missing: Vec<&String> = o
+        .expected
+        .iter()
+        .filter(|t| !counts.contains_key(t.as_str()))
+        .collect();
+    let known = o.produced.tickets.len();
+    let dups: usize = o
+        .produced
+        .tickets
+        .keys()
+        .map(|t| counts.get(t.as_str()).copied().unwrap_or(1).saturating_sub(1))
+        .sum();
+    let by = attribute_duplicates(&o.accepted, &o.produced.tickets, &o.handoffs, timeline);
+    let n = |c: Cause| by.by_cause.get(&c).copied().unwrap_or(0);
+    let h = |c: Cause| by.handoffs_by_cause.get(&c).copied().unwrap_or(0);
+    let worst = |k: SignalKind| {
+        by.by_signal
+            .iter()
+            .filter(|(i, _)| timeline.signals[**i].kind == k)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    };
+    let mut lost: Vec<(&String, &usize)> = by.lost_by_phase.iter().collect();
+    lost.sort_by(|a, b| b.1.cmp(a.1));
+    let lost_phases = if lost.is_empty() {
+        String::new()
+    } else {
+        let top: Vec<String> = lost
+            .iter()
+            .take(3)
+            .map(|(p, n)| format!("{n} in \"{p}\""))
+            .collect();
+        format!(" ({})", top.join(", "))
+    };
+    let parked_set: HashSet<(i32, i64)> = o.parked.iter().map(|p| p.source).collect();
+    let missing_hostile: Vec<&String> = o
+        .produced
+        .invalid
+        .iter()
+        .filter(|(k, _)| !parked_set.contains(k))
+        .map(|(_, n)| n)
+        .collect();
+    let poison_413 = o
+        .produced
+        .poison
+        .iter()
+        .filter(|at| {
+            o.parked
+                .iter()
+                .any(|p| p.source == **at && p.status.as_deref() == Some("413"))
+        })
+        .count();
+    let poison_statuses: HashSet<String> = o
+        .parked
+        .iter()
+        .filter(|p| o.produced.poison.contains(&p.source))
+        .map(|p| p.status.clone().unwrap_or_else(|| "none".into()))
+        .collect();
+    let poison_parts: HashSet<i32> = o.produced.poison.iter().map(|p| p.0).collect();
+    let poison_parts_done = poison_parts
+        .iter()
+        .filter(|p| o.behind.get(p) == Some(&0))
+        .count();
+    let unexpected_parked = parked_set
+        .iter()
+        .filter(|k| !o.produced.invalid.contains_key(k) && !o.produced.poison.contains(k))
+        .count();
+    let dlq_dups = o.parked.len() - parked_set.len();
+    let (mut assigned, mut revoked) = (0, 0);
+    for i in &s.insts {
+        let (a, r) = i.rebalance_lines();
+        assigned += a;
+        revoked += r;
+    }
+    let (pw_hits, key_hits, lines) = scan_logs(&s.insts, &s.password);
+    let behind: i64 = o.behind.values().sum();
+    let quota = RATE + BURST;
+    let retention_sound = o.dlq_read_after < o.plan.dlq_retention;
+
+    let checks = [
+        missing.is_empty(),
+        missing_hostile.is_empty(),
+        poison_413 == o.produced.poison.len(),
+        poison_parts_done == poison_parts.len(),
+        o.peak_1s.0 <= quota,
+        pw_hits == 0 && key_hits == 0,
+        o.drained,
+        o.at_end && behind == 0,
+        s.unclean_exits == 0,
+        retention_sound,
+    ];
+    let ok = checks.iter().all(|c| *c);
     let rows: Vec<(&str, String, &str)> = vec![
         (
-            "records produced (known tickets + hostile)",
-            format!("{} + {}", known, produced.hostile),
+            "records produced (known tickets + hostile + poison)",
+            format!("{known} + {} + {}", o.produced.hostile, o.produced.poison.len()),
             "",
         ),
-        ("produce failures (not expected)", produced.failed.to_string(), ""),
+        (
+            "produce failures (not expected)",
+            o.produced.failed.to_string(),
+            "",
+        ),
         (
             "expected tickets missing at the stand-in",
-            format!("{missing_tickets} of {}", expected.len()),
-            if missing_tickets == 0 {
-                "ok (must be 0)"
-            } else {
-                "FAIL"
-            },
+            format!("{} of {}", missing.len(), o.expected.len()),
+            verdict(missing.is_empty(), "ok (must be 0)"),
         ),
         (
-            "hostile records missing from the dead-letter topic",
-            format!("{} of {}", missing_hostile.len(), invalid.len()),
-            if missing_hostile.is_empty() {
-                "ok (must be 0)"
-            } else {
-                "FAIL"
-            },
+            "hostile records missing from the dead-letter topic (source timestamps 1 h / 3 d old)",
+            format!("{} of {}", missing_hostile.len(), o.produced.invalid.len()),
+            verdict(missing_hostile.is_empty(), "ok (must be 0)"),
         ),
         (
-            "duplicates (known tickets sent twice+)",
-            format!("{dups} ({:.2}%)", pct(dups, known)),
+            "poison records (ticket over the 512 KiB body limit, stamped old) parked with status 413",
+            format!(
+                "{poison_413} of {} (statuses parked: {poison_statuses:?})",
+                o.produced.poison.len()
+            ),
+            verdict(poison_413 == o.produced.poison.len(), "ok (must be all)"),
+        ),
+        (
+            "  answers of 413 per poison record (1: parked at the first)",
+            format!(
+                "{:.1}",
+                o.status.get(&413).copied().unwrap_or(0) as f64 / o.produced.poison.len().max(1) as f64
+            ),
+            "",
+        ),
+        (
+            "partitions of poison records committed to the end",
+            format!("{poison_parts_done} of {}", poison_parts.len()),
+            verdict(poison_parts_done == poison_parts.len(), "ok (must be all)"),
+        ),
+        (
+            "most requests at the stand-in in any 1 s",
+            format!(
+                "{} (quota {RATE} + burst {BURST} = {quota}), at {:.0} s, in \"{}\"",
+                o.peak_1s.0,
+                (o.peak_1s.1 / 1000).saturating_sub(o.started_ms) as f64 / 1000.0,
+                timeline.phase_at(o.peak_1s.1 / 1000)
+            ),
+            verdict(o.peak_1s.0 <= quota, "ok (at most quota + burst)"),
+        ),
+        (
+            "duplicates (known tickets accepted twice+)",
+            format!("{dups} ({:.2}% of {known})", pct(dups, known)),
+            "",
+        ),
+        (
+            "  after clean hand-offs (SIGTERM / members joining)",
+            format!(
+                "{} ({:.2}%): {} / {}; most after one SIGTERM: {}",
+                n(Cause::Term) + n(Cause::Join),
+                pct(n(Cause::Term) + n(Cause::Join), known),
+                n(Cause::Term),
+                n(Cause::Join),
+                worst(SignalKind::Term)
+            ),
+            "",
+        ),
+        (
+            "  after crashes (SIGKILL)",
+            format!(
+                "{} ({:.2}%); most after one SIGKILL: {}",
+                n(Cause::Kill),
+                pct(n(Cause::Kill), known),
+                worst(SignalKind::Kill)
+            ),
+            "",
+        ),
+        (
+            "  other (broker restarts / no hand-off: lost answers)",
+            format!(
+                "{} ({:.2}%): {} / {}{}",
+                n(Cause::Broker) + n(Cause::NoHandoff),
+                pct(n(Cause::Broker) + n(Cause::NoHandoff), known),
+                n(Cause::Broker),
+                n(Cause::NoHandoff),
+                lost_phases
+            ),
+            "",
+        ),
+        (
+            "partition hand-offs seen (SIGTERM / join / SIGKILL / broker)",
+            format!(
+                "{} / {} / {} / {}",
+                h(Cause::Term),
+                h(Cause::Join),
+                h(Cause::Kill),
+                h(Cause::Broker)
+            ),
             "",
         ),
         (
@@ -1158,8 +1787,8 @@ async fn run(plan: Plan) -> Result<bool, String> {
         ),
         (
             "rebalance events during Elevate outages",
-            outage_rebalances.to_string(),
-            if outage_rebalances == 0 {
+            s.outage_rebalances.to_string(),
+            if s.outage_rebalances == 0 {
                 "ok (expected 0)"
             } else {
                 "note"
@@ -1168,32 +1797,63 @@ async fn run(plan: Plan) -> Result<bool, String> {
         (
             "committed offsets behind the end at exit",
             behind.to_string(),
-            if behind == 0 && at_end { "ok" } else { "FAIL" },
+            verdict(behind == 0 && o.at_end, "ok"),
         ),
         (
             "SIGTERM exits: clean / not",
-            format!("{clean_exits} / {unclean_exits}"),
-            if unclean_exits == 0 { "ok" } else { "FAIL" },
+            format!("{} / {}", s.clean_exits, s.unclean_exits),
+            verdict(s.unclean_exits == 0, "ok"),
         ),
         (
             "service starts (A/B/C)",
-            format!("{}/{}/{}", insts[0].starts, insts[1].starts, insts[2].starts),
+            format!(
+                "{}/{}/{}",
+                s.insts[0].starts, s.insts[1].starts, s.insts[2].starts
+            ),
             "",
         ),
-        ("stand-in answers by status", format!("{status:?}"), ""),
+        ("stand-in answers by status", format!("{:?}", o.status), ""),
+        (
+            "dead-letter retention.ms / segment.ms; read back after",
+            format!(
+                "{} s / {} s; {:.0} s",
+                o.plan.dlq_retention.as_secs(),
+                DLQ_SEGMENT_MS.parse::<u64>().unwrap_or(0) / 1000,
+                o.dlq_read_after.as_secs_f64()
+            ),
+            verdict(retention_sound, "ok (within retention)"),
+        ),
         (
             "log lines with the SASL password / customerKey|sessionKey",
             format!("{pw_hits} / {key_hits} (of {lines} lines)"),
-            if pw_hits == 0 && key_hits == 0 {
-                "ok (must be 0)"
-            } else {
-                "FAIL"
-            },
+            verdict(pw_hits == 0 && key_hits == 0, "ok (must be 0)"),
         ),
-        ("elapsed", format!("{:.0} s", elapsed.as_secs_f64()), ""),
+        ("elapsed", format!("{:.0} s", o.elapsed.as_secs_f64()), ""),
     ];
+    print_table(&format!("chaos run ({}), group {}", o.plan.name, o.group), &rows);
+    if !missing_hostile.is_empty() {
+        println!(
+            "missing hostile records: {:?}",
+            &missing_hostile[..missing_hostile.len().min(20)]
+        );
+    }
+    if !missing.is_empty() {
+        println!(
+            "missing tickets (first 20): {:?}",
+            &missing[..missing.len().min(20)]
+        );
+    }
+    println!(
+        "\n{} — logs and configs in {}",
+        if ok { "PASS" } else { "FAIL" },
+        log_dir.display()
+    );
+    ok
+}
+
+fn print_table(title: &str, rows: &[(&str, String, &str)]) {
     println!();
-    println!("chaos run ({}), group {group}", plan.name);
+    println!("{title}");
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(60);
     let x = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(7);
@@ -1204,32 +1864,122 @@ async fn run(plan: Plan) -> Result<bool, String> {
         "-".repeat(v + 2),
         "-".repeat(x + 2)
     );
-    for (k, val, verdict) in &rows {
+    for (k, val, verdict) in rows {
         println!("| {k:w$} | {val:v$} | {verdict:x$} |");
     }
-    if !missing_hostile.is_empty() {
-        println!(
-            "missing hostile records: {:?}",
-            &missing_hostile[..missing_hostile.len().min(20)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut b = 1i16.to_be_bytes().to_vec();
+        b.extend((topics.len() as i32).to_be_bytes());
+        for (t, ps) in topics {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+            b.extend((ps.len() as i32).to_be_bytes());
+            for p in *ps {
+                b.extend(p.to_be_bytes());
+            }
+        }
+        b.extend(3i32.to_be_bytes());
+        b.extend(b"abc");
+        b
+    }
+
+    #[test]
+    fn assignment_bytes_parse_per_topic() {
+        let b = assignment(&[("in", &[0, 3]), ("other", &[1])]);
+        assert_eq!(assigned_partitions(&b, "in"), Some(vec![0, 3]));
+        assert_eq!(assigned_partitions(&b, "other"), Some(vec![1]));
+        assert_eq!(assigned_partitions(&b, "none"), Some(vec![]));
+        assert_eq!(assigned_partitions(&b[..9], "in"), None, "truncated");
+    }
+
+    fn handoff(at_ms: u64, partition: i32, from: &str, first_seen: u64) -> Handoff {
+        Handoff {
+            at_ms,
+            partition,
+            from_client: from.into(),
+            from_first_seen_ms: first_seen,
+        }
+    }
+
+    #[test]
+    fn duplicates_go_to_the_first_handoff_of_their_partition_after_the_previous_accept() {
+        let timeline = Timeline {
+            signals: vec![
+                Sent {
+                    at_ms: 100,
+                    client_id: "chaos-A".into(),
+                    kind: SignalKind::Kill,
+                },
+                Sent {
+                    at_ms: 300,
+                    client_id: "chaos-B".into(),
+                    kind: SignalKind::Term,
+                },
+            ],
+            broker_down: vec![(500, 600)],
+            phases: vec![(0, "calm".into()), (40_000, "slow".into())],
+        };
+        let handoffs = [
+            handoff(110, 0, "chaos-A", 10), // A killed at 100: crash
+            handoff(200, 0, "chaos-C", 20), // C alive: a join
+            handoff(310, 1, "chaos-B", 20), // B SIGTERMed at 300: clean
+            handoff(620, 1, "chaos-C", 20), // within the broker's settle time
+        ];
+        let partition_of = HashMap::from([
+            ("a".to_string(), 0),
+            ("b".to_string(), 1),
+            ("c".to_string(), 1),
+            ("d".to_string(), 2),
+            ("e".to_string(), 3),
+            ("f".to_string(), 3),
+        ]);
+        let at = |t: &str, ms: u64| (t.to_string(), ms);
+        let accepted = [
+            at("a", 50),
+            at("a", 250), // two hand-offs of 0 in between: the first (the crash) counts
+            at("a", 260), // none in between
+            at("b", 305),
+            at("b", 320), // the SIGTERM hand-off of 1
+            at("c", 315),
+            at("c", 700), // the broker hand-off of 1
+            at("d", 1),
+            at("d", 900), // partition 2 never moved
+            at("e", 550),
+            at("e", 560), // no hand-off, but within the broker's downtime
+            at("f", 40_100),
+            at("f", 40_200), // no hand-off, in the slow phase
+            at("unknown", 1),
+            at("unknown", 2), // not a known ticket: not counted
+        ];
+        let r = attribute_duplicates(&accepted, &partition_of, &handoffs, &timeline);
+        assert_eq!(
+            r.by_cause,
+            HashMap::from([
+                (Cause::Kill, 1),
+                (Cause::NoHandoff, 3),
+                (Cause::Term, 1),
+                (Cause::Broker, 2),
+            ])
+        );
+        assert_eq!(
+            r.lost_by_phase,
+            HashMap::from([("calm".to_string(), 2), ("slow".to_string(), 1)])
+        );
+        assert_eq!(r.by_signal, HashMap::from([(0, 1), (1, 1)]));
+        assert_eq!(
+            r.handoffs_by_cause,
+            HashMap::from([
+                (Cause::Kill, 1),
+                (Cause::Join, 1),
+                (Cause::Term, 1),
+                (Cause::Broker, 1)
+            ])
         );
     }
-    if missing_tickets > 0 {
-        let few: Vec<&String> = expected
-            .iter()
-            .filter(|t| !counts.contains_key(t.as_str()))
-            .take(20)
-            .collect();
-        println!("missing tickets (first 20): {few:?}");
-    }
-    println!(
-        "\n{} — logs and configs in {}",
-        if ok { "PASS" } else { "FAIL" },
-        log_dir.display()
-    );
-    for i in &mut insts {
-        i.sigkill().await;
-    }
-    standin.shutdown().await;
-    drop(broker);
-    Ok(ok)
 }

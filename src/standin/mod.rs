@@ -5,12 +5,13 @@
 //!
 //! Use it in-process ([`StandIn::start`]) or as the `elevate-standin` binary, which adds nothing but
 //! flags, signal handling and a dump on exit. Both expose a control API under `/_standin/` on the same
-//! port (`GET stats|accepted|faults`, `POST faults|script|outage|reset|dump`); control requests are not
-//! counted.
+//! port (`GET stats|accepted|faults|limits`, `POST faults|limits|script|outage|reset|dump`); control
+//! requests are not counted.
 //!
-//! Fault order for each request: latency, dropped connection, fixed status, ticket script, 429,
-//! contract check (400/404/405), failure ratio (500), accept (204). A scripted 204 skips the random
-//! faults but still runs the contract check.
+//! Order for each request: size limits when set ([`Limits`]: 414, 431, 413, as a real server's front
+//! end refuses before the application sees the request), latency, dropped connection, fixed status,
+//! ticket script, 429, contract check (400/404/405), failure ratio (500), accept (204). A scripted
+//! 204 skips the random faults but still runs the contract check.
 
 mod server;
 mod validate;
@@ -124,6 +125,50 @@ impl Faults {
     }
 }
 
+/// Size limits like a real HTTP server's, checked before anything else; `Limits::default()` sets
+/// none (then a body over 1 MiB gets 400, as it always did). They are the server's configuration,
+/// like its address: [`StandIn::reset`] keeps them.
+///
+/// JSON form (control API): the same field names, all optional (`null` = no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest request target (path and query) in bytes; a longer one gets 414 URI Too Long.
+    pub max_uri_bytes: Option<usize>,
+    /// Largest header section in bytes (each header counts name + value + 4 for `: ` and CRLF);
+    /// a larger one gets 431 Request Header Fields Too Large.
+    pub max_header_bytes: Option<usize>,
+    /// Largest body in bytes; a larger one gets 413 Content Too Large. Replaces the 1 MiB cap.
+    pub max_body_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// The refusal (status, message) for a request of these sizes, in the order a server reads
+    /// them: request line, headers, body. Pure.
+    pub fn check(&self, uri_bytes: usize, header_bytes: usize, body_bytes: usize) -> Option<(u16, String)> {
+        let over = |limit: Option<usize>, n: usize| limit.filter(|&l| n > l);
+        if let Some(l) = over(self.max_uri_bytes, uri_bytes) {
+            return Some((
+                414,
+                format!("request target of {uri_bytes} bytes is longer than {l}"),
+            ));
+        }
+        if let Some(l) = over(self.max_header_bytes, header_bytes) {
+            return Some((
+                431,
+                format!("header section of {header_bytes} bytes is larger than {l}"),
+            ));
+        }
+        if let Some(l) = over(self.max_body_bytes, body_bytes) {
+            return Some((
+                413,
+                format!("request body of {body_bytes} bytes is larger than {l}"),
+            ));
+        }
+        None
+    }
+}
+
 /// A status usable in a script or as `fixed_status`; 0 in a script means "drop the connection".
 fn check_status(s: u16) -> Result<(), String> {
     if (100..=599).contains(&s) {
@@ -173,6 +218,10 @@ struct State {
     faults_active: AtomicBool,
     /// Current faults.
     faults: RwLock<Faults>,
+    /// Fast path: false while no size limit is set.
+    limits_active: AtomicBool,
+    /// Current size limits.
+    limits: RwLock<Limits>,
     /// Remaining "next N" 429s.
     throttle_left: AtomicU64,
     /// Remaining "next N" drops.
@@ -203,14 +252,21 @@ fn now_us() -> u64 {
 
 /// The most arrivals (sorted µs timestamps) inside any half-open window `[t, t + window)`.
 pub fn max_in_window(sorted_us: &[u64], window: Duration) -> usize {
+    densest_window(sorted_us, window).0
+}
+
+/// [`max_in_window`] and the first arrival of the densest window (0 when there is none).
+pub fn densest_window(sorted_us: &[u64], window: Duration) -> (usize, u64) {
     let w = window.as_micros() as u64;
     let mut start = 0;
-    let mut best = 0;
+    let mut best = (0, 0);
     for (end, &t) in sorted_us.iter().enumerate() {
         while t - sorted_us[start] >= w {
             start += 1;
         }
-        best = best.max(end + 1 - start);
+        if end + 1 - start > best.0 {
+            best = (end + 1 - start, sorted_us[start]);
+        }
     }
     best
 }
@@ -233,6 +289,8 @@ impl State {
             dropped_total: AtomicU64::new(0),
             faults_active: AtomicBool::new(false),
             faults: RwLock::new(Faults::default()),
+            limits_active: AtomicBool::new(false),
+            limits: RwLock::new(Limits::default()),
             throttle_left: AtomicU64::new(0),
             drop_left: AtomicU64::new(0),
             rng: Mutex::new(StdRng::seed_from_u64(0)),
@@ -273,6 +331,20 @@ impl State {
         self.drop_left.store(faults.drop_next, Ordering::Release);
         *lock(&self.rng) = StdRng::seed_from_u64(faults.seed);
         self.faults_active.store(!faults.is_inert(), Ordering::Release);
+    }
+
+    /// Current limits (no lock while none is set: this runs for every request).
+    fn limits(&self) -> Limits {
+        if !self.limits_active.load(Ordering::Acquire) {
+            return Limits::default();
+        }
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+        self.limits_active
+            .store(limits != Limits::default(), Ordering::Release);
     }
 
     fn faults(&self) -> Faults {
@@ -527,7 +599,17 @@ impl StandIn {
         self.inner.state.set_faults(Faults::default());
     }
 
-    /// Clears faults, scripts, accepted requests and counters.
+    /// Sets the size limits (see [`Limits`]); `Limits::default()` removes them.
+    pub fn set_limits(&self, limits: Limits) {
+        self.inner.state.set_limits(limits);
+    }
+
+    /// Current size limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.state.limits()
+    }
+
+    /// Clears faults, scripts, accepted requests and counters (size limits stay).
     pub fn reset(&self) {
         self.inner.state.reset();
     }
@@ -661,5 +743,27 @@ mod tests {
         let a = [0, s / 2, s - 1, s, 3 * s];
         assert_eq!(max_in_window(&a, Duration::from_secs(1)), 3);
         assert_eq!(max_in_window(&a, Duration::from_secs(2)), 4);
+        assert_eq!(densest_window(&a, Duration::from_secs(1)), (3, 0));
+        assert_eq!(
+            densest_window(&[7, 3 * s, 3 * s + 1], Duration::from_secs(1)),
+            (2, 3 * s)
+        );
+        assert_eq!(densest_window(&[], Duration::from_secs(1)), (0, 0));
+    }
+
+    #[test]
+    fn limits_refuse_in_the_order_a_server_reads() {
+        assert_eq!(Limits::default().check(usize::MAX, usize::MAX, usize::MAX), None);
+        let l = Limits {
+            max_uri_bytes: Some(100),
+            max_header_bytes: Some(200),
+            max_body_bytes: Some(300),
+        };
+        assert_eq!(l.check(100, 200, 300), None, "at the limit is allowed");
+        assert_eq!(l.check(101, 201, 301).map(|r| r.0), Some(414));
+        assert_eq!(l.check(100, 201, 301).map(|r| r.0), Some(431));
+        let (status, message) = l.check(100, 200, 301).unwrap();
+        assert_eq!(status, 413);
+        assert_eq!(message, "request body of 301 bytes is larger than 300");
     }
 }

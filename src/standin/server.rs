@@ -21,11 +21,16 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    check_status, now_ms, validate, Accepted, Faults, Inner, Listening, StandIn, State, ADD_TO_CART_PATH,
+    check_status, now_ms, validate, Accepted, Faults, Inner, Limits, Listening, StandIn, State,
+    ADD_TO_CART_PATH,
 };
 
-/// Largest request body read; larger ones get 400.
+/// Largest request body read when no body limit is set; larger ones get 400.
 const MAX_BODY: usize = 1 << 20;
+/// With a body limit set, bodies are read (and thrown away) up to this size, or the limit if
+/// larger, before the 413: closing on unread data would reset the connection and the client would
+/// see an error instead of the answer (servers "linger" for the same reason).
+const DRAIN_CAP: usize = 16 << 20;
 /// Prefix of the control API.
 const CONTROL_PREFIX: &str = "/_standin/";
 /// How long in-flight requests get to finish when connections are closed.
@@ -130,13 +135,25 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, Close
 
 async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
+    let limits = state.limits();
+    let cap = limits.max_body_bytes.map_or(MAX_BODY, |l| l.max(DRAIN_CAP));
+    let body = match Limited::new(body, cap).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
-            return Outcome::Answer(message(400, "request body larger than 1 MiB"))
+            return Outcome::Answer(match limits.max_body_bytes {
+                Some(l) => message(413, &format!("request body larger than {l} bytes")),
+                None => message(400, "request body larger than 1 MiB"),
+            })
         }
         Err(_) => return Outcome::ClientGone,
     };
+    if let Some((status, text)) = limits.check(
+        parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()),
+        header_bytes(&parts.headers),
+        body.len(),
+    ) {
+        return Outcome::Answer(message(status, &text));
+    }
 
     let faults = state.active_faults();
     if let Some(f) = &faults {
@@ -216,6 +233,14 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Outcome::Answer(resp)
+}
+
+/// Size of the header section as a server counts it: name, `: `, value, CRLF per header.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// A header's values as text, repeated headers joined with ", ".
@@ -337,13 +362,19 @@ async fn control(standin: StandIn, req: Request<Incoming>) -> Resp {
         ("GET", "accepted") => {
             let (bytes, _) = state.accepted_jsonl();
             let mut resp = Response::new(Full::new(Bytes::from(bytes)));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ndjson"),
-            );
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
             resp
         }
         ("GET", "faults") => json(200, &standin.faults()),
+        ("GET", "limits") => json(200, &standin.limits()),
+        ("POST", "limits") => match parse::<Limits>(&body) {
+            Err(m) => message(400, &m),
+            Ok(l) => {
+                standin.set_limits(l);
+                json(200, &l)
+            }
+        },
         ("POST", "faults") => match parse::<Faults>(&body) {
             Err(m) => message(400, &m),
             Ok(f) => match f.check() {
@@ -410,8 +441,8 @@ async fn control(standin: StandIn, req: Request<Incoming>) -> Resp {
         _ => message(
             404,
             &format!(
-                "unknown control endpoint {method} {CONTROL_PREFIX}{endpoint}; try GET stats|accepted|faults, \
-                 POST faults|script|outage|reset|dump, DELETE faults"
+                "unknown control endpoint {method} {CONTROL_PREFIX}{endpoint}; try GET \
+                 stats|accepted|faults|limits, POST faults|limits|script|outage|reset|dump, DELETE faults"
             ),
         ),
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
-use elevate_sink::standin::{Accepted, Faults, StandIn, UserContext, ADD_TO_CART_PATH};
+use elevate_sink::standin::{Accepted, Faults, Limits, StandIn, UserContext, ADD_TO_CART_PATH};
 use serde_json::Value;
 
 const JSON: &str = "application/json;charset=utf-8";
@@ -884,4 +884,126 @@ async fn arrivals_are_recorded_for_every_request_before_injected_latency() {
     assert_eq!(s.max_arrivals_in(Duration::from_millis(200)), 3);
     s.reset();
     assert!(s.arrivals_us().is_empty());
+}
+
+/// POSTs `body` as a valid PERSONALIZED request (keys `c1`/`s1`) would be sent.
+async fn post_valid(c: &reqwest::Client, s: &StandIn, body: &str) -> reqwest::Response {
+    let u = url(s, "market=SE&customerKey=c1&sessionKey=s1");
+    post(c, &u, Some(JSON), body).await.unwrap()
+}
+
+#[tokio::test]
+async fn size_limits_answer_413_414_431_like_a_real_server() {
+    let s = StandIn::start().await.unwrap();
+    let c = client();
+    // Without limits: a body over 1 MiB is a 400, as always.
+    let huge = ticket_body(&"x".repeat((1 << 20) + 1));
+    assert_eq!(post_valid(&c, &s, &huge).await.status(), 400);
+
+    let limits = Limits {
+        max_uri_bytes: Some(2048),
+        max_header_bytes: Some(4096),
+        max_body_bytes: Some(64 * 1024),
+    };
+    s.set_limits(limits);
+    assert_eq!(s.limits(), limits);
+    let big_ticket = "b".repeat(64 * 1024);
+    let big = ticket_body(&big_ticket);
+    let r = post_valid(&c, &s, &big).await;
+    assert_eq!(r.status(), 413);
+    assert!(message_of(r).await.contains("larger than 65536"));
+    // With a body limit set it replaces the 1 MiB cap: 413, not 400.
+    assert_eq!(post_valid(&c, &s, &huge).await.status(), 413);
+    let long_key = "k".repeat(2048);
+    let r = post(
+        &c,
+        &url(&s, &format!("market=SE&customerKey={long_key}&sessionKey=s1")),
+        Some(JSON),
+        &ticket_body("L1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 414);
+    assert!(message_of(r).await.contains("longer than 2048"));
+    let r = c
+        .post(url(&s, "market=SE&customerKey=c1&sessionKey=s1"))
+        .header("content-type", JSON)
+        .header("user-agent", "u".repeat(5000))
+        .body(ticket_body("L2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // Limits come before scripts: the big ticket's scripted 503 is not consumed.
+    s.script(big_ticket.as_str(), [503]);
+    assert_eq!(post_valid(&c, &s, &big).await.status(), 413);
+    // Just under every limit: accepted.
+    assert_eq!(send(&c, &s, &"ok".repeat(1000)).await.unwrap(), 204);
+    assert_eq!(s.accepted_tickets(), ["ok".repeat(1000)]);
+    assert_eq!(
+        s.status_counts(),
+        BTreeMap::from([(204, 1), (400, 1), (413, 3), (414, 1), (431, 1)])
+    );
+    assert_eq!(s.arrivals_us().len(), 7, "refused requests arrived too");
+    // A body over the limit (3 MiB, more than the server's read buffer) is read to its end before
+    // the 413, so the connection keeps serving: a valid request pipelined behind it is answered.
+    // (Without the drain, the connection closes after the 413: only one answer.)
+    let over = ticket_body(&"p".repeat(3 << 20));
+    let raw_over = format!(
+        "POST {ADD_TO_CART_PATH}?market=SE&userContext=ANONYMOUS HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{over}",
+        over.len()
+    );
+    let answers = raw_exchange(&s, &[raw_over, valid_raw_request("after-413")], 2).await;
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answers[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["413", "204"], "{answers:.300}");
+    s.set_limits(Limits::default());
+    let r = post_valid(&c, &s, &big).await;
+    assert_eq!(
+        r.status(),
+        503,
+        "the script was left for the first request under the limits"
+    );
+    s.set_limits(limits);
+
+    // Reset keeps the limits (server configuration); the control API reads and replaces them.
+    s.reset();
+    assert_eq!(s.limits(), limits);
+    let base = s.base_url();
+    let got: Limits = c
+        .get(format!("{base}/_standin/limits"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, limits);
+    let r = c
+        .post(format!("{base}/_standin/limits"))
+        .json(&serde_json::json!({"max_body_bytes": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.limits(),
+        Limits {
+            max_body_bytes: Some(10),
+            ..Limits::default()
+        }
+    );
+    assert_eq!(send(&c, &s, "too-long").await.unwrap(), 413);
+    let r = c
+        .post(format!("{base}/_standin/limits"))
+        .json(&serde_json::json!({"max_bodybytes": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "unknown field");
+    s.set_limits(Limits::default());
+    assert_eq!(send(&c, &s, "too-long").await.unwrap(), 204);
 }
