@@ -37,7 +37,8 @@ pub struct Health {
 /// `/readyz` reason: a Kafka client failed fatally and the process is exiting.
 pub const NOT_READY_FATAL: &str = "a Kafka client failed fatally; the process is exiting (exit code 3)";
 /// `/readyz` reason: records could not be read and the process is exiting.
-pub const NOT_READY_UNREADABLE: &str = "records could not be read; the process is exiting (exit code 4)";
+pub const NOT_READY_UNREADABLE: &str =
+    "records could not be read: stalled, nothing is committed past them (see docs/operations.md)";
 /// `/readyz` reason: parking keeps failing.
 pub const NOT_READY_DEAD_LETTER: &str =
     "writing to the dead-letter topic has failed for longer than admin.wedged_after";

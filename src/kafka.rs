@@ -135,7 +135,7 @@ pub enum ConsumeError {
     /// leader election). rust-rdkafka reports such an error
     /// without its partition, so the loop cannot stop just that partition: it stops taking
     /// records at once (nothing read after the error is ever tracked, so no commit passes the
-    /// unreadable records), and the process ends (exit code 4).
+    /// unreadable records): `run` stalls, `replay` ends (exit code 4).
     Unreadable(RDKafkaErrorCode),
     /// The consumer can no longer work (e.g. a static member fenced by another with the same
     /// `group.instance.id`): the process ends (exit code 3).

@@ -191,8 +191,10 @@ pub use crate::commit::commit_sync as commit_done_with;
 /// fenced static member; fatal dead-letter producer error): restart it.
 pub const EXIT_FATAL: u8 = 3;
 
-/// Exit code of a process that met records it could not read (a corrupt batch, ...): a restart
-/// reads them again from the last commit; if they stay unreadable the broker's copy needs repair.
+/// Exit code of a process that met records it could not read (a corrupt batch, ...): `replay`
+/// stops with it at once; `run` stalls (see `stall_on_unreadable`) and exits with it on SIGTERM.
+/// A restart reads the records again from the last commit; if they stay unreadable the broker's
+/// copy needs repair.
 pub const EXIT_UNREADABLE: u8 = 4;
 
 /// Why a run (or a replay) stopped.
@@ -205,7 +207,8 @@ pub enum Stop {
     /// A Kafka client can no longer work: exit [`EXIT_FATAL`].
     #[error("a Kafka client failed fatally: {0}")]
     Fatal(String),
-    /// Records of an assigned partition could not be read: exit [`EXIT_UNREADABLE`].
+    /// Records of an assigned partition could not be read: exit [`EXIT_UNREADABLE`] (replay at
+    /// once; run after stalling until SIGTERM).
     #[error("records could not be read: {0}")]
     Unreadable(String),
 }
@@ -250,8 +253,8 @@ pub fn on_consume_error(e: &KafkaError, metrics: &Metrics) -> Option<Stop> {
         None => tracing::warn!(error = %e, "consume error; librdkafka retries"),
         Some(Stop::Unreadable(_)) => tracing::error!(
             error = %e,
-            "records of an assigned partition could not be read: taking no more records, committing \
-             what is done (never past them) and stopping with exit code 4; a restart reads them again"
+            "records of an assigned partition could not be read: taking no more records and \
+             committing what is done, never past them"
         ),
         Some(_) => tracing::error!(
             error = %e,
@@ -259,6 +262,23 @@ pub fn on_consume_error(e: &KafkaError, metrics: &Metrics) -> Option<Stop> {
         ),
     }
     stop
+}
+
+/// Stalls `run` on unreadable records, visibly: every assigned partition is paused (rust-rdkafka
+/// does not say which partition the error came from), nothing more is taken, what is in flight
+/// still completes and is committed (never past the unreadable records: nothing after them is
+/// tracked), `/readyz` fails with the reason, and the consumer keeps polling so the group stays
+/// stable. The process does not exit: an exit would hand the partition to the next replica,
+/// which would stall or exit in turn, until one bad batch had stopped the whole fleet. SIGTERM
+/// then ends the run with exit code [`EXIT_UNREADABLE`].
+fn stall_on_unreadable(consumer: &StreamConsumer<SinkContext>, health: &Health, metrics: &Metrics) {
+    health.stopping(admin::NOT_READY_UNREADABLE);
+    set_paused(consumer, true, metrics);
+    tracing::error!(
+        "stalled on unreadable records: every partition of this replica is paused, nothing is \
+         committed past them; repair the partition (docs/operations.md, unreadable records), \
+         then restart this replica"
+    );
 }
 
 /// A fatal error of the consumer's client (belt and braces: librdkafka also reports it through
@@ -341,9 +361,12 @@ pub async fn run(
     // made librdkafka drop and re-fetch its prefetched batch on every resume: 2,300
     // notifications/s instead of the HTTP ceiling in the benchmark.
     let mut full_since: Option<Instant> = None;
+    // Set once records could not be read: the run stalls (see `stall_on_unreadable`).
+    let mut unreadable: Option<String> = None;
     let stop = loop {
         health.touch();
-        let take = full_since.is_none() || paused;
+        // Stalled or paused, the loop still polls (max.poll.interval.ms), taking nothing.
+        let take = full_since.is_none() || paused || unreadable.is_some();
         tokio::select! {
             biased;
             _ = shutdown.changed() => break Stop::Requested,
@@ -357,13 +380,21 @@ pub async fn run(
             }
             _ = wake.notified() => {}
             m = consumer.recv(), if take => match m {
+                Ok(m) if unreadable.is_some() => drop(m), // never tracked, never committed
                 Ok(m) => {
                     let src = SourceRecord::from_message(&m);
                     drop(m);
                     work.take(src);
                 }
-                Err(e) => if let Some(stop) = on_consume_error(&e, &metrics) {
-                    break stop;
+                Err(e) => match on_consume_error(&e, &metrics) {
+                    Some(Stop::Unreadable(why)) => {
+                        if unreadable.is_none() {
+                            stall_on_unreadable(&consumer, &health, &metrics);
+                            unreadable = Some(why);
+                        }
+                    }
+                    Some(stop) => break stop,
+                    None => {}
                 },
             },
         }
@@ -378,6 +409,9 @@ pub async fn run(
             limiter.set_share(share(owned, total_partitions.load(Ordering::Relaxed)));
         }
         metrics.quota_rps.set(limiter.effective_rps());
+        if unreadable.is_some() {
+            continue; // stalled: partitions stay paused, no backpressure decisions
+        }
         let full = records >= max_records || parts >= max_parts;
         if full {
             let since = *full_since.get_or_insert_with(Instant::now);
@@ -393,6 +427,11 @@ pub async fn run(
         }
     };
 
+    // A stop requested while stalled on unreadable records still says so in the exit code.
+    let stop = match (stop, unreadable) {
+        (Stop::Requested, Some(why)) => Stop::Unreadable(why),
+        (stop, _) => stop,
+    };
     // Shutdown: stop taking work, let in-flight work finish within the deadline, commit, leave.
     // After a fatal client error there is no drain: the process restarts as soon as it can.
     if let Some(why) = stop.not_ready() {

@@ -21,7 +21,7 @@ use rdkafka::ClientConfig;
 use serde_json::json;
 use tokio::sync::watch;
 
-use elevate_sink::admin::Health;
+use elevate_sink::admin::{self, Health};
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
@@ -409,10 +409,11 @@ fn corrupt_batch(segment: &Path, base: i64) -> i64 {
 }
 
 /// Three batches of five records; the middle one (offsets 5..=9) is corrupted on disk. `run`
-/// with `check.crcs=true` must stop before committing past offset 5 and must not send the
-/// records after the corrupt batch; `replay` over the same topic must fail the same way.
+/// with `check.crcs=true` must stall (not ready, still running) with offset 5 committed, never past
+/// it, must not send the records after the corrupt batch, and exits 4 on SIGTERM; `replay` over
+/// the same topic must stop with exit code 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_batch_stops_run_and_replay_before_anything_is_committed_past_it() {
+async fn corrupt_batch_stalls_run_and_stops_replay_before_anything_is_committed_past_it() {
     let broker = tokio::task::spawn_blocking(OwnBroker::up).await.unwrap();
     let bs = broker.bootstrap.clone();
     let n = Names {
@@ -440,26 +441,48 @@ async fn corrupt_batch_stops_run_and_replay_before_anything_is_committed_past_it
         "[pipeline]\ncommit_interval = \"100ms\"\n[shutdown]\ndrain_deadline = \"5s\"\ngrace_period = \"10s\"\n",
     ));
     let mut sink = InProcess::start(cfg.clone());
-    // Either the run stops by itself, or (the bug) it commits past the unreadable batch.
+    // The run stalls (readiness fails, the error is counted), and (the bug) must never commit
+    // past the unreadable batch. It must not end by itself either: an exit would hand the bad
+    // partition to the next replica.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut ended = None;
-    while ended.is_none() && Instant::now() < deadline {
-        ended = sink.ended_within(Duration::from_millis(200)).await;
+    while !(sink.health.ready() == Err(admin::NOT_READY_UNREADABLE)
+        && committed(&bs, &n.group, &n.topic, 0).await == Some(5))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the run stalls on the unreadable batch with offset 5 committed (ready: {:?}, committed: {:?})",
+            sink.health.ready(),
+            committed(&bs, &n.group, &n.topic, 0).await
+        );
+        if let Some(s) = sink.ended_within(Duration::from_millis(200)).await {
+            panic!("the run ended by itself ({:?}) instead of stalling", s.stop);
+        }
         let c = committed(&bs, &n.group, &n.topic, 0).await;
         assert!(
             c.is_none_or(|c| c <= 5),
             "run committed offset {c:?}, past the unreadable batch at 5..={last}"
         );
     }
-    let summary = ended.expect("the run stops by itself at an unreadable batch");
-    assert_eq!(summary.stop.exit_code(), 4, "{:?}", summary.stop);
-    assert!(sink.health.ready().is_err(), "not ready after stopping");
+    // Stalled: still running a while later, still nothing past the batch.
+    assert!(
+        sink.ended_within(Duration::from_secs(2)).await.is_none(),
+        "the stall holds"
+    );
+    let metrics = sink.metrics.clone();
+    let summary = sink.stop().await;
     assert_eq!(
+        summary.stop.exit_code(),
+        4,
+        "SIGTERM after the stall exits 4: {:?}",
+        summary.stop
+    );
+    assert!(summary.final_commit, "the final commit of what is done succeeded");
+    assert!(
         metric(
-            &sink.metrics.encode(),
+            &metrics.encode(),
             "elevate_sink_consume_errors_total{code=\"BadMessage\""
-        ),
-        1.0
+        ) >= 1.0,
+        "the unreadable batch is counted"
     );
     let c = committed(&bs, &n.group, &n.topic, 0).await;
     assert_eq!(c, Some(5), "what was done before the corrupt batch is committed");
