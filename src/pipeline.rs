@@ -387,12 +387,11 @@ pub async fn run(
                     work.take(src);
                 }
                 Err(e) => match on_consume_error(&e, &metrics) {
-                    Some(Stop::Unreadable(why)) => {
-                        if unreadable.is_none() {
-                            stall_on_unreadable(&consumer, &health, &metrics);
-                            unreadable = Some(why);
-                        }
+                    Some(Stop::Unreadable(why)) if unreadable.is_none() => {
+                        stall_on_unreadable(&consumer, &health, &metrics);
+                        unreadable = Some(why);
                     }
+                    Some(Stop::Unreadable(_)) => {}
                     Some(stop) => break stop,
                     None => {}
                 },
