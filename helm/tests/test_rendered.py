@@ -12,7 +12,8 @@ from conftest import ALL_FEATURES, CHART, HERE, REPO, by_kind, helm_template, re
 CONFIG_KEYS = {
     "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties"},
     "elevate": {"cluster_id", "base_url", "host", "connect_timeout", "request_timeout",
-                "max_in_flight_requests", "forward_visitor_headers", "user_agent"},
+                "max_in_flight_requests", "forward_visitor_headers", "forward_ip_for",
+                "user_agent"},
     "mapping": None,  # free-form JSON Pointers, passed through
     "rate": {"requests_per_second", "burst", "share_by_partitions", "markets"},
     "retry": {"initial_backoff", "max_backoff", "max_attempts", "max_elapsed", "max_retry_after"},
