@@ -357,6 +357,10 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// The smallest `pipeline.commit_metadata_max_bytes`: room for the longest header with replay's
+/// window (`elevate-sink/1 base=… first=… end=… to=… crc=…`: 117 bytes with 20-character offsets).
+pub const MIN_COMMIT_METADATA_BYTES: usize = 128;
+
 /// `[pipeline]`: memory bounds and commit cadence.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -365,9 +369,13 @@ pub struct PipelineConfig {
     pub max_in_flight_records: usize,
     /// Notifications taken but not yet done; at this bound partitions are paused.
     pub max_pending_notifications: usize,
-    /// How often done offsets are committed (asynchronously).
+    /// How often done offsets are committed (asynchronously), each commit carrying the
+    /// partition's done-offset map; only partitions whose position or map changed are committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Largest commit metadata (the done-offset map) in bytes; at most the broker's
+    /// `offset.metadata.max.bytes`. A map that does not fit is cut to a prefix and counted.
+    pub commit_metadata_max_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -376,6 +384,7 @@ impl Default for PipelineConfig {
             max_in_flight_records: 1000,
             max_pending_notifications: 4000,
             commit_interval: Duration::from_secs(2),
+            commit_metadata_max_bytes: crate::offsetmap::MAX_METADATA_BYTES,
         }
     }
 }
@@ -616,6 +625,15 @@ impl Config {
             return Err(ConfigError::invalid(
                 "pipeline.commit_interval",
                 "must be longer than 0s",
+            ));
+        }
+        if self.pipeline.commit_metadata_max_bytes < MIN_COMMIT_METADATA_BYTES {
+            return Err(ConfigError::invalid(
+                "pipeline.commit_metadata_max_bytes",
+                format!(
+                    "must be at least {MIN_COMMIT_METADATA_BYTES} (replay's window and the map's header), \
+                     and at most the broker's offset.metadata.max.bytes (4096 by default)"
+                ),
             ));
         }
         if self.shutdown.drain_deadline >= self.shutdown.grace_period {

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub quota_rps: Gauge<f64, AtomicU64>,
     /// Consume errors, by librdkafka error code and kind (transient, unreadable, fatal).
     pub consume_errors: Family<Labels, Counter>,
+    /// Partition commits whose done-offset map was cut or left out to fit the metadata budget.
+    pub offset_map_truncated: Counter,
+    /// Committed metadata read back on assignment that gave no usable done map, by reason.
+    pub offset_map_ignored: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +96,8 @@ impl Metrics {
             dead_letter_failures: Counter::default(),
             quota_rps: Gauge::default(),
             consume_errors: Family::default(),
+            offset_map_truncated: Counter::default(),
+            offset_map_ignored: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -189,6 +195,16 @@ impl Metrics {
             "consume_errors",
             "Consume errors, by librdkafka error code and kind",
             m.consume_errors.clone(),
+        );
+        r.register(
+            "offset_map_truncated",
+            "Partition commits whose done-offset map was cut or left out to fit the metadata budget",
+            m.offset_map_truncated.clone(),
+        );
+        r.register(
+            "offset_map_ignored",
+            "Committed metadata read back on assignment that gave no usable done map, by reason",
+            m.offset_map_ignored.clone(),
         );
         m
     }

@@ -4,28 +4,32 @@
 //! committed; backpressure pauses partitions while the consumer keeps polling, so a long Elevate
 //! outage does not get us thrown out of the group; a fatal client error or records that cannot
 //! be read stop the run ([`Stop`]) with readiness failed and nothing committed past what was
-//! read. Limits: a crash re-sends what was in flight since the last commit (duplicates, never
-//! loss).
+//! read; every commit carries the partition's done-offset map and a new owner seeds its tracker
+//! from it, so a hand-off re-sends nothing that was done; the final commit is retried when a
+//! rebalance overlaps it. Limits: a crash re-sends what completed since the last commit and what
+//! was in flight (duplicates, never loss).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::admin::{self, Health};
-use crate::commit::{self, InFlight};
+use crate::commit::{self, InFlight, Metadata, Point};
 use crate::config::Config;
 use crate::kafka::{consumer_config, resolve_secrets, ConsumeError, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::{share, Limiter};
 use crate::metrics::{label, Metrics};
+use crate::offsetmap::DoneMap;
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
@@ -57,11 +61,28 @@ pub struct SinkContext {
     wake: Arc<Notify>,
     /// Asynchronous commits waiting for their answer.
     commits_in_flight: InFlight,
+    /// Commit metadata budget in bytes (`pipeline.commit_metadata_max_bytes`).
+    budget: usize,
+    /// Assignments served so far (the final commit waits for one after a refused commit).
+    assigns: AtomicU64,
+    /// Commit points of revoked partitions whose revoke commit failed (a rebalance overlapped
+    /// it): what they say is done is still true, so they seed the partition if it comes back and
+    /// the final commit retries them where the broker's position has not moved past them.
+    orphans: Mutex<HashMap<Tp, Point>>,
 }
 
+/// How long reading the committed offsets (and their maps) of newly assigned partitions may take.
+const SEED_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl SinkContext {
-    /// A context over `ledger`.
-    pub fn new(ledger: SharedLedger, metrics: Arc<Metrics>, health: Arc<Health>, wake: Arc<Notify>) -> Self {
+    /// A context over `ledger`, writing commit metadata of at most `budget` bytes.
+    pub fn new(
+        ledger: SharedLedger,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        wake: Arc<Notify>,
+        budget: usize,
+    ) -> Self {
         SinkContext {
             ledger,
             metrics,
@@ -69,8 +90,59 @@ impl SinkContext {
             paused: AtomicBool::new(false),
             wake,
             commits_in_flight: InFlight::new(),
+            budget,
+            assigns: AtomicU64::new(0),
+            orphans: Mutex::new(HashMap::new()),
         }
     }
+
+    /// The done maps to seed newly assigned partitions with: each partition's committed metadata
+    /// read back (see [`commit::read_back`]), joined with what an orphaned commit point of ours
+    /// says is done. A failed read seeds nothing (duplicates, never a wrong skip).
+    fn seeds(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> HashMap<Tp, DoneMap> {
+        if tpl.count() == 0 {
+            return HashMap::new();
+        }
+        let committed = match consumer.committed_offsets(tpl.clone(), SEED_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    partitions = tpl.count(),
+                    "cannot read the committed done-offset maps; the partitions start without them"
+                );
+                return HashMap::new();
+            }
+        };
+        let orphans = lock(&self.orphans);
+        let mut seeds = HashMap::new();
+        for e in committed.elements() {
+            let key: Tp = (e.topic().to_string(), e.partition());
+            let Offset::Offset(c) = e.offset() else {
+                continue;
+            };
+            let mut map = commit::read_back(&key, c, e.metadata(), &self.metrics).done.ok();
+            if let Some(o) = orphans.get(&key) {
+                map = Some(with_orphan(c, map, o));
+            }
+            if let Some(map) = map.filter(|m| !m.is_empty()) {
+                seeds.insert(key, map);
+            }
+        }
+        seeds
+    }
+}
+
+/// The done map relative to the committed offset `c`: `map` (read back) plus what orphaned commit
+/// point `o` says is done — every offset between `c` and its position (its tracker read them all
+/// from a position at or below `c`), and its own map. Offset `c` itself cannot be expressed (a
+/// map's base is never done), so it is sent again.
+fn with_orphan(c: i64, map: Option<DoneMap>, o: &Point) -> DoneMap {
+    let mut extra = DoneMap::empty(c);
+    extra.push(c.saturating_add(1)..o.position());
+    map.unwrap_or_else(|| DoneMap::empty(c))
+        .union(&extra)
+        .union(&o.done)
 }
 
 impl ClientContext for SinkContext {
@@ -113,7 +185,7 @@ impl ConsumerContext for SinkContext {
                 .rebalances
                 .get_or_create(&label("kind", "revoke"))
                 .inc();
-            let mut positions = Vec::new();
+            let mut points = Vec::new();
             {
                 let mut ledger = lock(&self.ledger);
                 for e in tpl.elements() {
@@ -122,16 +194,25 @@ impl ConsumerContext for SinkContext {
                     self.metrics
                         .consumer_lag
                         .remove(&vec![("topic", key.0.clone()), ("partition", key.1.to_string())]);
-                    if let Some(pos) = ledger.revoke(&key) {
-                        positions.push((key, pos));
+                    if let Some(point) = ledger.revoke_point(&key) {
+                        points.push(point);
                     }
                 }
                 self.metrics.assigned_partitions.set(ledger.len() as i64);
             }
-            commit::commit_revoked(consumer, &self.metrics, &positions);
+            let committed = commit::commit_revoked(consumer, &self.metrics, self.budget, &points).is_ok();
+            {
+                let mut orphans = lock(&self.orphans);
+                for p in &points {
+                    orphans.remove(&p.key);
+                }
+                if !committed {
+                    orphans.extend(points.iter().map(|p| (p.key.clone(), p.clone())));
+                }
+            }
             tracing::info!(
                 partitions = tpl.count(),
-                committed = positions.len(),
+                committed = if committed { points.len() } else { 0 },
                 "partitions revoked"
             );
         }
@@ -144,9 +225,14 @@ impl ConsumerContext for SinkContext {
                     .rebalances
                     .get_or_create(&label("kind", "assign"))
                     .inc();
+                let seeds = self.seeds(consumer, tpl);
                 let mut ledger = lock(&self.ledger);
                 for e in tpl.elements() {
-                    ledger.assign((e.topic().to_string(), e.partition()));
+                    let key: Tp = (e.topic().to_string(), e.partition());
+                    ledger.assign(key.clone());
+                    if let Some(map) = seeds.get(&key) {
+                        ledger.seed(&key, map);
+                    }
                 }
                 self.metrics.assigned_partitions.set(ledger.len() as i64);
                 drop(ledger);
@@ -154,8 +240,13 @@ impl ConsumerContext for SinkContext {
                     let _ = consumer.pause(tpl);
                 }
                 self.health.joined.store(true, Ordering::Relaxed);
+                self.assigns.fetch_add(1, Ordering::Relaxed);
                 self.health.broker_ok.store(true, Ordering::Relaxed);
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                tracing::info!(
+                    partitions = tpl.count(),
+                    seeded = seeds.len(),
+                    "partitions assigned"
+                );
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
@@ -175,17 +266,99 @@ impl ConsumerContext for SinkContext {
     }
 }
 
-/// Commits, synchronously, every position the ledger says is done and not yet acknowledged;
+/// Commits, synchronously, every commit point the ledger has not had acknowledged, with its map;
 /// true when there was nothing to commit or the broker acknowledged it (see [`commit::commit_sync`]).
 pub fn commit_done<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     ledger: &SharedLedger,
     metrics: &Metrics,
+    budget: usize,
 ) -> bool {
-    commit::commit_sync(consumer, ledger, metrics, |_| None)
+    commit::commit_sync(consumer, ledger, metrics, &Metadata::run(budget))
 }
 
-pub use crate::commit::commit_sync as commit_done_with;
+/// The final commit at shutdown, before the group is left: every commit point not acknowledged
+/// yet, and orphaned ones (see [`SinkContext`]) the broker has not moved past. When a rebalance
+/// overlaps it (`IllegalGeneration`, `UnknownMemberId`, ...), the consumer is polled so the
+/// rebalance completes, and the commit is retried under the new generation until `within` has
+/// passed. True when the broker acknowledged it (or there was nothing to commit).
+async fn final_commit(consumer: &StreamConsumer<SinkContext>, metrics: &Metrics, within: Duration) -> bool {
+    let ctx = consumer.context();
+    let meta = Metadata::run(ctx.budget);
+    let deadline = Instant::now() + within;
+    let mut attempt = 0u32;
+    loop {
+        let points = final_points(consumer);
+        match commit::commit_points(consumer, &ctx.ledger, metrics, &meta, &points) {
+            Ok(()) => {
+                let mut orphans = lock(&ctx.orphans);
+                orphans.retain(|k, _| !points.iter().any(|p| &p.key == k));
+                return true;
+            }
+            Err(e) if commit::is_retriable(&e) && Instant::now() < deadline => {
+                attempt += 1;
+                tracing::warn!(
+                    error = %e,
+                    attempt,
+                    "final commit refused while the group rebalances; retrying under the new generation"
+                );
+                settle(consumer, deadline).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "final commit failed: the next owner re-sends from the last commit");
+                return false;
+            }
+        }
+    }
+}
+
+/// Polls the consumer (serving the rebalance callbacks; records that arrive now are never
+/// tracked) for 2 s (or until `deadline`), or less if a rebalance assigns partitions first. The
+/// rejoin after a refused commit needs those callbacks; a commit sent meanwhile would block
+/// until the group rebalanced, or be refused again.
+async fn settle(consumer: &StreamConsumer<SinkContext>, deadline: Instant) {
+    let assigned = || consumer.context().assigns.load(Ordering::Relaxed);
+    let before = assigned();
+    let until = deadline.min(Instant::now() + Duration::from_secs(2));
+    while assigned() == before && Instant::now() < until {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+}
+
+/// What the final commit sends: the ledger's commit points, and the orphaned points of
+/// partitions without one whose committed position the broker has not moved past (a partition
+/// handed on and committed further by its new owner must not be moved back).
+fn final_points(consumer: &StreamConsumer<SinkContext>) -> Vec<Point> {
+    let ctx = consumer.context();
+    let mut points = commit::due(&ctx.ledger);
+    let orphans: Vec<Point> = lock(&ctx.orphans)
+        .values()
+        .filter(|o| !points.iter().any(|p| p.key == o.key))
+        .cloned()
+        .collect();
+    if orphans.is_empty() {
+        return points;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for o in &orphans {
+        tpl.add_partition(&o.key.0, o.key.1);
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, SEED_TIMEOUT) else {
+        return points;
+    };
+    for o in orphans {
+        let behind = committed
+            .find_partition(&o.key.0, o.key.1)
+            .is_some_and(|e| match e.offset() {
+                Offset::Offset(c) => c < o.position(),
+                _ => true,
+            });
+        if behind {
+            points.push(o);
+        }
+    }
+    points
+}
 
 /// Exit code of a process whose Kafka client can no longer work (fatal consumer error, e.g. a
 /// fenced static member; fatal dead-letter producer error): restart it.
@@ -318,7 +491,14 @@ pub async fn run(
     let secrets = resolve_secrets(cfg)?;
     let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(Ledger::new()));
     let wake = Arc::new(Notify::new());
-    let ctx = SinkContext::new(ledger.clone(), metrics.clone(), health.clone(), wake.clone());
+    let budget = cfg.pipeline.commit_metadata_max_bytes;
+    let ctx = SinkContext::new(
+        ledger.clone(),
+        metrics.clone(),
+        health.clone(),
+        wake.clone(),
+        budget,
+    );
     let consumer: Arc<StreamConsumer<SinkContext>> =
         Arc::new(consumer_config(cfg, &secrets, &cfg.kafka.group_id).create_with_context(ctx)?);
     let topics: Vec<&str> = cfg.kafka.topics.iter().map(String::as_str).collect();
@@ -371,7 +551,7 @@ pub async fn run(
             biased;
             _ = shutdown.changed() => break Stop::Requested,
             _ = commit_tick.tick() => {
-                commit::commit_async(consumer.as_ref(), &ledger, &metrics, &consumer.context().commits_in_flight);
+                commit::commit_async(consumer.as_ref(), &ledger, &metrics, budget, &consumer.context().commits_in_flight);
             }
             _ = house_tick.tick() => {
                 if let Some(stop) = fatal_client(&consumer, &work) {
@@ -458,7 +638,7 @@ pub async fn run(
         }
     }
     let abandoned_records = lock(&ledger).records_in_flight();
-    let final_commit = commit_done(consumer.as_ref(), &ledger, &metrics);
+    let final_commit = final_commit(&consumer, &metrics, final_commit_within(cfg)).await;
     metadata_task.abort();
     let _ = metadata_task.await; // it holds a consumer handle: the drop below must be the last
     tracing::info!(
@@ -476,6 +656,19 @@ pub async fn run(
         final_commit,
         stop,
     })
+}
+
+/// How long the final commit may be retried while a rebalance overlaps it: the time between the
+/// drain deadline and the platform's kill deadline less 2 s (to leave the group), at most 10 s
+/// (8 s with the defaults).
+fn final_commit_within(cfg: &Config) -> Duration {
+    let margin = cfg
+        .shutdown
+        .grace_period
+        .saturating_sub(cfg.shutdown.drain_deadline);
+    margin
+        .saturating_sub(Duration::from_secs(2))
+        .min(Duration::from_secs(10))
 }
 
 /// How long the in-flight bound may stay full before partitions are paused: a quarter of

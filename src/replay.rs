@@ -2,7 +2,9 @@
 //! rate limiter, retries, dead-letter). Guarantees: at-least-once over the window; the window's
 //! end is fixed when the replay first starts; progress is committed to a checkpoint group (never
 //! the live group: manual assignment, no group join) only up to offsets the ledger says are done,
-//! so a replay killed and restarted with the same arguments re-sends at most what was in flight.
+//! with the done-offset map in the same metadata as the window (one format, [`crate::offsetmap`]),
+//! so a replay killed and restarted with the same arguments re-sends at most what completed
+//! since its last checkpoint and what was in flight.
 //! Limits: timestamp bounds use Kafka record timestamps (records outside them inside the resolved
 //! offset range are skipped as `outside_window`, but a record with an older timestamp that sits
 //! after the `--to` offset is not found); two replays must not share a checkpoint group at once.
@@ -12,7 +14,7 @@ mod dry;
 mod report;
 pub mod window;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,12 +29,14 @@ use tokio::sync::{watch, Notify};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::admin::Health;
+use crate::commit::{self, Metadata};
 use crate::config::{Config, RateConfig};
 use crate::kafka::{consumer_config, resolve_secrets, SourceRecord};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Track};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
-use crate::pipeline::{commit_done_with, fatal_client, on_consume_error, wait_for_signal, SinkContext, Stop};
+use crate::offsetmap::{self, DoneMap};
+use crate::pipeline::{fatal_client, on_consume_error, wait_for_signal, SinkContext, Stop};
 use crate::send::Sender;
 use crate::work::{lock, SharedLedger, Tp, Work};
 
@@ -267,8 +271,17 @@ fn pause(consumer: &StreamConsumer<SinkContext>, topic: &str, partitions: Vec<i3
     crate::pipeline::pause_or_resume(consumer, &tpl_of(topic, partitions), pause);
 }
 
+/// The windows of a replay and, per partition resumed from its checkpoint, the done map committed
+/// with it (to seed the partition's tracker).
+type Prepared = (Vec<PartitionWindow>, HashMap<i32, DoneMap>);
+
 /// Resolves the per-partition windows (blocking look-ups) and applies the checkpoint.
-fn prepare(consumer: &StreamConsumer<SinkContext>, plan: &Plan) -> anyhow::Result<Vec<PartitionWindow>> {
+fn prepare(
+    consumer: &StreamConsumer<SinkContext>,
+    plan: &Plan,
+    budget: usize,
+    metrics: &Metrics,
+) -> anyhow::Result<Prepared> {
     let topic = plan.topic.as_str();
     let md = consumer
         .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
@@ -350,27 +363,35 @@ fn prepare(consumer: &StreamConsumer<SinkContext>, plan: &Plan) -> anyhow::Resul
         windows.push(window::resolve_window(p, plan.from, plan.to, &marks));
     }
     if plan.dry_run {
-        return Ok(windows);
+        return Ok((windows, HashMap::new()));
     }
     let committed = consumer
         .committed_offsets(tpl_of(topic, partitions.iter().copied()), LOOKUP_TIMEOUT)
         .with_context(|| format!("committed offsets of checkpoint group {}", plan.group))?;
     let mut fresh = TopicPartitionList::new();
+    let mut seeds = HashMap::new();
     for w in &mut windows {
-        let (c, meta) = match committed.find_partition(topic, w.partition) {
+        let key: Tp = (topic.to_string(), w.partition);
+        let (c, decoded) = match committed.find_partition(topic, w.partition) {
             Some(e) => match e.offset() {
-                Offset::Offset(o) => (Some(o), e.metadata().to_string()),
-                _ => (None, String::new()),
+                Offset::Offset(o) => (Some(o), Some(commit::read_back(&key, o, e.metadata(), metrics))),
+                _ => (None, None),
             },
-            None => (None, String::new()),
+            None => (None, None),
         };
-        let used = window::apply_checkpoint(w, c, &meta, plan.to);
+        let recorded = decoded.as_ref().and_then(|d| d.window);
+        let used = window::apply_checkpoint(w, c, recorded, plan.to);
         if used != window::CheckpointUse::Resumed {
             // Record the window before any work: a restart then keeps this end even for a
             // partition that had no progress to commit (no form of `--to` is re-resolved).
             let mut e = fresh.add_partition(topic, w.partition);
             e.set_offset(Offset::Offset(w.start))?;
-            e.set_metadata(window::checkpoint_metadata(w, plan.to));
+            let window = Some(window::checkpoint_window(w, plan.to));
+            if let Ok(m) = offsetmap::encode(&DoneMap::empty(w.start), window, budget) {
+                e.set_metadata(m.text);
+            }
+        } else if let Some(Ok(done)) = decoded.map(|d| d.done) {
+            seeds.insert(w.partition, done);
         }
         match used {
             window::CheckpointUse::None => {}
@@ -396,7 +417,7 @@ fn prepare(consumer: &StreamConsumer<SinkContext>, plan: &Plan) -> anyhow::Resul
             .commit(&fresh, CommitMode::Sync)
             .with_context(|| format!("initial checkpoint in group {}", plan.group))?;
     }
-    Ok(windows)
+    Ok((windows, seeds))
 }
 
 /// The backpressure bounds (records, notifications): `[pipeline]`'s, but at most about two
@@ -413,18 +434,27 @@ pub fn in_flight_bounds(cfg: &Config, rate: &RateConfig) -> (usize, u64) {
     )
 }
 
-/// Commits the ledger's done positions to the checkpoint group, with the window (and the `--to`
-/// it was resolved from) in metadata (synchronously, by the same rule and code as `run`).
+/// Commits the ledger's commit points to the checkpoint group, each with its done map and the
+/// window (and the `--to` it was resolved from) in metadata (synchronously, by the same rule and
+/// code as `run`).
 fn commit_checkpoint(
     consumer: &StreamConsumer<SinkContext>,
     ledger: &SharedLedger,
     windows: &BTreeMap<i32, PartitionWindow>,
     to: Bound,
+    budget: usize,
     metrics: &Metrics,
 ) -> bool {
-    commit_done_with(consumer, ledger, metrics, |(_, p)| {
-        windows.get(p).map(|w| window::checkpoint_metadata(w, to))
-    })
+    let window = |(_, p): &Tp| windows.get(p).map(|w| window::checkpoint_window(w, to));
+    commit::commit_sync(
+        consumer,
+        ledger,
+        metrics,
+        &Metadata {
+            budget,
+            window: &window,
+        },
+    )
 }
 
 /// Runs a replay until its window is done or `shutdown` turns true; returns the summary (the
@@ -441,16 +471,17 @@ pub async fn replay(
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::new()));
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::new(cfg.admin.wedged_after));
-    let ctx = SinkContext::new(ledger.clone(), metrics.clone(), health, wake.clone());
+    let budget = cfg.pipeline.commit_metadata_max_bytes;
+    let ctx = SinkContext::new(ledger.clone(), metrics.clone(), health, wake.clone(), budget);
     let mut cc = consumer_config(cfg, &secrets, &plan.group);
     // EOF events tell us a partition was read up to its high watermark (≥ the window's end)
     // even when the window ends in a gap (compaction, transaction markers).
     cc.set("enable.partition.eof", "true");
     let consumer: Arc<StreamConsumer<SinkContext>> =
         Arc::new(cc.create_with_context(ctx).context("kafka consumer")?);
-    let windows = {
-        let (c, p) = (consumer.clone(), plan.clone());
-        tokio::task::spawn_blocking(move || prepare(&c, &p))
+    let (windows, seeds) = {
+        let (c, p, m) = (consumer.clone(), plan.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || prepare(&c, &p, budget, &m))
             .await
             .context("window look-up task")??
     };
@@ -472,7 +503,12 @@ pub async fn replay(
     let mut assignment = TopicPartitionList::new();
     for w in windows.iter().filter(|w| !w.is_empty()) {
         assignment.add_partition_offset(&plan.topic, w.partition, Offset::Offset(w.start))?;
-        lock(&ledger).assign((plan.topic.clone(), w.partition));
+        let key: Tp = (plan.topic.clone(), w.partition);
+        let mut l = lock(&ledger);
+        l.assign(key.clone());
+        if let Some(done) = seeds.get(&w.partition) {
+            l.seed(&key, done);
+        }
     }
     // Manual assignment: no group join, no rebalance, the live group is never involved.
     consumer.assign(&assignment).context("assign partitions")?;
@@ -629,7 +665,7 @@ pub async fn replay(
                 biased;
                 Ok(()) = shutdown.changed() => { summary.interrupted = true; break }
                 _ = commit_tick.tick() => {
-                    commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, &metrics);
+                    commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, budget, &metrics);
                 }
                 _ = house_tick.tick() => {}
                 _ = wake.notified() => {}
@@ -647,9 +683,14 @@ pub async fn replay(
                             } else {
                                 // Done at once, like a record that maps to nothing.
                                 let key: Tp = (src.topic.clone(), src.partition);
-                                let tracked = lock(&ledger).track(&key, src.offset, 0).is_some();
-                                outside_window += u64::from(tracked);
-                                tracked
+                                match work.track(&key, src.offset, 0) {
+                                    Track::Tracked(_) => {
+                                        outside_window += 1;
+                                        true
+                                    }
+                                    Track::AlreadyDelivered => true,
+                                    Track::NotOwned | Track::Redelivery => false,
+                                }
                             };
                             // A re-delivery (after a pause) is refused by the ledger: not counted.
                             summary.records += u64::from(taken);
@@ -704,7 +745,7 @@ pub async fn replay(
                 }
             }
         }
-        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, &metrics);
+        let committed = commit_checkpoint(&consumer, &ledger, &by_partition, plan.to, budget, &metrics);
         if !committed {
             tracing::error!(
                 "final checkpoint commit failed: a rerun re-sends from the last successful commit"

@@ -2,7 +2,9 @@
 //! map, track in the ledger, then one task per notification (send, or park) that completes its
 //! claim. Guarantees: a record's offset is tracked before any of its work starts and completes
 //! only after every notification was delivered (204) or parked (dead-letter acked); records of
-//! partitions we do not own are refused untouched.
+//! partitions we do not own are refused untouched; records a previous owner finished (in the
+//! partition's seeded done map) are done at once, sending nothing, counted as
+//! `skipped_total{reason="already_delivered"}`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,11 +15,14 @@ use crate::config::{Config, MappingConfig, Secret};
 use crate::deadletter::DeadLetter;
 use crate::decode::Invalid;
 use crate::kafka::{producer_config, SourceRecord};
-use crate::ledger::{Claim, Ledger};
+use crate::ledger::{Claim, Ledger, Track};
 use crate::metrics::{label, Metrics};
 use crate::replay::Ages;
 use crate::select::{map_record, Mapped, SkipReason};
 use crate::send::{Outcome, ParkReason, Sender};
+
+/// The `skipped_total` reason of a record a previous owner of its partition finished.
+pub const ALREADY_DELIVERED: &str = "already_delivered";
 
 /// A partition key: (topic, partition).
 pub type Tp = (String, i32);
@@ -118,8 +123,10 @@ impl Work {
         let mapped = match mapped {
             Ok(m) => m,
             Err(invalid) => {
-                let Some(generation) = lock(&self.ledger).track(&key, src.offset, 1) else {
-                    return false;
+                let generation = match self.track(&key, src.offset, 1) {
+                    Track::Tracked(generation) => generation,
+                    Track::AlreadyDelivered => return true,
+                    Track::NotOwned | Track::Redelivery => return false,
                 };
                 let why = ParkReason {
                     reason: invalid.reason.as_str().to_string(),
@@ -142,8 +149,10 @@ impl Work {
             }
         };
         let parts = mapped.notifications.len() as u32;
-        let Some(generation) = lock(&self.ledger).track(&key, src.offset, parts) else {
-            return false;
+        let generation = match self.track(&key, src.offset, parts) {
+            Track::Tracked(generation) => generation,
+            Track::AlreadyDelivered => return true,
+            Track::NotOwned | Track::Redelivery => return false,
         };
         for reason in &mapped.skipped {
             self.metrics
@@ -180,6 +189,19 @@ impl Work {
             });
         }
         true
+    }
+
+    /// Tracks a record in the ledger ([`Ledger::track_record`]), counting one a previous owner
+    /// finished as `skipped_total{reason="already_delivered"}`.
+    pub(crate) fn track(&self, key: &Tp, offset: i64, parts: u32) -> Track {
+        let track = lock(&self.ledger).track_record(key, offset, parts);
+        if track == Track::AlreadyDelivered {
+            self.metrics
+                .skipped
+                .get_or_create(&label("reason", ALREADY_DELIVERED))
+                .inc();
+        }
+        track
     }
 
     fn finish(&self, claim: &Claim<Tp>) {
