@@ -5,8 +5,8 @@
 //! done are committed, and only for partitions whose position or map changed; a commit point counts
 //! as committed only once the broker acknowledged it, for the ownership generation it was sent
 //! under; `commits_total` counts acknowledged commits, `commit_failures_total` failed ones,
-//! `offset_map_truncated_total` partition commits whose map was cut. Limits: a commit point whose
-//! asynchronous commit is unanswered is not sent again until the answer (or a newer point) comes.
+//! `offset_map_truncated_total` partition commits whose map was cut. Limits: an asynchronous
+//! commit still waiting for its answer at the next interval is sent again (the same point).
 //!
 //! Why asynchronous results need [`commit_async`]: `rd_kafka_commit(.., async)` posts its result
 //! nowhere unless an `offset_commit_cb` is set in the librdkafka configuration, which rust-rdkafka
@@ -28,6 +28,11 @@ use crate::ledger::CommitPoint;
 use crate::metrics::Metrics;
 use crate::offsetmap::{self, ReplayWindow};
 use crate::work::{lock, SharedLedger, Tp};
+
+/// Unanswered asynchronous commits kept per (partition, position); older ones are dropped (an
+/// answer that does arrive for a dropped one then acknowledges a later point of the same
+/// position: a map that may be a little older on the broker, never a wrong one).
+const MAX_UNANSWERED: usize = 4;
 
 /// A commit point of one partition (position, done map, generation, revision).
 pub type Point = CommitPoint<Tp>;
@@ -77,13 +82,6 @@ impl InFlight {
     /// True when no commit is in flight.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Whether exactly this point was sent and is not answered yet.
-    fn has(&self, point: &Point) -> bool {
-        lock(&self.sent)
-            .get(&(point.key.clone(), point.position()))
-            .is_some_and(|q| q.contains(point))
     }
 }
 
@@ -224,9 +222,10 @@ pub fn commit_revoked<C: ConsumerContext, K: Consumer<C>>(
     }
 }
 
-/// The periodic commit: every commit point not yet acknowledged (nor already sent and waiting for
-/// its answer), asynchronously, from the polling thread, its result coming back to
-/// [`acknowledged`] through the consumer's queue.
+/// The periodic commit: every commit point not yet acknowledged, asynchronously, from the polling
+/// thread, its result coming back to [`acknowledged`] through the consumer's queue. A point still
+/// unanswered is sent again: some answers never name their partitions (librdkafka's local
+/// errors), and waiting for them would stop the partition's commits for good.
 ///
 /// Asynchronous so the loop never waits for the broker; from the polling thread so it is ordered
 /// before a revoke's synchronous commit. (A commit from another thread could land after the
@@ -238,7 +237,7 @@ pub fn commit_async<C: ConsumerContext, K: Consumer<C>>(
     budget: usize,
     in_flight: &InFlight,
 ) {
-    let points: Vec<Point> = due(ledger).into_iter().filter(|p| !in_flight.has(p)).collect();
+    let points = due(ledger);
     if points.is_empty() {
         return;
     }
@@ -247,9 +246,12 @@ pub fn commit_async<C: ConsumerContext, K: Consumer<C>>(
         Ok(()) => {
             let mut sent = lock(&in_flight.sent);
             for p in points {
-                sent.entry((p.key.clone(), p.position()))
-                    .or_default()
-                    .push_back(p);
+                let queue = sent.entry((p.key.clone(), p.position())).or_default();
+                queue.push_back(p);
+                // Answers that never came must not pile up: keep the latest few.
+                while queue.len() > MAX_UNANSWERED {
+                    queue.pop_front();
+                }
             }
         }
         Err(e) => {

@@ -371,6 +371,8 @@ pub struct PipelineConfig {
     pub max_pending_notifications: usize,
     /// How often done offsets are committed (asynchronously), each commit carrying the
     /// partition's done-offset map; only partitions whose position or map changed are committed.
+    /// A crash re-sends what completed since the last commit: at most this long of throughput
+    /// (measured in docs/performance.md: 1 s costs one commit per second per replica).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Largest commit metadata (the done-offset map) in bytes; at most the broker's
@@ -383,7 +385,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             max_in_flight_records: 1000,
             max_pending_notifications: 4000,
-            commit_interval: Duration::from_secs(2),
+            commit_interval: Duration::from_secs(1),
             commit_metadata_max_bytes: crate::offsetmap::MAX_METADATA_BYTES,
         }
     }
