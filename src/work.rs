@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use crate::config::{Config, MappingConfig, Secret};
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, ParkCause, ParkReason};
 use crate::decode::Invalid;
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger};
 use crate::metrics::{label, Metrics};
 use crate::replay::Ages;
 use crate::select::{map_record, Mapped, SkipReason};
-use crate::send::{Outcome, ParkReason, Sender};
+use crate::send::{Outcome, Sender};
 
 /// A partition key: (topic, partition).
 pub type Tp = (String, i32);
@@ -122,7 +122,7 @@ impl Work {
                     return false;
                 };
                 let why = ParkReason {
-                    reason: invalid.reason.as_str().to_string(),
+                    reason: ParkCause::Invalid(invalid.reason),
                     detail: invalid.detail,
                     status: None,
                     attempts: 0,

@@ -305,7 +305,7 @@ async fn a_transient_failure_longer_than_max_elapsed_is_parked() {
     );
     match s.send(&notification("down", "SE"), || true).await {
         Outcome::Park(why) => {
-            assert_eq!(why.reason, "retries_exhausted");
+            assert_eq!(why.reason.as_str(), "retries_exhausted");
             assert_eq!(why.status, Some(500));
             assert!(why.attempts >= 2, "{why:?}");
         }
