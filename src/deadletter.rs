@@ -16,7 +16,7 @@ use rdkafka::util::Timeout;
 
 use crate::decode::InvalidReason;
 use crate::kafka::SourceRecord;
-use crate::metrics::{label, Metrics};
+use crate::metrics::{label, LabelValue, Metrics};
 
 /// Why a record (or one of its lines) is parked: the closed set behind the reason header and
 /// the `reason` label of `elevate_sink_dead_lettered_total`.
@@ -50,6 +50,14 @@ impl ParkCause {
             ParkCause::RetriesExhausted => "retries_exhausted",
             ParkCause::Invalid(r) => r.as_str(),
         }
+    }
+}
+
+impl LabelValue for ParkCause {
+    const ALL: &'static [Self] = &ParkCause::ALL;
+
+    fn as_str(self) -> &'static str {
+        ParkCause::as_str(self)
     }
 }
 

@@ -18,8 +18,9 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::admin::Health;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::deadletter::headers;
+use crate::deadletter::{headers, ParkCause};
 use crate::metrics::Metrics;
+use crate::select::SkipReason;
 use crate::standin::StandIn;
 
 /// The example cart events of `schemas/examples/`, embedded: (file name, JSON text).
@@ -210,11 +211,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
     );
 
     // What happened.
-    let text = metrics.encode();
-    let consumed: f64 = series(&text, "elevate_sink_records_consumed_total")
-        .iter()
-        .map(|(_, v)| v)
-        .sum();
+    let consumed = metrics.consumed(TOPIC);
     println!("\nconsumed       {consumed} records");
 
     let mut accepted = standin.accepted();
@@ -249,15 +246,14 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let skipped = series(&text, "elevate_sink_skipped_total");
-    let skipped_total: f64 = skipped.iter().map(|(_, v)| v).sum();
+    let skipped = metrics.skipped_by::<SkipReason>();
+    let skipped_total: u64 = skipped.values().sum();
     println!("skipped        {skipped_total} (records or cart lines), by reason:");
-    for (labels, v) in &skipped {
-        println!("  {:<18} {v}", label_value(labels, "reason"));
+    for (reason, v) in &skipped {
+        println!("  {:<18} {v}", reason.as_str());
     }
 
-    let dead = series(&text, "elevate_sink_dead_lettered_total");
-    let dead_total: f64 = dead.iter().map(|(_, v)| v).sum();
+    let dead_total: u64 = metrics.dead_lettered_by::<ParkCause>().values().sum();
     let parked = read_dead_letters(&bootstrap, dead_total as usize).await?;
     println!(
         "dead-lettered  {dead_total}; read back from {DEAD_LETTER_TOPIC} ({} records) with their reason headers:",
@@ -425,32 +421,6 @@ async fn read_dead_letters(bootstrap: &str, expected: usize) -> anyhow::Result<V
     .await?
 }
 
-/// `(labels, value)` of every sample of `name` in a Prometheus text exposition.
-fn series(text: &str, name: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => {
-                    let (labels, v) = r.split_once("} ")?;
-                    (labels.to_string(), v)
-                }
-                None => (String::new(), rest.strip_prefix(' ')?),
-            };
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of label `key` in a `k="v",...` label string.
-fn label_value<'a>(labels: &'a str, key: &str) -> &'a str {
-    labels
-        .split(',')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
-        .map(|v| v.trim_end_matches('"'))
-        .unwrap_or(labels)
-}
-
 /// `s` if at most `n` characters, else its head and tail around an ellipsis.
 fn short(s: &str, n: usize) -> String {
     let chars: Vec<char> = s.chars().collect();
@@ -469,16 +439,6 @@ fn short(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn series_and_labels_parse() {
-        let text =
-            "# HELP x\nelevate_sink_skipped_total{reason=\"no_ticket\"} 3\nelevate_sink_commits_total 2\n";
-        let s = series(text, "elevate_sink_skipped_total");
-        assert_eq!(s, vec![("reason=\"no_ticket\"".to_string(), 3.0)]);
-        assert_eq!(label_value(&s[0].0, "reason"), "no_ticket");
-        assert_eq!(series(text, "elevate_sink_commits_total")[0].1, 2.0);
-    }
 
     #[test]
     fn later_rounds_get_distinct_tickets() {
