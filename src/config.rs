@@ -3,11 +3,8 @@
 //! lives in this file (the `Default` impls); secrets are only ever held as [`Secret`], which
 //! never prints its value.
 //!
-//! Environment rule: `ELEVATE_SINK__<SECTION>__<KEY>` sets `[section] key`, one `__` per level,
-//! names upper- or lower-case (`ELEVATE_SINK__ELEVATE__BASE_URL`). Inside the librdkafka maps
-//! (`kafka.properties`, `dead_letter.properties`) a `_` in the last segment becomes a `.`
-//! (`ELEVATE_SINK__KAFKA__PROPERTIES__CLIENT_RACK` sets `"client.rack"`). A value that parses as
-//! a TOML value (`42`, `true`, `["a","b"]`) is taken as one, anything else as a string.
+//! The environment rule is [`reference::ENV_RULE`]; [`reference`] documents every key, and its
+//! tests fail when it and these types or defaults disagree.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::UserContext;
+
+pub mod reference;
 
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ELEVATE_SINK__";
