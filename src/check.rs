@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Config, SecretSource, ENV_PREFIX};
+use crate::config::{Config, ElevateConfig, KafkaConfig, SecretSource, ENV_PREFIX};
 use crate::request::{build, endpoint};
 use crate::select::map_record;
 
@@ -100,18 +100,8 @@ fn dur(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// What the configuration amounts to, for an operator; never a secret value.
-pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String {
-    let mut s = String::new();
-    let origin = match path {
-        Some(p) => p.display().to_string(),
-        None => "defaults (no file)".to_string(),
-    };
-    let _ = writeln!(s, "configuration OK: {origin}");
-    if !overrides.is_empty() {
-        let _ = writeln!(s, "  environment overrides: {}", overrides.join(", "));
-    }
-    let k = &cfg.kafka;
+/// The `[kafka]` part of the summary: secret properties by source only.
+fn kafka_summary(s: &mut String, k: &KafkaConfig) {
     let _ = writeln!(s, "kafka");
     let _ = writeln!(s, "  bootstrap.servers = {}", k.bootstrap_servers);
     let _ = writeln!(s, "  group.id = {}", k.group_id);
@@ -122,7 +112,10 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
     for (key, src) in &k.secret_properties {
         let _ = writeln!(s, "  {key} = {}", secret_source(src));
     }
-    let e = &cfg.elevate;
+}
+
+/// The `[elevate]` part of the summary: the endpoint, timeouts and visitor headers.
+fn elevate_summary(s: &mut String, e: &ElevateConfig) {
     let _ = writeln!(s, "elevate");
     match e.base_url() {
         Ok(base) => {
@@ -156,6 +149,10 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
             "not forwarded".to_string()
         }
     );
+}
+
+/// The `[rate]` and `[retry]` parts of the summary.
+fn rate_and_retry_summary(s: &mut String, cfg: &Config) {
     let r = &cfg.rate;
     let _ = writeln!(s, "rate");
     let _ = writeln!(
@@ -189,6 +186,22 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
     };
     let _ = writeln!(s, "  transient budget: {budget}");
     let _ = writeln!(s, "  401/403/404: retried without limit, never dead-lettered");
+}
+
+/// What the configuration amounts to, for an operator; never a secret value.
+pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String {
+    let mut s = String::new();
+    let origin = match path {
+        Some(p) => p.display().to_string(),
+        None => "defaults (no file)".to_string(),
+    };
+    let _ = writeln!(s, "configuration OK: {origin}");
+    if !overrides.is_empty() {
+        let _ = writeln!(s, "  environment overrides: {}", overrides.join(", "));
+    }
+    kafka_summary(&mut s, &cfg.kafka);
+    elevate_summary(&mut s, &cfg.elevate);
+    rate_and_retry_summary(&mut s, cfg);
     let _ = writeln!(s, "dead_letter");
     let _ = writeln!(s, "  topic = {}", cfg.dead_letter.topic);
     for (key, value) in &cfg.dead_letter.properties {

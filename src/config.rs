@@ -515,8 +515,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks combinations and values that types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// The `[kafka]` checks: where records come from, and librdkafka properties (of `[kafka]` and
+    /// `[dead_letter]`) that must not be set by hand.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "kafka.bootstrap_servers",
@@ -553,6 +554,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The checks of what sending needs: `[elevate]`, `[mapping]`, `[rate]` and `[retry]`.
+    fn validate_sending(&self) -> Result<(), ConfigError> {
         self.elevate.base_url()?;
         if self.elevate.max_in_flight_requests == 0 {
             return Err(ConfigError::invalid(
@@ -590,6 +596,13 @@ impl Config {
                 "must be above 0s and not above retry.max_backoff",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks combinations and values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_kafka()?;
+        self.validate_sending()?;
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
         }
