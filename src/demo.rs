@@ -118,28 +118,54 @@ pub async fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
-    let bootstrap = {
-        let mock = host
-            .client()
-            .mock_cluster()
-            .context("the client has no mock cluster")?;
-        // SAFETY: the handle is the live client that owns the mock cluster; the call only sets a
-        // number on it. Without it the first group join waits a fixed ~3 s.
-        unsafe {
-            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
-                rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()),
-                50,
-            );
-        }
-        mock.create_topic(TOPIC, PARTITIONS, 1)?;
-        mock.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
-        mock.bootstrap_servers()
-    };
+    let bootstrap = mock_topics(host)?;
     let standin = StandIn::start().await.context("starting the Elevate stand-in")?;
     println!("  kafka     mock cluster at {bootstrap}: topic {TOPIC} ({PARTITIONS} partitions), dead-letter topic {DEAD_LETTER_TOPIC}");
     println!("  elevate   stand-in at {}", standin.base_url());
+    let sample = produce(host).await?;
+    let (metrics, committed) = run_until_committed(&bootstrap, standin.base_url(), &sample.ends).await?;
+    let accounted = report(&bootstrap, &standin, &sample, &metrics, &committed).await?;
+    standin.shutdown().await;
+    println!("\nfinished in {:.1} s", t0.elapsed().as_secs_f64());
+    if !accounted {
+        bail!("the demo did not account for every record");
+    }
+    println!("Next: `elevate-sink check --config FILE --sample events.jsonl`, then `elevate-sink run`.");
+    Ok(ExitCode::SUCCESS)
+}
 
-    // Produce every example ROUNDS times; later rounds get distinct tickets.
+/// The demo's topics on the mock cluster; returns its bootstrap servers.
+fn mock_topics(host: &FutureProducer) -> anyhow::Result<String> {
+    let mock = host
+        .client()
+        .mock_cluster()
+        .context("the client has no mock cluster")?;
+    // SAFETY: the handle is the live client that owns the mock cluster; the call only sets a
+    // number on it. Without it the first group join waits a fixed ~3 s.
+    unsafe {
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
+            rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()),
+            50,
+        );
+    }
+    mock.create_topic(TOPIC, PARTITIONS, 1)?;
+    mock.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
+    Ok(mock.bootstrap_servers())
+}
+
+/// What was produced: each record's origin, which example each ticket came from, and each
+/// partition's end offset.
+struct Sample {
+    /// Every produced record.
+    produced: Vec<Produced>,
+    /// Ticket → example file name.
+    ticket_file: BTreeMap<String, &'static str>,
+    /// Partition → one past its last produced offset.
+    ends: BTreeMap<i32, i64>,
+}
+
+/// Produces every example `ROUNDS` times; later rounds get distinct tickets.
+async fn produce(host: &FutureProducer) -> anyhow::Result<Sample> {
     let mut produced: Vec<Produced> = Vec::new();
     let mut ticket_file: BTreeMap<String, &'static str> = BTreeMap::new();
     for round in 0..ROUNDS {
@@ -177,13 +203,25 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         produced.len(),
         SAMPLE_EVENTS.len()
     );
+    Ok(Sample {
+        produced,
+        ticket_file,
+        ends,
+    })
+}
 
-    // The real pipeline.
+/// Runs the real `pipeline::run` until the group's committed offsets reach every partition's
+/// end, then stops it; returns its metrics and the committed offsets.
+async fn run_until_committed(
+    bootstrap: &str,
+    elevate: String,
+    ends: &BTreeMap<i32, i64>,
+) -> anyhow::Result<(Arc<Metrics>, BTreeMap<i32, Option<i64>>)> {
     let mut cfg = Config::default();
-    cfg.kafka.bootstrap_servers = bootstrap.clone();
+    cfg.kafka.bootstrap_servers = bootstrap.to_string();
     cfg.kafka.group_id = GROUP.into();
     cfg.kafka.topics = vec![TOPIC.into()];
-    cfg.elevate.base_url = Some(standin.base_url());
+    cfg.elevate.base_url = Some(elevate);
     cfg.dead_letter.topic = DEAD_LETTER_TOPIC.into();
     cfg.pipeline.commit_interval = Duration::from_millis(100);
     cfg.admin.listen = String::new();
@@ -199,7 +237,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         "\nrunning pipeline::run until the group's committed offsets reach the end of every partition ..."
     );
     let started = Instant::now();
-    let committed = wait_for_commits(&bootstrap, &ends).await;
+    let committed = wait_for_commits(bootstrap, ends).await;
     let _ = stop.send(true);
     let summary = run.await.context("pipeline task")??;
     let committed = committed?;
@@ -209,14 +247,24 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         summary.drained,
         summary.final_commit
     );
+    Ok((metrics, committed))
+}
 
-    // What happened.
+/// Prints what happened, from the counters, the stand-in and the dead-letter topic; true when
+/// every record was committed and every park was read back.
+async fn report(
+    bootstrap: &str,
+    standin: &StandIn,
+    sample: &Sample,
+    metrics: &Metrics,
+    committed: &BTreeMap<i32, Option<i64>>,
+) -> anyhow::Result<bool> {
     let consumed = metrics.consumed(TOPIC);
     println!("\nconsumed       {consumed} records");
 
     let mut accepted = standin.accepted();
     let file_order = |t: &str| {
-        let file = ticket_file.get(t).copied().unwrap_or("");
+        let file = sample.ticket_file.get(t).copied().unwrap_or("");
         SAMPLE_EVENTS.iter().position(|(f, _)| *f == file)
     };
     accepted.sort_by(|a, b| (file_order(&a.ticket), &a.ticket).cmp(&(file_order(&b.ticket), &b.ticket)));
@@ -242,7 +290,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
             ctx,
             keys,
             short(&a.ticket, 26),
-            ticket_file.get(&a.ticket).copied().unwrap_or("?")
+            sample.ticket_file.get(&a.ticket).copied().unwrap_or("?")
         );
     }
 
@@ -254,13 +302,14 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
     }
 
     let dead_total: u64 = metrics.dead_lettered_by::<ParkCause>().values().sum();
-    let parked = read_dead_letters(&bootstrap, dead_total as usize).await?;
+    let parked = read_dead_letters(bootstrap, dead_total as usize).await?;
     println!(
         "dead-lettered  {dead_total}; read back from {DEAD_LETTER_TOPIC} ({} records) with their reason headers:",
         parked.len()
     );
     for p in &parked {
-        let source = produced
+        let source = sample
+            .produced
             .iter()
             .find(|r| Some(r.partition) == p.source_partition && Some(r.offset) == p.source_offset)
             .map(|r| r.file)
@@ -276,7 +325,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
 
     println!("committed      (group {GROUP}; position = next offset to read)");
     let mut all_done = true;
-    for (p, end) in &ends {
+    for (p, end) in &sample.ends {
         let c = committed.get(p).copied().flatten();
         let done = c.unwrap_or(0) >= *end;
         all_done &= done;
@@ -287,13 +336,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
             if done { "all done" } else { "NOT DONE" }
         );
     }
-    standin.shutdown().await;
-    println!("\nfinished in {:.1} s", t0.elapsed().as_secs_f64());
-    if !all_done || parked.len() != dead_total as usize {
-        bail!("the demo did not account for every record");
-    }
-    println!("Next: `elevate-sink check --config FILE --sample events.jsonl`, then `elevate-sink run`.");
-    Ok(ExitCode::SUCCESS)
+    Ok(all_done && parked.len() == dead_total as usize)
 }
 
 /// The example's JSON with every string ticket suffixed for rounds after the first; calls
