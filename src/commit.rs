@@ -23,7 +23,8 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::metrics::Metrics;
-use crate::work::{lock, SharedLedger, Tp};
+use crate::util::lock;
+use crate::work::{SharedLedger, Tp};
 
 /// One position to commit: the partition, the position, the ownership generation it is done under.
 #[derive(Debug, Clone, PartialEq, Eq)]

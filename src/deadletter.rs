@@ -166,7 +166,7 @@ impl DeadLetter {
         self.metrics.dead_letter_failures.inc();
         let _ = self.failing_since_ms.compare_exchange(
             0,
-            crate::work::now_ms().max(1),
+            crate::util::now_ms().max(1),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );

@@ -27,6 +27,7 @@
 //! * [`replay`] — backfills over a fixed window with manual assignment.
 //! * [`check`], [`demo`] — the operator's other two commands.
 //! * [`admin`], [`metrics`], [`logging`] — the operating surface.
+//! * [`util`] — the wall clock and the poison-tolerant lock, once for everyone.
 //! * [`standin`] — an Elevate stand-in that enforces the contract (tests, demo, benchmarks).
 //!
 //! The pure parts (decode, select, request, classify, retry, tracker, ledger, offsetmap, limit's
@@ -54,4 +55,5 @@ pub mod select;
 pub mod send;
 pub mod standin;
 pub mod tracker;
+pub mod util;
 pub mod work;

@@ -34,7 +34,8 @@ use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::pipeline::{commit_done_with, fatal_client, on_consume_error, wait_for_signal, SinkContext, Stop};
 use crate::send::Sender;
-use crate::work::{lock, SharedLedger, Tp, Work};
+use crate::util::lock;
+use crate::work::{SharedLedger, Tp, Work};
 
 pub use ages::{AgeStats, Ages};
 pub use report::Summary;

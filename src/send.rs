@@ -25,6 +25,7 @@ use crate::metrics::{label, Metrics};
 use crate::request::{build, endpoint, HttpRequest};
 use crate::retry::{Backoff, Charge, Next};
 use crate::select::Notification;
+use crate::util::lock;
 
 /// How sending one notification ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +235,7 @@ impl Sender {
 
     /// One loud line per status per 30 s: configuration errors stall the stream by design.
     fn shout(&self, a: &Attempt) {
-        let mut loud = self.loud.lock().unwrap_or_else(|e| e.into_inner());
+        let mut loud = lock(&self.loud);
         let due = loud
             .get(&a.label)
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));

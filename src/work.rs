@@ -5,7 +5,7 @@
 //! partitions we do not own are refused untouched.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -18,6 +18,7 @@ use crate::metrics::{label, Metrics};
 use crate::replay::Ages;
 use crate::select::{map_record, Mapped, SkipReason};
 use crate::send::{Outcome, Sender};
+use crate::util::{lock, now_ms};
 
 /// A partition key: (topic, partition).
 pub type Tp = (String, i32);
@@ -44,19 +45,6 @@ pub struct Work {
     /// Ages of delivered notifications' events, when collected (replay's summary): a bounded
     /// histogram, the same size whatever the window.
     pub ages: Option<Mutex<Ages>>,
-}
-
-/// Locks a mutex, riding over poisoning (a panicked task must not wedge the pipeline).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Wall-clock time in epoch milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Maps one record as `run` and `replay` both do: decode + select + map, then the `--max-age`
