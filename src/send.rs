@@ -132,11 +132,6 @@ impl Sender {
         build(&self.endpoint, n, self.forward_visitor)
     }
 
-    /// The limiter (replay and run adjust its share).
-    pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.limiter
-    }
-
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
         let req = self.request_for(n);
