@@ -40,7 +40,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use elevate_sink::standin::{densest_window, Faults, Limits, StandIn};
+use elevate_standin::{densest_window, Faults, Limits, StandIn};
 
 /// Partitions of the source topic (enough for three instances to get two each).
 const PARTITIONS: i32 = 6;

@@ -20,7 +20,7 @@ use crate::admin::Health;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::deadletter::headers;
 use crate::metrics::Metrics;
-use crate::standin::StandIn;
+use elevate_standin::StandIn;
 
 /// The example cart events of `schemas/examples/`, embedded: (file name, JSON text).
 pub const SAMPLE_EVENTS: &[(&str, &str)] = &[

@@ -36,7 +36,7 @@ use elevate_sink::config::{Config, MappingConfig};
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline;
 use elevate_sink::select::map_record;
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
 
 // ---------------------------------------------------------------------------------------------
 // the corpus

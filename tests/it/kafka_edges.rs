@@ -25,7 +25,7 @@ use elevate_sink::admin::{self, Health};
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
 
 use crate::support::kafka::{
     bootstrap, client_config, committed_offsets, consume_all, create_topic, create_topic_with, produce,

@@ -13,7 +13,7 @@ use elevate_sink::admin::Health;
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline;
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
 
 use crate::support::kafka::{
     committed_offsets, high_watermarks, produce, setup, wait_until_async, Names, Rec,

@@ -18,7 +18,7 @@ use elevate_sink::admin::Health;
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
-use elevate_sink::standin::{Faults, StandIn};
+use elevate_standin::{Faults, StandIn};
 
 use crate::support::kafka::{
     committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
