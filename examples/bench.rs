@@ -6,7 +6,7 @@
 //! ```
 //!
 //! It builds the release binaries (`elevate-sink`, `elevate-standin`), preloads a topic with
-//! realistic default-shape cart events (`benches/support/events.rs`; the produce time is the
+//! realistic default-shape cart events (`testkit::events`; the produce time is the
 //! Kafka record timestamp), starts the stand-in as its own process, and measures in order:
 //!
 //! 1. the consume ceiling: a bare `BaseConsumer` (settings from `kafka::consumer_config`, the
@@ -46,8 +46,7 @@ use elevate_sink::kafka::{consumer_config, SourceRecord};
 use elevate_sink::request::{build, endpoint, HttpRequest};
 use elevate_sink::select::map_record;
 
-#[path = "../benches/support/events.rs"]
-mod events;
+use testkit::events;
 
 /// Benchmark elevate-sink against the real broker and the stand-in; see the module docs.
 #[derive(Parser, Debug, Clone)]
