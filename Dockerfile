@@ -25,11 +25,15 @@ WORKDIR /src
 # `--no-default-features`: without the `demo` feature, so the image carries no Elevate stand-in.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/standin/Cargo.toml crates/standin/
-RUN mkdir -p src crates/standin/src \
+COPY crates/testkit/Cargo.toml crates/testkit/
+COPY harness/Cargo.toml harness/
+RUN mkdir -p src crates/standin/src crates/testkit/src harness/src \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
  && echo 'fn main() {}' > crates/standin/src/main.rs \
  && : > crates/standin/src/lib.rs \
+ && : > crates/testkit/src/lib.rs \
+ && : > harness/src/lib.rs \
  && cargo build --release --locked --no-default-features --bin elevate-sink \
  && rm -rf src
 
