@@ -6,6 +6,7 @@
 mod support;
 
 mod broker;
+mod hostile;
 mod kafka_edges;
 mod mapping_edges;
 mod ops;
