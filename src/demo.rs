@@ -21,7 +21,7 @@ use crate::config::{Config, LogConfig, LogFormat};
 use crate::deadletter::{headers, ParkCause};
 use crate::metrics::Metrics;
 use crate::select::SkipReason;
-use crate::standin::StandIn;
+use elevate_standin::StandIn;
 
 /// The example cart events of `schemas/examples/`, embedded: (file name, JSON text).
 pub const SAMPLE_EVENTS: &[(&str, &str)] = &[

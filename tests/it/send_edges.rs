@@ -20,7 +20,7 @@ use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
 use elevate_sink::select::{map_record, Notification};
 use elevate_sink::send::{Outcome, Sender};
-use elevate_sink::standin::{max_in_window, Faults, StandIn};
+use elevate_standin::{max_in_window, Faults, StandIn};
 
 use crate::support::kafka::{
     committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
