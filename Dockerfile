@@ -19,21 +19,29 @@ RUN apt-get update \
 WORKDIR /src
 
 # Dependency-caching layer: build all dependencies against stub sources, so that a change
-# under src/ only recompiles the crate itself. Every target declared in Cargo.toml needs a
-# stub for cargo to accept the manifest.
+# under src/ only recompiles the crate itself. Cargo reads the manifest of every workspace member
+# (the test tools beside the product too), and every target declared in a manifest needs a stub
+# for cargo to accept it. The members' stubs stay: the image builds the service only.
+# `--no-default-features`: without the `demo` feature, so the image carries no Elevate stand-in.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
+COPY crates/standin/Cargo.toml crates/standin/
+COPY crates/testkit/Cargo.toml crates/testkit/
+COPY harness/Cargo.toml harness/
+RUN mkdir -p src crates/standin/src crates/testkit/src harness/src \
  && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > src/bin/elevate-standin.rs \
  && : > src/lib.rs \
- && cargo build --release --locked --bin elevate-sink \
+ && echo 'fn main() {}' > crates/standin/src/main.rs \
+ && : > crates/standin/src/lib.rs \
+ && : > crates/testkit/src/lib.rs \
+ && : > harness/src/lib.rs \
+ && cargo build --release --locked --no-default-features --bin elevate-sink \
  && rm -rf src
 
 # The real sources. COPY keeps the files' modification times, which may be older than the
 # stubs': touch them so cargo rebuilds the crate instead of reusing the stub build.
 COPY src ./src
 RUN find src -name '*.rs' -exec touch {} + \
- && cargo build --release --locked --bin elevate-sink \
+ && cargo build --release --locked --no-default-features --bin elevate-sink \
  && /src/target/release/elevate-sink --help > /dev/null
 
 # zlib is linked dynamically (rdkafka's libz feature against the system zlib); ship the

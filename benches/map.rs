@@ -1,5 +1,5 @@
 //! Decode + select + map, ns per record, over realistic default-shape events
-//! (`cargo bench --bench map`). The events are those the `bench` example preloads.
+//! (`cargo bench --bench map`). The events are those the harness's `bench` preloads.
 
 use std::hint::black_box;
 
@@ -7,9 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use elevate_sink::config::MappingConfig;
 use elevate_sink::request::{build, endpoint};
 use elevate_sink::select::map_record;
-
-#[path = "support/events.rs"]
-mod events;
+use testkit::events;
 
 fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {
     let mut gen = events::Events::new(42);

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::Metrics;
+use crate::util::now_ms;
 
 /// Facts `/readyz` decides on.
 #[derive(Debug)]
@@ -42,13 +43,6 @@ pub const NOT_READY_UNREADABLE: &str =
 /// `/readyz` reason: parking keeps failing.
 pub const NOT_READY_DEAD_LETTER: &str =
     "writing to the dead-letter topic has failed for longer than admin.wedged_after";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl Health {
     /// Not ready until the pipeline says so.

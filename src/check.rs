@@ -2,14 +2,13 @@
 //! an invalid config or an unreadable secret exits 1 with `error: <message>` naming the key;
 //! secret values are never printed, only where they come from; `--sample` runs the real mapping
 //! and request builder, so what it prints is what `run` would send, skip or dead-letter.
-//! The configuration reference (`docs/config-reference.md`) is generated here from `config.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Config, SecretSource, ENV_PREFIX};
+use crate::config::{Config, ElevateConfig, KafkaConfig, SecretSource, ENV_PREFIX};
 use crate::request::{build, endpoint};
 use crate::select::map_record;
 
@@ -39,7 +38,7 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.print_reference {
-        print!("{}", reference_markdown());
+        print!("{}", crate::config::reference::markdown());
         return Ok(ExitCode::SUCCESS);
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -101,18 +100,8 @@ fn dur(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// What the configuration amounts to, for an operator; never a secret value.
-pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String {
-    let mut s = String::new();
-    let origin = match path {
-        Some(p) => p.display().to_string(),
-        None => "defaults (no file)".to_string(),
-    };
-    let _ = writeln!(s, "configuration OK: {origin}");
-    if !overrides.is_empty() {
-        let _ = writeln!(s, "  environment overrides: {}", overrides.join(", "));
-    }
-    let k = &cfg.kafka;
+/// The `[kafka]` part of the summary: secret properties by source only.
+fn kafka_summary(s: &mut String, k: &KafkaConfig) {
     let _ = writeln!(s, "kafka");
     let _ = writeln!(s, "  bootstrap.servers = {}", k.bootstrap_servers);
     let _ = writeln!(s, "  group.id = {}", k.group_id);
@@ -123,7 +112,10 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
     for (key, src) in &k.secret_properties {
         let _ = writeln!(s, "  {key} = {}", secret_source(src));
     }
-    let e = &cfg.elevate;
+}
+
+/// The `[elevate]` part of the summary: the endpoint, timeouts and visitor headers.
+fn elevate_summary(s: &mut String, e: &ElevateConfig) {
     let _ = writeln!(s, "elevate");
     match e.base_url() {
         Ok(base) => {
@@ -157,6 +149,10 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
             "not forwarded".to_string()
         }
     );
+}
+
+/// The `[rate]` and `[retry]` parts of the summary.
+fn rate_and_retry_summary(s: &mut String, cfg: &Config) {
     let r = &cfg.rate;
     let _ = writeln!(s, "rate");
     let _ = writeln!(
@@ -190,6 +186,22 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
     };
     let _ = writeln!(s, "  transient budget: {budget}");
     let _ = writeln!(s, "  401/403/404: retried without limit, never dead-lettered");
+}
+
+/// What the configuration amounts to, for an operator; never a secret value.
+pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String {
+    let mut s = String::new();
+    let origin = match path {
+        Some(p) => p.display().to_string(),
+        None => "defaults (no file)".to_string(),
+    };
+    let _ = writeln!(s, "configuration OK: {origin}");
+    if !overrides.is_empty() {
+        let _ = writeln!(s, "  environment overrides: {}", overrides.join(", "));
+    }
+    kafka_summary(&mut s, &cfg.kafka);
+    elevate_summary(&mut s, &cfg.elevate);
+    rate_and_retry_summary(&mut s, cfg);
     let _ = writeln!(s, "dead_letter");
     let _ = writeln!(s, "  topic = {}", cfg.dead_letter.topic);
     for (key, value) in &cfg.dead_letter.properties {
@@ -319,309 +331,10 @@ pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String
     s
 }
 
-// ---------------------------------------------------------------------------------------------
-// The configuration reference, generated from `config.rs`.
-
-/// The source the reference is generated from.
-const CONFIG_SOURCE: &str = include_str!("config.rs");
-
-/// One documented key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefEntry {
-    /// Section (`kafka`).
-    pub section: String,
-    /// Key within the section (`bootstrap_servers`).
-    pub key: String,
-    /// Human type (`string`, `duration`, ...).
-    pub ty: String,
-    /// Default as TOML, or `(none)`.
-    pub default: String,
-    /// The field's `///` doc.
-    pub doc: String,
-}
-
-/// A parsed `pub struct` of `config.rs`: its doc and its fields (name, Rust type, doc).
-struct ParsedStruct {
-    /// The struct's own `///` doc.
-    doc: String,
-    /// Fields in declaration order: (name, Rust type, doc).
-    fields: Vec<(String, String, String)>,
-}
-
-fn parse_structs(src: &str) -> BTreeMap<String, ParsedStruct> {
-    let mut out = BTreeMap::new();
-    let lines: Vec<&str> = src.lines().collect();
-    let mut doc: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let t = lines[i].trim();
-        if let Some(d) = t.strip_prefix("///") {
-            doc.push(d.trim().to_string());
-        } else if let Some(rest) = t.strip_prefix("pub struct ") {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            let struct_doc = doc.join(" ");
-            doc.clear();
-            let mut fields = Vec::new();
-            if t.ends_with('{') {
-                i += 1;
-                while i < lines.len() && lines[i].trim() != "}" {
-                    let f = lines[i].trim();
-                    if let Some(d) = f.strip_prefix("///") {
-                        doc.push(d.trim().to_string());
-                    } else if let Some(rest) = f.strip_prefix("pub ") {
-                        if let Some((fname, ty)) = rest.split_once(':') {
-                            let ty = ty.trim().trim_end_matches(',').to_string();
-                            fields.push((fname.trim().to_string(), ty, doc.join(" ")));
-                        }
-                        doc.clear();
-                    }
-                    i += 1;
-                }
-            }
-            out.insert(
-                name,
-                ParsedStruct {
-                    doc: struct_doc,
-                    fields,
-                },
-            );
-        } else if !t.starts_with("#[") {
-            doc.clear();
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Variant names of `pub enum NAME` as serde writes them, with the rename rule applied;
-/// tuple variants as `{ name = … }`.
-fn enum_values(src: &str, name: &str) -> Option<Vec<String>> {
-    let lines: Vec<&str> = src.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim().starts_with(&format!("pub enum {name} ")))?;
-    let rule = lines[..start]
-        .iter()
-        .rev()
-        .take_while(|l| {
-            let t = l.trim();
-            t.starts_with("#[") || t.starts_with("///")
-        })
-        .find_map(|l| {
-            l.split("rename_all = \"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-        })
-        .unwrap_or("");
-    let mut values = Vec::new();
-    for l in &lines[start + 1..] {
-        let t = l.trim();
-        if t == "}" {
-            break;
-        }
-        if t.starts_with("///") || t.starts_with("#[") || t.is_empty() {
-            continue;
-        }
-        let variant: String = t.chars().take_while(|c| c.is_alphanumeric()).collect();
-        let renamed = rename(&variant, rule);
-        values.push(if t[variant.len()..].starts_with('(') {
-            format!("{{ {renamed} = … }}")
-        } else {
-            format!("\"{renamed}\"")
-        });
-    }
-    Some(values)
-}
-
-fn rename(variant: &str, rule: &str) -> String {
-    let words = |sep: &str| {
-        let mut out = String::new();
-        for (i, c) in variant.chars().enumerate() {
-            if c.is_uppercase() && i > 0 {
-                out.push_str(sep);
-            }
-            out.extend(c.to_lowercase());
-        }
-        out
-    };
-    match rule {
-        "kebab-case" => words("-"),
-        "snake_case" => words("_"),
-        "lowercase" => variant.to_lowercase(),
-        "UPPERCASE" => variant.to_uppercase(),
-        _ => variant.to_string(),
-    }
-}
-
-fn human_type(src: &str, ty: &str) -> String {
-    if let Some(inner) = ty.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')) {
-        return format!("{} (optional)", human_type(src, inner));
-    }
-    if let Some(inner) = ty.strip_prefix("Vec<").and_then(|t| t.strip_suffix('>')) {
-        return format!("array of {}", human_type(src, inner));
-    }
-    if let Some(inner) = ty
-        .strip_prefix("BTreeMap<String, ")
-        .and_then(|t| t.strip_suffix('>'))
-    {
-        return format!("table: name → {}", human_type(src, inner));
-    }
-    match ty {
-        "String" | "PathBuf" => "string".into(),
-        "bool" => "boolean".into(),
-        "usize" | "u32" | "u64" | "i32" | "i64" | "u16" => "integer".into(),
-        "f64" | "f32" => "number".into(),
-        "Duration" => "duration (`\"500ms\"`, `\"2s\"`, `\"5m\"`)".into(),
-        other => match enum_values(src, other) {
-            Some(values) => values.join(" \\| "),
-            None => format!("`{other}`"),
-        },
-    }
-}
-
-fn toml_inline(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => serde_json::to_string(s).expect("a string serializes"),
-        toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(f) => {
-            if f.fract() == 0.0 && f.abs() < 1e15 {
-                format!("{f:.1}")
-            } else {
-                f.to_string()
-            }
-        }
-        toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::Datetime(d) => d.to_string(),
-        toml::Value::Array(a) => format!("[{}]", a.iter().map(toml_inline).collect::<Vec<_>>().join(", ")),
-        toml::Value::Table(t) if t.is_empty() => "{}".into(),
-        toml::Value::Table(t) => format!(
-            "{{ {} }}",
-            t.iter()
-                .map(|(k, v)| format!("{k} = {}", toml_inline(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// Every key of the configuration: section, key, type, default and doc, from `config.rs`.
-pub fn reference_entries() -> Vec<(String, String, Vec<RefEntry>)> {
-    let structs = parse_structs(CONFIG_SOURCE);
-    let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes");
-    let root = structs
-        .get("Config")
-        .expect("config.rs defines pub struct Config");
-    root.fields
-        .iter()
-        .map(|(section, ty, _)| {
-            let s = structs
-                .get(ty)
-                .unwrap_or_else(|| panic!("config.rs: section {section} has type {ty}, not a pub struct"));
-            let section_defaults = defaults.get(section).and_then(|v| v.as_table());
-            let entries = s
-                .fields
-                .iter()
-                .map(|(key, fty, doc)| RefEntry {
-                    section: section.clone(),
-                    key: key.clone(),
-                    ty: human_type(CONFIG_SOURCE, fty),
-                    default: section_defaults
-                        .and_then(|t| t.get(key))
-                        .map(|v| format!("`{}`", toml_inline(v)))
-                        .unwrap_or_else(|| "(none)".into()),
-                    doc: doc.clone(),
-                })
-                .collect();
-            (section.clone(), s.doc.clone(), entries)
-        })
-        .collect()
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
-
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace("[`", "`").replace("`]", "`")
-}
-
-/// The Markdown reference: the environment rule from `config.rs`'s module doc, then one table
-/// per section.
-pub fn reference_markdown() -> String {
-    let mut s = String::new();
-    s.push_str("# Configuration reference\n\n");
-    s.push_str(
-        "<!-- Generated from src/config.rs by `elevate-sink check --print-reference`; a unit test keeps \
-         it in sync (`UPDATE_DOCS=1 cargo test --lib check` rewrites it). Do not edit by hand. -->\n\n",
-    );
-    s.push_str(
-        "One TOML file, given with `--config FILE` (or `ELEVATE_SINK_CONFIG=FILE`); every key is optional \
-         except where Elevate is (`elevate.cluster_id` or `elevate.base_url`). Unknown keys are errors. \
-         `elevate-sink check --print-defaults` prints every default as TOML.\n\n",
-    );
-    let module_doc: Vec<&str> = CONFIG_SOURCE
-        .lines()
-        .take_while(|l| l.starts_with("//!"))
-        .map(|l| l.trim_start_matches("//!").trim())
-        .collect();
-    let para = module_doc.join(" ");
-    if let Some(rule) = para.split("Environment rule:").nth(1) {
-        let _ = writeln!(s, "**Environment rule:** {}\n", md_cell(rule.trim()));
-    }
-    s.push_str(
-        "**Secrets** (SASL passwords, key passwords, OAuth secrets) are never given as plain \
-         `kafka.properties`: `check` refuses those. Give them as \
-         `[kafka.secret_properties]` entries, e.g. `\"sasl.password\" = { file = \"/var/run/secrets/kafka/password\" }` \
-         or `{ env = \"KAFKA_PASSWORD\" }`.\n",
-    );
-    for (section, doc, entries) in reference_entries() {
-        let env_section = section.to_ascii_uppercase();
-        let doc = doc.trim();
-        let doc = doc.strip_prefix(&format!("`[{section}]`:")).unwrap_or(doc).trim();
-        let _ = writeln!(s, "\n## `[{section}]`\n\n{}\n", md_cell(&capitalize(doc)));
-        s.push_str("| key | type | default | environment variable | meaning |\n");
-        s.push_str("|---|---|---|---|---|\n");
-        for e in entries {
-            let _ = writeln!(
-                s,
-                "| `{}` | {} | {} | `{ENV_PREFIX}{env_section}__{}{}` | {} |",
-                e.key,
-                e.ty,
-                md_cell(&e.default),
-                e.key.to_ascii_uppercase(),
-                if e.ty.starts_with("table") { "__<NAME>" } else { "" },
-                md_cell(&e.doc)
-            );
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
-    /// Keys present in the serialized defaults of each section (for the completeness check).
-    fn default_keys() -> BTreeSet<(String, String)> {
-        let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes");
-        defaults
-            .iter()
-            .flat_map(|(section, v)| {
-                v.as_table()
-                    .into_iter()
-                    .flat_map(|t| t.keys())
-                    .map(move |k| (section.clone(), k.clone()))
-            })
-            .collect()
-    }
     use crate::decode::InvalidReason;
     use crate::select::SkipReason;
 
@@ -816,47 +529,5 @@ mod tests {
         let mut want = Config::default();
         want.elevate.base_url = Some("https://w1234abcd.elevate-api.cloud".into());
         assert_eq!(toml::to_string(&parsed).unwrap(), toml::to_string(&want).unwrap());
-    }
-
-    #[test]
-    fn reference_covers_every_key() {
-        let documented: BTreeSet<(String, String)> = reference_entries()
-            .into_iter()
-            .flat_map(|(_, _, es)| es.into_iter().map(|e| (e.section, e.key)))
-            .collect();
-        let missing: Vec<_> = default_keys().difference(&documented).cloned().collect();
-        assert!(missing.is_empty(), "keys without a reference entry: {missing:?}");
-        for (_, _, entries) in reference_entries() {
-            for e in entries {
-                assert!(!e.doc.is_empty(), "{}.{} has no /// doc", e.section, e.key);
-                assert!(
-                    !e.ty.starts_with('`'),
-                    "{}.{}: unknown type {}",
-                    e.section,
-                    e.key,
-                    e.ty
-                );
-            }
-        }
-        let md = reference_markdown();
-        assert!(md.contains("| `host` | \"elevate-api\" \\| \"apptus\" |"), "{md}");
-        assert!(md.contains("{ file = … } \\| { env = … }"), "{md}");
-        assert!(md.contains("`ELEVATE_SINK__KAFKA__BOOTSTRAP_SERVERS`"), "{md}");
-    }
-
-    #[test]
-    fn config_reference_doc_is_up_to_date() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config-reference.md");
-        let want = reference_markdown();
-        if std::env::var("UPDATE_DOCS").as_deref() == Ok("1") {
-            std::fs::write(path, &want).unwrap();
-            return;
-        }
-        let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            have == want,
-            "docs/config-reference.md is out of date with src/config.rs: run `UPDATE_DOCS=1 cargo test --lib check` \
-             (or `elevate-sink check --print-reference > docs/config-reference.md`)"
-        );
     }
 }

@@ -106,11 +106,6 @@ pub fn excerpt(text: &str) -> String {
         .to_string()
 }
 
-/// A sanitised excerpt of a response body ([`answer_text`] then [`excerpt`]).
-pub fn body_excerpt(body: &[u8]) -> String {
-    excerpt(&answer_text(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +139,7 @@ mod tests {
 
     #[test]
     fn excerpt_prefers_message_and_strips_controls() {
+        let body_excerpt = |body: &[u8]| excerpt(&answer_text(body));
         assert_eq!(body_excerpt(br#"{"message":"bad\nmarket"}"#), "bad market");
         assert_eq!(body_excerpt(&[b'x'; 1000]).len(), 256);
         assert_eq!(body_excerpt(b"\xff oops"), "\u{fffd} oops");

@@ -27,7 +27,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::ledger::CommitPoint;
 use crate::metrics::Metrics;
 use crate::offsetmap::{self, ReplayWindow};
-use crate::work::{lock, SharedLedger, Tp};
+use crate::util::lock;
+use crate::work::{SharedLedger, Tp};
 
 /// Unanswered asynchronous commits kept per (partition, position); older ones are dropped (an
 /// answer that does arrive for a dropped one then acknowledges a later point of the same

@@ -3,11 +3,8 @@
 //! lives in this file (the `Default` impls); secrets are only ever held as [`Secret`], which
 //! never prints its value.
 //!
-//! Environment rule: `ELEVATE_SINK__<SECTION>__<KEY>` sets `[section] key`, one `__` per level,
-//! names upper- or lower-case (`ELEVATE_SINK__ELEVATE__BASE_URL`). Inside the librdkafka maps
-//! (`kafka.properties`, `dead_letter.properties`) a `_` in the last segment becomes a `.`
-//! (`ELEVATE_SINK__KAFKA__PROPERTIES__CLIENT_RACK` sets `"client.rack"`). A value that parses as
-//! a TOML value (`42`, `true`, `["a","b"]`) is taken as one, anything else as a string.
+//! The environment rule is [`reference::ENV_RULE`]; [`reference`] documents every key, and its
+//! tests fail when it and these types or defaults disagree.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::UserContext;
+
+pub mod reference;
 
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ELEVATE_SINK__";
@@ -527,8 +526,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks combinations and values that types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// The `[kafka]` checks: where records come from, and librdkafka properties (of `[kafka]` and
+    /// `[dead_letter]`) that must not be set by hand.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "kafka.bootstrap_servers",
@@ -565,6 +565,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The checks of what sending needs: `[elevate]`, `[mapping]`, `[rate]` and `[retry]`.
+    fn validate_sending(&self) -> Result<(), ConfigError> {
         self.elevate.base_url()?;
         if self.elevate.max_in_flight_requests == 0 {
             return Err(ConfigError::invalid(
@@ -602,6 +607,13 @@ impl Config {
                 "must be above 0s and not above retry.max_backoff",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks combinations and values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_kafka()?;
+        self.validate_sending()?;
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
         }

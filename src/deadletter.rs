@@ -14,9 +14,74 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
+use crate::decode::InvalidReason;
 use crate::kafka::SourceRecord;
-use crate::metrics::{label, Metrics};
-use crate::send::ParkReason;
+use crate::metrics::{label, LabelValue, Metrics};
+
+/// Why a record (or one of its lines) is parked: the closed set behind the reason header and
+/// the `reason` label of `elevate_sink_dead_lettered_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ParkCause {
+    /// Elevate answered with a data-class status (400, 409, 413, 414, 422, 431).
+    Rejected,
+    /// The configured transient budget ran out.
+    RetriesExhausted,
+    /// The record could not be decoded or breaks the request contract.
+    Invalid(InvalidReason),
+}
+
+impl ParkCause {
+    /// Every cause, in declaration order.
+    pub const ALL: [ParkCause; 8] = [
+        ParkCause::Rejected,
+        ParkCause::RetriesExhausted,
+        ParkCause::Invalid(InvalidReason::ALL[0]),
+        ParkCause::Invalid(InvalidReason::ALL[1]),
+        ParkCause::Invalid(InvalidReason::ALL[2]),
+        ParkCause::Invalid(InvalidReason::ALL[3]),
+        ParkCause::Invalid(InvalidReason::ALL[4]),
+        ParkCause::Invalid(InvalidReason::ALL[5]),
+    ];
+
+    /// The stable value of the reason header and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkCause::Rejected => "rejected",
+            ParkCause::RetriesExhausted => "retries_exhausted",
+            ParkCause::Invalid(r) => r.as_str(),
+        }
+    }
+}
+
+impl LabelValue for ParkCause {
+    const ALL: &'static [Self] = &ParkCause::ALL;
+
+    fn as_str(self) -> &'static str {
+        ParkCause::as_str(self)
+    }
+}
+
+impl std::fmt::Display for ParkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a notification (or a whole record) is parked in the dead-letter topic instead of
+/// delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkReason {
+    /// The cause: a rejection, a spent retry budget, or a decode reason.
+    pub reason: ParkCause,
+    /// Human detail (the sanitised response excerpt, or the decode detail).
+    pub detail: String,
+    /// Last HTTP status, if an answer was received.
+    pub status: Option<u16>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Cart line the notification came from, if line-specific.
+    pub line: Option<usize>,
+}
 
 /// Header names added to a parked record (all prefixed `elevate-sink-`).
 pub mod headers {
@@ -101,7 +166,7 @@ impl DeadLetter {
         self.metrics.dead_letter_failures.inc();
         let _ = self.failing_since_ms.compare_exchange(
             0,
-            crate::work::now_ms().max(1),
+            crate::util::now_ms().max(1),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -125,7 +190,7 @@ impl DeadLetter {
             .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
             .collect();
         let mut add = |k: &str, v: String| out.push((k.to_string(), v.into_bytes()));
-        add(headers::REASON, why.reason.clone());
+        add(headers::REASON, why.reason.as_str().to_string());
         add(headers::DETAIL, why.detail.clone());
         if let Some(s) = why.status {
             add(headers::HTTP_STATUS, s.to_string());
@@ -188,7 +253,7 @@ impl DeadLetter {
                     self.failing_since_ms.store(0, Ordering::Relaxed);
                     self.metrics
                         .dead_lettered
-                        .get_or_create(&label("reason", &why.reason))
+                        .get_or_create(&label("reason", why.reason.as_str()))
                         .inc();
                     tracing::warn!(
                         reason = %why.reason, detail = %why.detail, status = ?why.status,
@@ -239,7 +304,7 @@ mod tests {
             timestamp_ms: Some(1_764_662_400_000),
         };
         let why = ParkReason {
-            reason: "rejected".into(),
+            reason: ParkCause::Rejected,
             detail: "d".into(),
             status: Some(400),
             attempts: 1,
@@ -259,5 +324,27 @@ mod tests {
         };
         let hs = DeadLetter::headers_for(&none, &why);
         assert!(!hs.iter().any(|(n, _)| n == headers::SOURCE_TIMESTAMP));
+        assert_eq!(get(headers::REASON).as_deref(), Some("rejected"));
+    }
+
+    #[test]
+    fn every_cause_has_its_own_stable_label() {
+        let labels: Vec<&str> = ParkCause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "rejected",
+                "retries_exhausted",
+                "invalid_utf8",
+                "malformed_json",
+                "not_an_object",
+                "wrong_type",
+                "missing_field",
+                "bad_value"
+            ]
+        );
+        for r in InvalidReason::ALL {
+            assert!(ParkCause::ALL.contains(&ParkCause::Invalid(r)), "{r}");
+        }
     }
 }

@@ -21,7 +21,7 @@ pub struct Invalid {
 }
 
 /// The closed set of reasons a record is invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InvalidReason {
     /// The value is not UTF-8.
     InvalidUtf8,
@@ -38,6 +38,16 @@ pub enum InvalidReason {
 }
 
 impl InvalidReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [InvalidReason; 6] = [
+        InvalidReason::InvalidUtf8,
+        InvalidReason::MalformedJson,
+        InvalidReason::NotAnObject,
+        InvalidReason::WrongType,
+        InvalidReason::MissingField,
+        InvalidReason::BadValue,
+    ];
+
     /// Stable label, used in headers and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -18,9 +18,10 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::admin::Health;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::deadletter::headers;
+use crate::deadletter::{headers, ParkCause};
 use crate::metrics::Metrics;
-use crate::standin::StandIn;
+use crate::select::SkipReason;
+use elevate_standin::StandIn;
 
 /// The example cart events of `schemas/examples/`, embedded: (file name, JSON text).
 pub const SAMPLE_EVENTS: &[(&str, &str)] = &[
@@ -117,28 +118,54 @@ pub async fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
-    let bootstrap = {
-        let mock = host
-            .client()
-            .mock_cluster()
-            .context("the client has no mock cluster")?;
-        // SAFETY: the handle is the live client that owns the mock cluster; the call only sets a
-        // number on it. Without it the first group join waits a fixed ~3 s.
-        unsafe {
-            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
-                rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()),
-                50,
-            );
-        }
-        mock.create_topic(TOPIC, PARTITIONS, 1)?;
-        mock.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
-        mock.bootstrap_servers()
-    };
+    let bootstrap = mock_topics(host)?;
     let standin = StandIn::start().await.context("starting the Elevate stand-in")?;
     println!("  kafka     mock cluster at {bootstrap}: topic {TOPIC} ({PARTITIONS} partitions), dead-letter topic {DEAD_LETTER_TOPIC}");
     println!("  elevate   stand-in at {}", standin.base_url());
+    let sample = produce(host).await?;
+    let (metrics, committed) = run_until_committed(&bootstrap, standin.base_url(), &sample.ends).await?;
+    let accounted = report(&bootstrap, &standin, &sample, &metrics, &committed).await?;
+    standin.shutdown().await;
+    println!("\nfinished in {:.1} s", t0.elapsed().as_secs_f64());
+    if !accounted {
+        bail!("the demo did not account for every record");
+    }
+    println!("Next: `elevate-sink check --config FILE --sample events.jsonl`, then `elevate-sink run`.");
+    Ok(ExitCode::SUCCESS)
+}
 
-    // Produce every example ROUNDS times; later rounds get distinct tickets.
+/// The demo's topics on the mock cluster; returns its bootstrap servers.
+fn mock_topics(host: &FutureProducer) -> anyhow::Result<String> {
+    let mock = host
+        .client()
+        .mock_cluster()
+        .context("the client has no mock cluster")?;
+    // SAFETY: the handle is the live client that owns the mock cluster; the call only sets a
+    // number on it. Without it the first group join waits a fixed ~3 s.
+    unsafe {
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
+            rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()),
+            50,
+        );
+    }
+    mock.create_topic(TOPIC, PARTITIONS, 1)?;
+    mock.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
+    Ok(mock.bootstrap_servers())
+}
+
+/// What was produced: each record's origin, which example each ticket came from, and each
+/// partition's end offset.
+struct Sample {
+    /// Every produced record.
+    produced: Vec<Produced>,
+    /// Ticket → example file name.
+    ticket_file: BTreeMap<String, &'static str>,
+    /// Partition → one past its last produced offset.
+    ends: BTreeMap<i32, i64>,
+}
+
+/// Produces every example `ROUNDS` times; later rounds get distinct tickets.
+async fn produce(host: &FutureProducer) -> anyhow::Result<Sample> {
     let mut produced: Vec<Produced> = Vec::new();
     let mut ticket_file: BTreeMap<String, &'static str> = BTreeMap::new();
     for round in 0..ROUNDS {
@@ -176,13 +203,25 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         produced.len(),
         SAMPLE_EVENTS.len()
     );
+    Ok(Sample {
+        produced,
+        ticket_file,
+        ends,
+    })
+}
 
-    // The real pipeline.
+/// Runs the real `pipeline::run` until the group's committed offsets reach every partition's
+/// end, then stops it; returns its metrics and the committed offsets.
+async fn run_until_committed(
+    bootstrap: &str,
+    elevate: String,
+    ends: &BTreeMap<i32, i64>,
+) -> anyhow::Result<(Arc<Metrics>, BTreeMap<i32, Option<i64>>)> {
     let mut cfg = Config::default();
-    cfg.kafka.bootstrap_servers = bootstrap.clone();
+    cfg.kafka.bootstrap_servers = bootstrap.to_string();
     cfg.kafka.group_id = GROUP.into();
     cfg.kafka.topics = vec![TOPIC.into()];
-    cfg.elevate.base_url = Some(standin.base_url());
+    cfg.elevate.base_url = Some(elevate);
     cfg.dead_letter.topic = DEAD_LETTER_TOPIC.into();
     cfg.pipeline.commit_interval = Duration::from_millis(100);
     cfg.admin.listen = String::new();
@@ -198,7 +237,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         "\nrunning pipeline::run until the group's committed offsets reach the end of every partition ..."
     );
     let started = Instant::now();
-    let committed = wait_for_commits(&bootstrap, &ends).await;
+    let committed = wait_for_commits(bootstrap, ends).await;
     let _ = stop.send(true);
     let summary = run.await.context("pipeline task")??;
     let committed = committed?;
@@ -208,18 +247,24 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
         summary.drained,
         summary.final_commit
     );
+    Ok((metrics, committed))
+}
 
-    // What happened.
-    let text = metrics.encode();
-    let consumed: f64 = series(&text, "elevate_sink_records_consumed_total")
-        .iter()
-        .map(|(_, v)| v)
-        .sum();
+/// Prints what happened, from the counters, the stand-in and the dead-letter topic; true when
+/// every record was committed and every park was read back.
+async fn report(
+    bootstrap: &str,
+    standin: &StandIn,
+    sample: &Sample,
+    metrics: &Metrics,
+    committed: &BTreeMap<i32, Option<i64>>,
+) -> anyhow::Result<bool> {
+    let consumed = metrics.consumed(TOPIC);
     println!("\nconsumed       {consumed} records");
 
     let mut accepted = standin.accepted();
     let file_order = |t: &str| {
-        let file = ticket_file.get(t).copied().unwrap_or("");
+        let file = sample.ticket_file.get(t).copied().unwrap_or("");
         SAMPLE_EVENTS.iter().position(|(f, _)| *f == file)
     };
     accepted.sort_by(|a, b| (file_order(&a.ticket), &a.ticket).cmp(&(file_order(&b.ticket), &b.ticket)));
@@ -245,26 +290,26 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
             ctx,
             keys,
             short(&a.ticket, 26),
-            ticket_file.get(&a.ticket).copied().unwrap_or("?")
+            sample.ticket_file.get(&a.ticket).copied().unwrap_or("?")
         );
     }
 
-    let skipped = series(&text, "elevate_sink_skipped_total");
-    let skipped_total: f64 = skipped.iter().map(|(_, v)| v).sum();
+    let skipped = metrics.skipped_by::<SkipReason>();
+    let skipped_total: u64 = skipped.values().sum();
     println!("skipped        {skipped_total} (records or cart lines), by reason:");
-    for (labels, v) in &skipped {
-        println!("  {:<18} {v}", label_value(labels, "reason"));
+    for (reason, v) in &skipped {
+        println!("  {:<18} {v}", reason.as_str());
     }
 
-    let dead = series(&text, "elevate_sink_dead_lettered_total");
-    let dead_total: f64 = dead.iter().map(|(_, v)| v).sum();
-    let parked = read_dead_letters(&bootstrap, dead_total as usize).await?;
+    let dead_total: u64 = metrics.dead_lettered_by::<ParkCause>().values().sum();
+    let parked = read_dead_letters(bootstrap, dead_total as usize).await?;
     println!(
         "dead-lettered  {dead_total}; read back from {DEAD_LETTER_TOPIC} ({} records) with their reason headers:",
         parked.len()
     );
     for p in &parked {
-        let source = produced
+        let source = sample
+            .produced
             .iter()
             .find(|r| Some(r.partition) == p.source_partition && Some(r.offset) == p.source_offset)
             .map(|r| r.file)
@@ -280,7 +325,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
 
     println!("committed      (group {GROUP}; position = next offset to read)");
     let mut all_done = true;
-    for (p, end) in &ends {
+    for (p, end) in &sample.ends {
         let c = committed.get(p).copied().flatten();
         let done = c.unwrap_or(0) >= *end;
         all_done &= done;
@@ -291,13 +336,7 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
             if done { "all done" } else { "NOT DONE" }
         );
     }
-    standin.shutdown().await;
-    println!("\nfinished in {:.1} s", t0.elapsed().as_secs_f64());
-    if !all_done || parked.len() != dead_total as usize {
-        bail!("the demo did not account for every record");
-    }
-    println!("Next: `elevate-sink check --config FILE --sample events.jsonl`, then `elevate-sink run`.");
-    Ok(ExitCode::SUCCESS)
+    Ok(all_done && parked.len() == dead_total as usize)
 }
 
 /// The example's JSON with every string ticket suffixed for rounds after the first; calls
@@ -425,32 +464,6 @@ async fn read_dead_letters(bootstrap: &str, expected: usize) -> anyhow::Result<V
     .await?
 }
 
-/// `(labels, value)` of every sample of `name` in a Prometheus text exposition.
-fn series(text: &str, name: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => {
-                    let (labels, v) = r.split_once("} ")?;
-                    (labels.to_string(), v)
-                }
-                None => (String::new(), rest.strip_prefix(' ')?),
-            };
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of label `key` in a `k="v",...` label string.
-fn label_value<'a>(labels: &'a str, key: &str) -> &'a str {
-    labels
-        .split(',')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
-        .map(|v| v.trim_end_matches('"'))
-        .unwrap_or(labels)
-}
-
 /// `s` if at most `n` characters, else its head and tail around an ellipsis.
 fn short(s: &str, n: usize) -> String {
     let chars: Vec<char> = s.chars().collect();
@@ -469,16 +482,6 @@ fn short(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn series_and_labels_parse() {
-        let text =
-            "# HELP x\nelevate_sink_skipped_total{reason=\"no_ticket\"} 3\nelevate_sink_commits_total 2\n";
-        let s = series(text, "elevate_sink_skipped_total");
-        assert_eq!(s, vec![("reason=\"no_ticket\"".to_string(), 3.0)]);
-        assert_eq!(label_value(&s[0].0, "reason"), "no_ticket");
-        assert_eq!(series(text, "elevate_sink_commits_total")[0].1, 2.0);
-    }
 
     #[test]
     fn later_rounds_get_distinct_tickets() {

@@ -175,11 +175,6 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         self.owned.get(key).map(|o| o.generation)
     }
 
-    /// Owned partitions.
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.owned.keys()
-    }
-
     /// Number of owned partitions.
     pub fn len(&self) -> usize {
         self.owned.len()

@@ -25,9 +25,10 @@
 //! * [`work`] — one record's journey, shared by `run` and `replay`.
 //! * [`pipeline`] — the `run` loop: group membership, backpressure, commits, shutdown.
 //! * [`replay`] — backfills over a fixed window with manual assignment.
-//! * [`check`], [`demo`] — the operator's other two commands.
+//! * [`check`], `demo` — the operator's other two commands (`demo` with the default `demo`
+//!   feature, against the Elevate stand-in of `crates/standin`).
 //! * [`admin`], [`metrics`], [`logging`] — the operating surface.
-//! * [`standin`] — an Elevate stand-in that enforces the contract (tests, demo, benchmarks).
+//! * [`util`] — the wall clock and the poison-tolerant lock, once for everyone.
 //!
 //! The pure parts (decode, select, request, classify, retry, tracker, ledger, offsetmap, limit's
 //! arithmetic) do no I/O and are unit- and property-tested.
@@ -39,6 +40,7 @@ pub mod commit;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod kafka;
 pub mod ledger;
@@ -52,6 +54,6 @@ pub mod request;
 pub mod retry;
 pub mod select;
 pub mod send;
-pub mod standin;
 pub mod tracker;
+pub mod util;
 pub mod work;

@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock, Reference};
@@ -41,6 +41,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::config::RateConfig;
+use crate::util::lock;
 
 /// Longest single sleep of a waiter before it looks again (a safety net; share changes wake it).
 const MAX_NAP: Duration = Duration::from_secs(60);
@@ -241,10 +242,6 @@ pub struct Admitted<'s> {
     pub slot: SemaphorePermit<'s>,
     /// Time spent waiting for rate tokens (market and global), not for the slot.
     pub waited: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Limiter {

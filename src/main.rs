@@ -37,6 +37,7 @@ enum Command {
     /// Backfill: replay a window of a topic through the same mapping, limiter and retries.
     Replay(elevate_sink::replay::ReplayArgs),
     /// The whole pipeline on an in-process Kafka and Elevate stand-in; zero setup.
+    #[cfg(feature = "demo")]
     Demo,
 }
 
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             Command::Run { config } => run(config).await,
             Command::Check(args) => elevate_sink::check::main(args).await,
             Command::Replay(args) => elevate_sink::replay::main(args).await,
+            #[cfg(feature = "demo")]
             Command::Demo => elevate_sink::demo::main().await,
         }
     });

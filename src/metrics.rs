@@ -3,6 +3,7 @@
 //! reasons, statuses, topics and partitions only), and the text exposition is what `/metrics`
 //! serves.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -99,114 +100,148 @@ impl Metrics {
             offset_map_truncated: Counter::default(),
             offset_map_ignored: Family::default(),
         };
-        let r = &mut m.registry;
+        m.register_flow();
+        m.register_operations();
+        m
+    }
+
+    /// Registers the series of records and notifications flowing through.
+    fn register_flow(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "records_consumed",
             "Records taken from Kafka",
-            m.records_consumed.clone(),
+            self.records_consumed.clone(),
         );
         r.register(
             "notifications",
             "Notifications finished, by outcome and HTTP status",
-            m.notifications.clone(),
+            self.notifications.clone(),
         );
         r.register(
             "retries",
             "Retries scheduled, by class and status",
-            m.retries.clone(),
+            self.retries.clone(),
         );
         r.register(
             "dead_lettered",
             "Records parked in the dead-letter topic, by reason",
-            m.dead_lettered.clone(),
+            self.dead_lettered.clone(),
         );
         r.register(
             "skipped",
             "Records or cart lines skipped, by reason",
-            m.skipped.clone(),
+            self.skipped.clone(),
         );
         r.register(
             "config_errors",
             "Configuration-class answers from Elevate, by status",
-            m.config_errors.clone(),
+            self.config_errors.clone(),
         );
         r.register(
             "in_flight_notifications",
             "Notifications taken but not finished",
-            m.in_flight_notifications.clone(),
+            self.in_flight_notifications.clone(),
         );
         r.register(
             "in_flight_records",
             "Records taken but not finished",
-            m.in_flight_records.clone(),
+            self.in_flight_records.clone(),
         );
         r.register(
             "in_flight_requests",
             "HTTP requests being sent",
-            m.in_flight_requests.clone(),
+            self.in_flight_requests.clone(),
         );
         r.register(
             "limiter_wait_seconds",
             "Seconds spent waiting for the rate limiter",
-            m.limiter_wait_seconds.clone(),
+            self.limiter_wait_seconds.clone(),
         );
         r.register(
             "request_duration_seconds",
             "Per-attempt request latency",
-            m.request_duration.clone(),
+            self.request_duration.clone(),
         );
+    }
+
+    /// Registers the series of commits, partitions, the dead-letter producer and the quota.
+    fn register_operations(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "commit_failures",
             "Offset commits that failed (synchronous or asynchronous)",
-            m.commit_failures.clone(),
+            self.commit_failures.clone(),
         );
         r.register(
             "commits",
             "Offset commits the broker acknowledged",
-            m.commits.clone(),
+            self.commits.clone(),
         );
         r.register(
             "consumer_lag",
             "Consumer lag per partition (messages)",
-            m.consumer_lag.clone(),
+            self.consumer_lag.clone(),
         );
         r.register(
             "paused_partitions",
             "Partitions paused for backpressure",
-            m.paused_partitions.clone(),
+            self.paused_partitions.clone(),
         );
         r.register(
             "assigned_partitions",
             "Partitions assigned to this replica",
-            m.assigned_partitions.clone(),
+            self.assigned_partitions.clone(),
         );
-        r.register("rebalances", "Rebalance events, by kind", m.rebalances.clone());
+        r.register("rebalances", "Rebalance events, by kind", self.rebalances.clone());
         r.register(
             "dead_letter_failures",
             "Dead-letter produce attempts that failed and were retried",
-            m.dead_letter_failures.clone(),
+            self.dead_letter_failures.clone(),
         );
         r.register(
             "quota_rps",
             "This replica's share of the request quota",
-            m.quota_rps.clone(),
+            self.quota_rps.clone(),
         );
         r.register(
             "consume_errors",
             "Consume errors, by librdkafka error code and kind",
-            m.consume_errors.clone(),
+            self.consume_errors.clone(),
         );
         r.register(
             "offset_map_truncated",
             "Partition commits whose done-offset map was cut or left out to fit the metadata budget",
-            m.offset_map_truncated.clone(),
+            self.offset_map_truncated.clone(),
         );
         r.register(
             "offset_map_ignored",
             "Committed metadata read back on assignment that gave no usable done map, by reason",
-            m.offset_map_ignored.clone(),
+            self.offset_map_ignored.clone(),
         );
-        m
+    }
+
+    /// Notifications Elevate accepted (204).
+    pub fn delivered(&self) -> u64 {
+        count(
+            &self.notifications,
+            &vec![("outcome", "delivered".into()), ("status", "204".into())],
+        )
+    }
+
+    /// Records taken from `topic`.
+    pub fn consumed(&self, topic: &str) -> u64 {
+        count(&self.records_consumed, &label("topic", topic))
+    }
+
+    /// Records or lines skipped, by reason (reasons never counted are left out).
+    pub fn skipped_by<R: LabelValue>(&self) -> BTreeMap<R, u64> {
+        by_value(&self.skipped, "reason")
+    }
+
+    /// Records or lines parked, by reason (reasons never counted are left out).
+    pub fn dead_lettered_by<R: LabelValue>(&self) -> BTreeMap<R, u64> {
+        by_value(&self.dead_lettered, "reason")
     }
 
     /// The Prometheus text exposition of every series.
@@ -215,6 +250,28 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// A closed set of label values (a reason enum), so a family can be read back value by value:
+/// the registry cannot list a family's label sets.
+pub trait LabelValue: Copy + Ord + 'static {
+    /// Every value.
+    const ALL: &'static [Self];
+    /// The label value as exposed.
+    fn as_str(self) -> &'static str;
+}
+
+/// The value of one counter of `family`, 0 when it was never created.
+fn count(family: &Family<Labels, Counter>, labels: &Labels) -> u64 {
+    family.get(labels).map_or(0, |c| c.get())
+}
+
+/// The counters of the one-label `family` for every value of `R` that has one.
+fn by_value<R: LabelValue>(family: &Family<Labels, Counter>, key: &'static str) -> BTreeMap<R, u64> {
+    R::ALL
+        .iter()
+        .filter_map(|&v| Some((v, family.get(&label(key, v.as_str()))?.get())))
+        .collect()
 }
 
 /// Shorthand for a one-label set.
@@ -240,5 +297,44 @@ mod tests {
             text.contains("elevate_sink_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Why {
+        A,
+        B,
+    }
+
+    impl LabelValue for Why {
+        const ALL: &'static [Self] = &[Why::A, Why::B];
+        fn as_str(self) -> &'static str {
+            match self {
+                Why::A => "a",
+                Why::B => "b",
+            }
+        }
+    }
+
+    #[test]
+    fn typed_counts_read_the_registered_counters() {
+        let m = Metrics::new();
+        assert_eq!((m.delivered(), m.consumed("t")), (0, 0));
+        assert!(m.skipped_by::<Why>().is_empty());
+        m.skipped.get_or_create(&label("reason", "b")).inc_by(3);
+        m.skipped.get_or_create(&label("reason", "other")).inc();
+        m.dead_lettered.get_or_create(&label("reason", "a")).inc();
+        m.records_consumed.get_or_create(&label("topic", "t")).inc_by(2);
+        m.notifications
+            .get_or_create(&vec![("outcome", "delivered".into()), ("status", "204".into())])
+            .inc();
+        assert_eq!(
+            m.skipped_by::<Why>().into_iter().collect::<Vec<_>>(),
+            [(Why::B, 3)]
+        );
+        assert_eq!(
+            m.dead_lettered_by::<Why>().into_iter().collect::<Vec<_>>(),
+            [(Why::A, 1)]
+        );
+        assert_eq!((m.delivered(), m.consumed("t"), m.consumed("u")), (1, 2, 0));
     }
 }

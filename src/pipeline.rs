@@ -31,7 +31,8 @@ use crate::limit::{share, Limiter};
 use crate::metrics::{label, Metrics};
 use crate::offsetmap::DoneMap;
 use crate::send::Sender;
-use crate::work::{lock, SharedLedger, Tp, Work};
+use crate::util::lock;
+use crate::work::{SharedLedger, Tp, Work};
 
 /// Why the pipeline could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

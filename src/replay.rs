@@ -38,7 +38,8 @@ use crate::metrics::Metrics;
 use crate::offsetmap::{self, DoneMap};
 use crate::pipeline::{fatal_client, on_consume_error, wait_for_signal, SinkContext, Stop};
 use crate::send::Sender;
-use crate::work::{lock, SharedLedger, Tp, Work};
+use crate::util::lock;
+use crate::work::{SharedLedger, Tp, Work};
 
 pub use ages::{AgeStats, Ages};
 pub use report::Summary;
@@ -751,13 +752,7 @@ pub async fn replay(
                 "final checkpoint commit failed: a rerun re-sends from the last successful commit"
             );
         }
-        let text = metrics.encode();
-        summary.sent = report::by_label(&text, "elevate_sink_notifications_total", "outcome")
-            .get("delivered")
-            .copied()
-            .unwrap_or(0);
-        summary.skipped = report::by_label(&text, "elevate_sink_skipped_total", "reason");
-        summary.dead_lettered = report::by_label(&text, "elevate_sink_dead_lettered_total", "reason");
+        summary.count(&metrics);
         if let Some(ages) = &work.ages {
             summary.ages = std::mem::take(&mut *lock(ages));
         }

@@ -11,7 +11,8 @@ use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
 use crate::decode::UserContext;
 use crate::select::Notification;
 
-/// Path of the add-to-cart notification, relative to the base URL.
+/// Path of the add-to-cart notification, relative to the base URL: no leading `/`, so joining
+/// keeps a path prefix of `elevate.base_url` (the stand-in's own copy is the same path, absolute).
 pub const ADD_TO_CART_PATH: &str = "api/storefront/v3/notifications/add-to-cart";
 
 /// A request ready to send (or to print in a dry run).

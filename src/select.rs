@@ -46,6 +46,15 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::NotAddToCart,
+        SkipReason::NoLines,
+        SkipReason::NotFromElevate,
+        SkipReason::NoTicket,
+        SkipReason::TooOld,
+    ];
+
     /// Stable label for metrics and summaries.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +64,14 @@ impl SkipReason {
             SkipReason::NoTicket => "no_ticket",
             SkipReason::TooOld => "too_old",
         }
+    }
+}
+
+impl crate::metrics::LabelValue for SkipReason {
+    const ALL: &'static [Self] = &SkipReason::ALL;
+
+    fn as_str(self) -> &'static str {
+        SkipReason::as_str(self)
     }
 }
 

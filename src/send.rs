@@ -19,26 +19,13 @@ use url::Url;
 
 use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
 use crate::config::{ElevateConfig, RetryConfig};
+use crate::deadletter::{ParkCause, ParkReason};
 use crate::limit::Limiter;
 use crate::metrics::{label, Metrics};
 use crate::request::{build, endpoint, HttpRequest};
 use crate::retry::{Backoff, Charge, Next};
 use crate::select::Notification;
-
-/// Why a notification is parked in the dead-letter topic instead of delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParkReason {
-    /// Machine-readable reason (`rejected`, `retries_exhausted`, or a decode reason).
-    pub reason: String,
-    /// Human detail (the sanitised response excerpt, or the decode detail).
-    pub detail: String,
-    /// Last HTTP status, if an answer was received.
-    pub status: Option<u16>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Cart line the notification came from, if line-specific.
-    pub line: Option<usize>,
-}
+use crate::util::lock;
 
 /// How sending one notification ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,11 +132,6 @@ impl Sender {
         build(&self.endpoint, n, self.forward_visitor)
     }
 
-    /// The limiter (replay and run adjust its share).
-    pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.limiter
-    }
-
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
         let req = self.request_for(n);
@@ -188,7 +170,7 @@ impl Sender {
                 Class::Rejected => {
                     self.count("dead_lettered", &attempt.label);
                     return Outcome::Park(ParkReason {
-                        reason: "rejected".into(),
+                        reason: ParkCause::Rejected,
                         detail: attempt.excerpt,
                         status: attempt.status,
                         attempts: backoff.attempts,
@@ -222,7 +204,7 @@ impl Sender {
                 Next::GiveUp => {
                     self.count("dead_lettered", &attempt.label);
                     return Outcome::Park(ParkReason {
-                        reason: "retries_exhausted".into(),
+                        reason: ParkCause::RetriesExhausted,
                         detail: format!(
                             "gave up after {} attempts ({} transient, {} ms of transient failure): last answer {}",
                             backoff.attempts,
@@ -248,7 +230,7 @@ impl Sender {
 
     /// One loud line per status per 30 s: configuration errors stall the stream by design.
     fn shout(&self, a: &Attempt) {
-        let mut loud = self.loud.lock().unwrap_or_else(|e| e.into_inner());
+        let mut loud = lock(&self.loud);
         let due = loud
             .get(&a.label)
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));

@@ -7,19 +7,20 @@
 //! `skipped_total{reason="already_delivered"}`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::config::{Config, MappingConfig, Secret};
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, ParkCause, ParkReason};
 use crate::decode::Invalid;
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger, Track};
 use crate::metrics::{label, Metrics};
 use crate::replay::Ages;
 use crate::select::{map_record, Mapped, SkipReason};
-use crate::send::{Outcome, ParkReason, Sender};
+use crate::send::{Outcome, Sender};
+use crate::util::{lock, now_ms};
 
 /// The `skipped_total` reason of a record a previous owner of its partition finished.
 pub const ALREADY_DELIVERED: &str = "already_delivered";
@@ -49,19 +50,6 @@ pub struct Work {
     /// Ages of delivered notifications' events, when collected (replay's summary): a bounded
     /// histogram, the same size whatever the window.
     pub ages: Option<Mutex<Ages>>,
-}
-
-/// Locks a mutex, riding over poisoning (a panicked task must not wedge the pipeline).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Wall-clock time in epoch milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Maps one record as `run` and `replay` both do: decode + select + map, then the `--max-age`
@@ -129,7 +117,7 @@ impl Work {
                     Track::NotOwned | Track::Redelivery => return false,
                 };
                 let why = ParkReason {
-                    reason: invalid.reason.as_str().to_string(),
+                    reason: ParkCause::Invalid(invalid.reason),
                     detail: invalid.detail,
                     status: None,
                     attempts: 0,

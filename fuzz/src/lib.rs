@@ -1,5 +1,5 @@
 //! What the fuzz targets check, as plain functions: the libFuzzer targets in `fuzz_targets/`
-//! call them on nightly (`cargo +nightly fuzz run decode|map`), and `tests/hostile.rs` includes
+//! call them on nightly (`cargo +nightly fuzz run decode|map`), and `tests/it/hostile.rs` includes
 //! this file (`#[path]`) to run the very same checks on stable Rust over a generated corpus.
 //!
 //! The properties:

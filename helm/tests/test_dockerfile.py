@@ -71,6 +71,38 @@ def test_dependency_layer_stubs_every_cargo_target():
         assert path in stub_run, f"{path} (a target in Cargo.toml) has no stub in the dependency layer"
 
 
+def members():
+    """(directory, manifest) of every workspace member."""
+    return [(m, tomllib.loads((REPO / m / "Cargo.toml").read_text())) for m in CARGO["workspace"]["members"]]
+
+
+def test_dependency_layer_has_every_workspace_member_manifest_and_stubs():
+    """Cargo reads every member's manifest, and refuses one whose targets have no source."""
+    build = stages()[0]
+    copies = [a.split() for i, a in build["ins"] if i == "COPY" and "--from" not in a]
+    copied = {c[-2] for c in copies}
+    stub_run = next(a for i, a in build["ins"] if i == "RUN" and "fn main" in a)
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    for member, manifest in members():
+        assert f"{member}/Cargo.toml" in copied, f"{member}/Cargo.toml is not copied into the build stage"
+        assert f"!{member}/Cargo.toml" in ignore, f".dockerignore drops {member}/Cargo.toml"
+        lib = manifest.get("lib", {}).get("path", "src/lib.rs")
+        for path in [lib] + [b["path"] for b in manifest.get("bin", [])]:
+            assert f"{member}/{path}" in stub_run, f"{member}/{path} has no stub in the dependency layer"
+
+
+def test_image_is_built_without_the_demo_feature():
+    """The image is the service only: no `demo` command, no Elevate stand-in."""
+    assert "demo" in CARGO["features"]["default"]
+    build = stages()[0]
+    builds = [a for i, a in build["ins"] if i == "RUN" and "cargo build" in a]
+    assert builds
+    for run in builds:
+        for cmd in run.split("&&"):
+            if "cargo build" in cmd:
+                assert "--no-default-features" in cmd, cmd
+
+
 def test_runtime_is_distroless_non_root():
     runtime = stages()[-1]
     assert runtime["from"].startswith("gcr.io/distroless/cc-debian12")

@@ -11,6 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::ages::Ages;
 use super::window::PartitionWindow;
+use crate::deadletter::ParkCause;
+use crate::metrics::{LabelValue, Metrics};
+use crate::select::SkipReason;
 
 /// Elevate ends a session after at most an hour without notifications.
 pub const SESSION_WINDOW: Duration = Duration::from_secs(3600);
@@ -100,49 +103,6 @@ impl Progress {
     }
 }
 
-/// Counter values of `family` in a Prometheus text exposition, as (labels, value).
-pub fn counters(text: &str, family: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(family) else {
-            continue;
-        };
-        let (labels, value) = if let Some(inner) = rest.strip_prefix('{') {
-            let Some((l, v)) = inner.split_once("} ") else {
-                continue;
-            };
-            (l, v)
-        } else if let Some(v) = rest.strip_prefix(' ') {
-            ("", v)
-        } else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let labels = labels
-            .split("\",")
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_string(), v.trim_matches('"').to_string()))
-            })
-            .collect();
-        out.push((labels, value));
-    }
-    out
-}
-
-/// Sums `family` per value of `label`.
-pub fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (labels, v) in counters(text, family) {
-        if let Some(k) = labels.get(label) {
-            *out.entry(k.clone()).or_insert(0) += v as u64;
-        }
-    }
-    out
-}
-
 fn age(ms: i64) -> String {
     if ms < 0 {
         return format!("-{}", age(-ms));
@@ -179,7 +139,22 @@ pub struct Summary {
     pub duration: Duration,
 }
 
+/// Counts keyed by their label values, as the summary prints them.
+fn by_name<R: LabelValue>(counts: BTreeMap<R, u64>) -> BTreeMap<String, u64> {
+    counts
+        .into_iter()
+        .map(|(r, n)| (r.as_str().to_string(), n))
+        .collect()
+}
+
 impl Summary {
+    /// Takes what was sent, skipped and parked from this process's counters.
+    pub fn count(&mut self, metrics: &Metrics) {
+        self.sent = metrics.delivered();
+        self.skipped = by_name(metrics.skipped_by::<SkipReason>());
+        self.dead_lettered = by_name(metrics.dead_lettered_by::<ParkCause>());
+    }
+
     /// Whether the median age of sent events exceeds Elevate's session window.
     pub fn late(&self) -> bool {
         self.ages
@@ -270,17 +245,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_from_exposition() {
-        let text = "# HELP x\nelevate_sink_skipped_total{reason=\"no_ticket\"} 2\n\
-                    elevate_sink_skipped_total{reason=\"too_old\"} 3\n\
-                    elevate_sink_notifications_total{outcome=\"delivered\",status=\"204\"} 7\n\
-                    elevate_sink_notifications_total{outcome=\"dead_lettered\",status=\"400\"} 1\n\
-                    elevate_sink_commits_total 4\n";
-        let s = by_label(text, "elevate_sink_skipped_total", "reason");
-        assert_eq!(s.get("too_old"), Some(&3));
-        let n = by_label(text, "elevate_sink_notifications_total", "outcome");
-        assert_eq!(n.get("delivered"), Some(&7));
-        assert_eq!(counters(text, "elevate_sink_commits_total")[0].1, 4.0);
+    fn counts_from_the_counters() {
+        let m = Metrics::new();
+        let reason = |r: &str| crate::metrics::label("reason", r);
+        m.skipped.get_or_create(&reason("no_ticket")).inc_by(2);
+        m.skipped.get_or_create(&reason("too_old")).inc_by(3);
+        m.notifications
+            .get_or_create(&vec![("outcome", "delivered".into()), ("status", "204".into())])
+            .inc_by(7);
+        m.notifications
+            .get_or_create(&vec![
+                ("outcome", "dead_lettered".into()),
+                ("status", "400".into()),
+            ])
+            .inc();
+        m.dead_lettered.get_or_create(&reason("rejected")).inc();
+        let mut s = Summary::default();
+        s.count(&m);
+        assert_eq!(s.skipped.get("too_old"), Some(&3));
+        assert_eq!(s.skipped.get("no_ticket"), Some(&2));
+        assert_eq!(s.sent, 7);
+        assert_eq!(s.dead_lettered.get("rejected"), Some(&1));
+        assert_eq!(s.dead_lettered.len(), 1);
     }
 
     #[test]

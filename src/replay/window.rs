@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::offsetmap::{to_fingerprint, ReplayWindow};
 
@@ -87,13 +87,8 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     Ok(ms - offset_min * 60_000)
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the epoch, now (kept reachable here for replay.rs until its split).
+pub use crate::util::now_ms;
 
 /// What the broker told us about one partition, as the resolution needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use elevate_sink::offsetmap::{self, DoneMap};
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
 
 use crate::pipeline::{
     committed_reach_end, config_toml, multiset, parse, simple, InProcess, Proc, SIGKILL, SIGTERM,
@@ -413,5 +413,5 @@ async fn scrape(port: u16, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    crate::pipeline::metric(&text, name)
+    testkit::metrics::sum(&text, name)
 }

@@ -25,7 +25,8 @@ use elevate_sink::admin::{self, Health};
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
+use testkit::metrics;
 
 use crate::support::kafka::{
     bootstrap, client_config, committed_offsets, consume_all, create_topic, create_topic_with, produce,
@@ -113,23 +114,8 @@ impl InProcess {
     }
 
     fn series(&self, needle: &str) -> f64 {
-        metric(&self.metrics.encode(), needle)
+        metrics::sum(&self.metrics.encode(), needle)
     }
-}
-
-/// Sum of every sample whose line starts with `needle` (name plus optional label prefix).
-fn metric(text: &str, needle: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The label sets of `name`'s samples, e.g. `partition="0"` lines of `consumer_lag`.
-fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .collect()
 }
 
 fn add_to_cart(ticket: &str) -> serde_json::Value {
@@ -478,7 +464,7 @@ async fn corrupt_batch_stalls_run_and_stops_replay_before_anything_is_committed_
     );
     assert!(summary.final_commit, "the final commit of what is done succeeded");
     assert!(
-        metric(
+        metrics::sum(
             &metrics.encode(),
             "elevate_sink_consume_errors_total{code=\"BadMessage\""
         ) >= 1.0,
@@ -866,7 +852,7 @@ async fn revoked_partitions_leave_the_consumer_lag_gauge() {
     wait_until(
         Duration::from_secs(60),
         "the first member reports lag for both partitions",
-        || samples(&first.metrics.encode(), "elevate_sink_consumer_lag").len() == 2,
+        || metrics::labelled(&first.metrics.encode(), "elevate_sink_consumer_lag").len() == 2,
     )
     .await;
     let second = InProcess::start(parse(&toml));
@@ -878,13 +864,13 @@ async fn revoked_partitions_leave_the_consumer_lag_gauge() {
     wait_until(
         Duration::from_secs(30),
         "the first member's lag gauge drops the partition it gave up",
-        || samples(&first.metrics.encode(), "elevate_sink_consumer_lag").len() == 1,
+        || metrics::labelled(&first.metrics.encode(), "elevate_sink_consumer_lag").len() == 1,
     )
     .await;
     // And statistics that arrive later do not bring it back.
     tokio::time::sleep(Duration::from_millis(1_000)).await; // five statistics intervals
     let text = first.metrics.encode();
-    let lag = samples(&text, "elevate_sink_consumer_lag");
+    let lag = metrics::labelled(&text, "elevate_sink_consumer_lag");
     assert_eq!(lag.len(), 1, "{lag:?}");
     second.stop().await;
     first.stop().await;

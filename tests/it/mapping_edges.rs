@@ -13,7 +13,8 @@ use elevate_sink::admin::Health;
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline;
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
+use testkit::metrics;
 
 use crate::support::kafka::{
     committed_offsets, high_watermarks, produce, setup, wait_until_async, Names, Rec,
@@ -73,25 +74,6 @@ async fn run_to_the_end(cfg: Config, bs: &str, n: &Names, standin: &StandIn, las
     metrics.encode()
 }
 
-/// Counter samples of `family` by the value of `label` (`family{label="x",…} v`).
-fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let key = format!("{label}=\"");
-    for line in text.lines().filter(|l| l.starts_with(&format!("{family}{{"))) {
-        let Some(rest) = line.split(&key).nth(1) else {
-            continue;
-        };
-        let name = rest.split('"').next().unwrap_or_default().to_string();
-        let v: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *out.entry(name).or_default() += v;
-    }
-    out
-}
-
 fn add_to_cart(ticket: &str, ctx: Option<&str>, visitor: Value) -> Value {
     let mut e = json!({
         "type": "add_to_cart", "market": "SE", "customerKey": "cust-edge-1", "sessionKey": "sess-edge-1",
@@ -125,14 +107,14 @@ async fn records_that_would_send_nothing_are_skipped_not_dead_lettered() {
 
     let cfg = config(&bs, &n, &standin.base_url(), "");
     let text = run_to_the_end(cfg, &bs, &n, &standin, "edge-last").await;
-    let dead = by_label(&text, "elevate_sink_dead_lettered_total", "reason");
+    let dead = metrics::by_label(&text, "elevate_sink_dead_lettered_total", "reason");
     assert!(
         dead.values().all(|v| *v == 0.0),
         "records that would send nothing (or only drop bad keys) were dead-lettered: {dead:?}"
     );
     let parked = high_watermarks(&bs, &n.dlq).await;
     assert!(parked.values().all(|h| *h == 0), "dead-letter topic: {parked:?}");
-    let skipped = by_label(&text, "elevate_sink_skipped_total", "reason");
+    let skipped = metrics::by_label(&text, "elevate_sink_skipped_total", "reason");
     assert_eq!(skipped.get("not_add_to_cart"), Some(&2.0), "{skipped:?}");
     assert_eq!(skipped.get("not_from_elevate"), Some(&1.0), "{skipped:?}");
     assert_eq!(skipped.get("no_ticket"), Some(&1.0), "{skipped:?}");

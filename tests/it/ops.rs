@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::kafka::{bootstrap, names, produce, unique, wait_until_async, Names, Rec};

@@ -18,7 +18,8 @@ use elevate_sink::admin::Health;
 use elevate_sink::config::Config;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
-use elevate_sink::standin::{Faults, StandIn};
+use elevate_standin::{Faults, StandIn};
+use testkit::metrics;
 
 use crate::support::kafka::{
     committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
@@ -83,16 +84,8 @@ impl InProcess {
     }
 
     pub(crate) fn series(&self, needle: &str) -> f64 {
-        metric(&self.metrics.encode(), needle)
+        metrics::sum(&self.metrics.encode(), needle)
     }
-}
-
-/// Sum of every sample whose line starts with `needle` (name plus optional label prefix).
-pub(crate) fn metric(text: &str, needle: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn event(ticket_lines: &[(&str, Option<&str>)], ctx: Option<&str>) -> serde_json::Value {

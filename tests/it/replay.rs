@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
 
 use crate::support::kafka::{
     client_config, committed_offsets, high_watermarks, produce, setup, unique, Names, Rec,

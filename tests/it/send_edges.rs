@@ -20,7 +20,7 @@ use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline::{self, RunSummary};
 use elevate_sink::select::{map_record, Notification};
 use elevate_sink::send::{Outcome, Sender};
-use elevate_sink::standin::{max_in_window, Faults, StandIn};
+use elevate_standin::{max_in_window, Faults, StandIn};
 
 use crate::support::kafka::{
     committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
@@ -305,7 +305,7 @@ async fn a_transient_failure_longer_than_max_elapsed_is_parked() {
     );
     match s.send(&notification("down", "SE"), || true).await {
         Outcome::Park(why) => {
-            assert_eq!(why.reason, "retries_exhausted");
+            assert_eq!(why.reason.as_str(), "retries_exhausted");
             assert_eq!(why.status, Some(500));
             assert!(why.attempts >= 2, "{why:?}");
         }

@@ -8,27 +8,19 @@
 //! Every test makes its own topics and groups with [`unique`], so tests run in parallel and
 //! can be rerun against the same long-lived broker.
 //!
-//! The helpers panic with context on failure: they are for tests.
+//! The broker helpers themselves are `testkit::kafka`'s; here they panic with context on
+//! failure: they are for tests.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
+pub use testkit::kafka::{client_config, header, payload_str, unique, Landed, Rec, BIG_RECORD_BYTES};
 
 /// Environment variable that names the broker.
 pub const BOOTSTRAP_ENV: &str = "KAFKA_BOOTSTRAP_SERVERS";
-
-/// Timeout for single admin/metadata round trips against the test broker.
-const OP_TIMEOUT: Duration = Duration::from_secs(15);
 
 // -------------------------------------------------------------------------------------------
 // the broker
@@ -118,45 +110,20 @@ fn container_bootstrap() -> String {
 }
 
 // -------------------------------------------------------------------------------------------
-// names and configs
-
-/// A name no other test (nor an earlier run against the same broker) uses:
-/// `PREFIX-PID-MILLIS-COUNTER`, restricted to characters legal in topic names.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let prefix: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("{prefix}-{}-{millis}-{n}", std::process::id())
-}
-
-/// A client config pointing at `bootstrap`, for tests that build their own clients.
-pub fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
-}
-
-// -------------------------------------------------------------------------------------------
-// topics
+// topics and names
 
 /// Creates `name` with `partitions` partitions (replication factor 1) and waits until every
 /// partition has a leader in the metadata. Panics if creation fails (including "already
 /// exists": use [`unique`] names).
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     create_topic_with(bootstrap, name, partitions, &[]).await
+}
+
+/// [`create_topic`] with topic configs, e.g. `&[("retention.ms", "-1")]`.
+pub async fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    testkit::kafka::create_topic(bootstrap, name, partitions, configs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The topics and group of one test of the service.
@@ -189,251 +156,26 @@ pub async fn setup(prefix: &str, partitions: i32) -> (String, Names) {
     (bs, n)
 }
 
-/// [`create_topic`] with topic configs, e.g. `&[("retention.ms", "-1")]`.
-pub async fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
-        .create()
-        .expect("create Kafka admin client");
-    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        topic = topic.set(k, v);
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
-    let results = admin
-        .create_topics([&topic], &opts)
-        .await
-        .unwrap_or_else(|e| panic!("create topic {name} at {bootstrap}: {e}"));
-    for r in results {
-        if let Err((t, code)) = r {
-            panic!("create topic {t} at {bootstrap}: {code}");
-        }
-    }
-    // Wait for the metadata to show every partition with a leader.
-    let (bootstrap, name) = (bootstrap.to_owned(), name.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config(&bootstrap)
-            .create()
-            .expect("create metadata client");
-        let deadline = Instant::now() + OP_TIMEOUT;
-        loop {
-            if let Ok(md) = consumer.fetch_metadata(Some(&name), Duration::from_secs(5)) {
-                if let Some(t) = md.topics().iter().find(|t| t.name() == name) {
-                    if t.error().is_none()
-                        && t.partitions().len() == partitions as usize
-                        && t.partitions().iter().all(|p| p.leader() >= 0)
-                    {
-                        return;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "topic {name} created but its {partitions} partitions have no leaders after {OP_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .expect("metadata wait panicked");
-}
-
 // -------------------------------------------------------------------------------------------
-// producing
+// producing, offsets and reading back
 
-/// One record to produce. Build with [`Rec::new`] and the chained setters, or convert from a
-/// tuple `(partition, key, value, timestamp_ms, headers)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rec {
-    pub partition: Option<i32>,
-    pub key: Option<Vec<u8>>,
-    /// `None` is a tombstone.
-    pub value: Option<Vec<u8>>,
-    pub timestamp_ms: Option<i64>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Rec {
-    pub fn new(value: impl Into<Vec<u8>>) -> Self {
-        Rec {
-            value: Some(value.into()),
-            ..Rec::default()
-        }
-    }
-    /// A record with a JSON value.
-    pub fn json(value: &serde_json::Value) -> Self {
-        Rec::new(serde_json::to_vec(value).expect("serialize JSON"))
-    }
-    /// A record with a null value.
-    pub fn tombstone() -> Self {
-        Rec::default()
-    }
-    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
-        self
-    }
-    pub fn partition(mut self, partition: i32) -> Self {
-        self.partition = Some(partition);
-        self
-    }
-    pub fn timestamp_ms(mut self, ts: i64) -> Self {
-        self.timestamp_ms = Some(ts);
-        self
-    }
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-}
-
-type RecTuple = (
-    Option<i32>,
-    Option<Vec<u8>>,
-    Vec<u8>,
-    Option<i64>,
-    Vec<(String, Vec<u8>)>,
-);
-
-impl From<RecTuple> for Rec {
-    fn from((partition, key, value, timestamp_ms, headers): RecTuple) -> Self {
-        Rec {
-            partition,
-            key,
-            value: Some(value),
-            timestamp_ms,
-            headers,
-        }
-    }
-}
-
-impl From<Vec<u8>> for Rec {
-    fn from(value: Vec<u8>) -> Self {
-        Rec::new(value)
-    }
-}
-
-impl From<&str> for Rec {
-    fn from(value: &str) -> Self {
-        Rec::new(value)
-    }
-}
-
-impl From<String> for Rec {
-    fn from(value: String) -> Self {
-        Rec::new(value)
-    }
-}
-
-/// Where a produced record landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Landed {
-    pub partition: i32,
-    pub offset: i64,
-}
-
-/// Produces all `records` to `topic` (idempotent producer, `acks=all`), waits for every
-/// delivery report, and returns where each record landed, in input order. Panics on any
-/// delivery failure. Sends everything before awaiting, so 10,000 records take well under a
-/// second on a local broker.
+/// Produces all `records` to `topic` (`testkit::kafka::produce`: idempotent, `acks=all`) and
+/// returns where each record landed, in input order. Panics on any delivery failure.
 pub async fn produce<R, I>(bootstrap: &str, topic: &str, records: I) -> Vec<Landed>
 where
     R: Into<Rec>,
     I: IntoIterator<Item = R>,
 {
-    let records: Vec<Rec> = records.into_iter().map(Into::into).collect();
-    let producer: FutureProducer = client_config(bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("create Kafka producer");
-
-    let mut pending = Vec::with_capacity(records.len());
-    for rec in &records {
-        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-        for (k, v) in &rec.headers {
-            headers = headers.insert(Header {
-                key: k.as_str(),
-                value: Some(v.as_slice()),
-            });
-        }
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(k) = &rec.key {
-            fr = fr.key(k.as_slice());
-        }
-        if let Some(v) = &rec.value {
-            fr = fr.payload(v.as_slice());
-        }
-        if let Some(p) = rec.partition {
-            fr = fr.partition(p);
-        }
-        if let Some(ts) = rec.timestamp_ms {
-            fr = fr.timestamp(ts);
-        }
-        loop {
-            match producer.send_result(fr) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    fr = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => panic!("produce to {topic}: enqueue failed: {e}"),
-            }
-        }
-    }
-
-    let results = futures::future::join_all(pending).await;
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| match r {
-            Ok(Ok(d)) => Landed {
-                partition: d.partition,
-                offset: d.offset,
-            },
-            Ok(Err((e, _))) => panic!("produce to {topic}: record #{i} not delivered: {e}"),
-            Err(_) => panic!("produce to {topic}: record #{i}: producer dropped"),
-        })
-        .collect()
+    testkit::kafka::produce(bootstrap, topic, records)
+        .await
+        .unwrap_or_else(|e| panic!("produce to {topic}: {e}"))
 }
-
-// -------------------------------------------------------------------------------------------
-// offsets and reading back
 
 /// The partition ids of `topic`, sorted. Panics if the topic does not exist.
 pub async fn partitions(bootstrap: &str, topic: &str) -> Vec<i32> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client_config(&bootstrap)
-            .create()
-            .expect("create metadata client");
-        partitions_blocking(&c, &topic)
-    })
-    .await
-    .expect("metadata task panicked")
-}
-
-fn partitions_blocking(c: &BaseConsumer, topic: &str) -> Vec<i32> {
-    let md = c
-        .fetch_metadata(Some(topic), OP_TIMEOUT)
-        .unwrap_or_else(|e| panic!("metadata for {topic}: {e}"));
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .unwrap_or_else(|| panic!("topic {topic} not in metadata"));
-    if let Some(err) = t.error() {
-        panic!("metadata for {topic}: {err:?}");
-    }
-    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    ids.sort_unstable();
-    ids
+    testkit::kafka::partitions(bootstrap, topic)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The committed offsets of consumer group `group` for `topic`'s `partitions`: `None` where the
@@ -444,108 +186,30 @@ pub async fn committed_offsets(
     topic: &str,
     partitions: impl IntoIterator<Item = i32>,
 ) -> BTreeMap<i32, Option<i64>> {
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, p);
-    }
-    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client_config(&bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("create offsets client");
-        let got = c
-            .committed_offsets(tpl, OP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("committed offsets of group {group} on {topic}: {e}"));
-        got.elements_for_topic(&topic)
-            .into_iter()
-            .map(|e| {
-                let off = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition(), off)
-            })
-            .collect()
-    })
-    .await
-    .expect("committed offsets task panicked")
+    testkit::kafka::committed_offsets(bootstrap, group, topic, partitions)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The high watermark (next offset to be written) of every partition of `topic`.
 pub async fn high_watermarks(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client_config(&bootstrap)
-            .create()
-            .expect("create watermark client");
-        partitions_blocking(&c, &topic)
-            .into_iter()
-            .map(|p| {
-                let (_low, high) = c
-                    .fetch_watermarks(&topic, p, OP_TIMEOUT)
-                    .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
-                (p, high)
-            })
-            .collect()
-    })
-    .await
-    .expect("watermark task panicked")
+    testkit::kafka::high_watermarks(bootstrap, topic)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Reads `topic` from the beginning of every partition (manual assignment, a throwaway group
-/// that commits nothing) until `expected` records have arrived or `timeout` has passed, and
-/// returns what it read, in arrival order (ordered within each partition). Callers assert on
-/// the count: fewer than `expected` means the timeout hit.
+/// Reads `topic` from the beginning until `expected` records have arrived or `timeout` has
+/// passed (`testkit::kafka::consume_all`). Callers assert on the count: fewer than `expected`
+/// means the timeout hit.
 pub async fn consume_all(
     bootstrap: &str,
     topic: &str,
     expected: usize,
     timeout: Duration,
 ) -> Vec<OwnedMessage> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client_config(&bootstrap)
-            .set("group.id", unique("consume-all"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
-            .set("fetch.queue.backoff.ms", "10")
-            .create()
-            .expect("create reader");
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions_blocking(&c, &topic) {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                .expect("add partition");
-        }
-        c.assign(&tpl).unwrap_or_else(|e| panic!("assign {topic}: {e}"));
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::with_capacity(expected);
-        while out.len() < expected {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match c.poll(left.min(Duration::from_millis(100))) {
-                Some(Ok(m)) => out.push(m.detach()),
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => panic!("consume {topic}: {e}"),
-            }
-        }
-        out
-    })
-    .await
-    .expect("consume task panicked")
-}
-
-/// The payload of a message as UTF-8 text (empty for a tombstone).
-pub fn payload_str(m: &OwnedMessage) -> &str {
-    m.payload_view::<str>()
-        .transpose()
-        .expect("payload is not UTF-8")
-        .unwrap_or("")
+    testkit::kafka::consume_all(bootstrap, topic, expected, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 // -------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! `elevate-standin`: the Elevate stand-in as a process, for benchmarks and chaos runs.
 //!
 //! Prints its base URL on stdout once listening; control API under `/_standin/` (see
-//! `elevate_sink::standin`). SIGTERM/SIGINT: stop, dump accepted requests (`--dump`), exit 0.
+//! the `elevate_standin` library). SIGTERM/SIGINT: stop, dump accepted requests (`--dump`), exit 0.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use elevate_sink::standin::{Faults, Options, StandIn};
+use elevate_standin::{Faults, Options, StandIn};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Elevate v3 add-to-cart stand-in with fault injection.

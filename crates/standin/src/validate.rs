@@ -1,4 +1,6 @@
 //! The v3 add-to-cart contract as a pure function: no I/O, no clock, no state.
+//! Written from elevate-api.md apart from the product (own `UserContext`, own path) on purpose: a
+//! shared type would let a product mistake agree with the stand-in that is meant to catch it.
 
 use std::borrow::Cow;
 

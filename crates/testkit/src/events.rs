@@ -1,12 +1,10 @@
 //! Realistic cart events in the default `[mapping]` shape, shared by `benches/map.rs` and the
-//! `bench` example (included with `#[path]`). Deterministic for a seed.
+//! harness's `bench` (preload, HTTP ceiling, latency). Deterministic for a seed.
 //!
 //! Shape: `type`, `market`, `customerKey`, `sessionKey`, optional `userContext`,
 //! `visitor.{userAgent,ip}`, `occurredAt` (RFC 3339) and 1–3 `lines`, most of them Elevate
 //! products with a ticket. A ticket is unique per line and encodes nothing but an id:
 //! `t{record}.{line}` (see [`parse_ticket`]).
-
-#![allow(dead_code)]
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -8,27 +8,23 @@
 //!   a large generated corpus, on stable Rust: random bytes, mutations of the corpus files, and
 //!   JSON events built with `arbitrary` from random bytes. `HOSTILE_CASES` scales the count.
 //! * `hostile_corpus_through_the_real_service`: the whole corpus plus known good tickets
-//!   through `pipeline::run` against the real broker (`KAFKA_BOOTSTRAP_SERVERS`) and the
+//!   through `pipeline::run` against the real broker (the shared support's) and the
 //!   Elevate stand-in: every invalid record parked in the dead-letter topic with its reason and
 //!   its original bytes, every skip counted, every ticket delivered, offsets committed to the end.
 
 #[allow(dead_code)]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod fuzz_checks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use rdkafka::message::{Message, OwnedMessage};
+use serde_json::json;
+use testkit::corpus::{self, Entry};
+use testkit::metrics;
 use tokio::sync::watch;
 
 use elevate_sink::admin::Health;
@@ -36,91 +32,18 @@ use elevate_sink::config::{Config, MappingConfig};
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline;
 use elevate_sink::select::map_record;
-use elevate_sink::standin::StandIn;
+use elevate_standin::StandIn;
+
+use crate::support::kafka::{
+    bootstrap, committed_offsets, consume_all, create_topic, create_topic_with, header, produce, unique, Rec,
+    BIG_RECORD_BYTES as BIG,
+};
 
 // ---------------------------------------------------------------------------------------------
 // the corpus
 
-/// One record of `tests/data/expected.json`.
-#[derive(Debug, Clone)]
-struct Entry {
-    /// File name under `tests/data/corpus/` (or `tombstone`).
-    name: String,
-    /// What is nasty about it.
-    what: String,
-    /// `mapped`, `skipped` or `invalid`.
-    outcome: String,
-    /// For `invalid`: the reason label.
-    reason: Option<String>,
-    /// For `invalid`: a piece of the detail.
-    detail_contains: Option<String>,
-    /// For `mapped`: the tickets, in line order.
-    tickets: Vec<String>,
-    /// Skip reasons, in line order.
-    skipped: Vec<String>,
-    /// The record value; `None` for a tombstone.
-    value: Option<Vec<u8>>,
-}
-
-fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
-}
-
-/// A ticket as recorded: a string, or `{"prefix", "repeat", "times"}`.
-fn ticket(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => {
-            let times = o["times"].as_u64().expect("times") as usize;
-            format!(
-                "{}{}",
-                o["prefix"].as_str().expect("prefix"),
-                o["repeat"].as_str().expect("repeat").repeat(times)
-            )
-        }
-        other => panic!("bad ticket in expected.json: {other}"),
-    }
-}
-
 fn corpus() -> Vec<Entry> {
-    let dir = data_dir();
-    let text = std::fs::read_to_string(dir.join("expected.json")).expect("tests/data/expected.json");
-    let doc: Value = serde_json::from_str(&text).expect("expected.json is JSON");
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|s| s.as_str().expect("string").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    doc["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            let name = r["name"].as_str().expect("name").to_string();
-            let tombstone = r["tombstone"].as_bool().unwrap_or(false);
-            let value = (!tombstone).then(|| {
-                std::fs::read(dir.join("corpus").join(&name))
-                    .unwrap_or_else(|e| panic!("tests/data/corpus/{name}: {e}"))
-            });
-            Entry {
-                what: r["what"].as_str().unwrap_or("").to_string(),
-                outcome: r["outcome"].as_str().expect("outcome").to_string(),
-                reason: r["reason"].as_str().map(String::from),
-                detail_contains: r["detail_contains"].as_str().map(String::from),
-                tickets: r["tickets"]
-                    .as_array()
-                    .map(|a| a.iter().map(ticket).collect())
-                    .unwrap_or_default(),
-                skipped: strings(&r["skipped"]),
-                value,
-                name,
-            }
-        })
-        .collect()
+    corpus::load().unwrap_or_else(|e| panic!("the hostile corpus: {e}"))
 }
 
 /// Checks one entry's `map_record` outcome; returns a description of the mismatch, if any.
@@ -213,7 +136,7 @@ fn corpus_directory_and_expected_json_list_the_same_files() {
         .filter(|e| e.value.is_some())
         .map(|e| e.name)
         .collect();
-    let on_disk: HashSet<String> = std::fs::read_dir(data_dir().join("corpus"))
+    let on_disk: HashSet<String> = std::fs::read_dir(corpus::data_dir().join("corpus"))
         .expect("tests/data/corpus")
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -339,160 +262,25 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // the corpus through the real service
 
-const BOOTSTRAP_ENV: &str = "KAFKA_BOOTSTRAP_SERVERS";
-/// Large enough for the 1 MiB records plus headers, on both topics and both producers.
-const BIG: &str = "4194304";
-
-fn bootstrap() -> String {
-    match std::env::var(BOOTSTRAP_ENV) {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => panic!(
-            "hostile_corpus_through_the_real_service needs a Kafka broker: {BOOTSTRAP_ENV} is unset.\n\
-             Start the project's broker and point the tests at it:\n\n    \
-             export {BOOTSTRAP_ENV}=$(scripts/kafka up)\n    cargo test --test hostile\n\n\
-             (stop it later with `scripts/kafka down`)"
-        ),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{ms}", std::process::id())
-}
-
-fn client(bs: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bs);
-    c
-}
-
-async fn create_topic(bs: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client(bs).create().expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", BIG);
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for r in admin.create_topics([&topic], &opts).await.expect("create topic") {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
-    let (bs, name) = (bs.to_string(), name.to_string());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client(&bs).create().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(md) = c.fetch_metadata(Some(&name), Duration::from_secs(5)) {
-                if md.topics().iter().any(|t| {
-                    t.name() == name
-                        && t.error().is_none()
-                        && t.partitions().len() == partitions as usize
-                        && t.partitions().iter().all(|p| p.leader() >= 0)
-                }) {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "topic {name} has no leaders");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
-}
-
-/// Produces (key, value, headers) records; returns (partition, offset) of each, in order.
-async fn produce(bs: &str, topic: &str, records: &[(String, Option<Vec<u8>>)]) -> Vec<(i32, i64)> {
-    let producer: FutureProducer = client(bs)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.max.bytes", BIG)
-        .create()
-        .expect("producer");
-    let mut out = Vec::new();
-    for (key, value) in records {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "corpus-name",
-            value: Some(key.as_bytes()),
-        });
-        let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key.as_str()).headers(headers);
-        if let Some(v) = value {
-            r = r.payload(v.as_slice());
-        }
-        let (p, o) = producer
-            .send(r, Duration::from_secs(30))
-            .await
-            .map(|d| (d.partition, d.offset))
-            .unwrap_or_else(|(e, _)| panic!("produce {key}: {e}"));
-        out.push((p, o));
-    }
-    out
-}
-
-/// Reads `topic` from the start until `expected` records came or `timeout` passed.
-async fn read_all(bs: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<OwnedMessage> {
-    let (bs, topic) = (bs.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client(&bs)
-            .set("group.id", unique("hostile-reader"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .unwrap();
-        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::new();
-        while out.len() < expected && Instant::now() < deadline {
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                out.push(m.detach());
-            }
-        }
-        out
-    })
-    .await
-    .unwrap()
-}
-
+/// Whether `group` has committed exactly `ends` (partition → offset) on `topic`.
 async fn committed_at_end(bs: &str, group: &str, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
-    let (bs, group, topic, ends) = (bs.to_string(), group.to_string(), topic.to_string(), ends.clone());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client(&bs).set("group.id", &group).create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in ends.keys() {
-            tpl.add_partition(&topic, *p);
-        }
-        let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return false;
-        };
-        ends.iter().all(|(p, end)| {
-            got.find_partition(&topic, *p)
-                .is_some_and(|e| e.offset() == Offset::Offset(*end))
-        })
-    })
-    .await
-    .unwrap()
+    let got = committed_offsets(bs, group, topic, ends.keys().copied()).await;
+    ends.iter().all(|(p, end)| got.get(p) == Some(&Some(*end)))
 }
 
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// Sum of the samples of a series whose line starts with `needle`.
-fn metric(text: &str, needle: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// Produces (key, value) records with a `corpus-name` header holding the key; where each landed.
+async fn produce_named(bs: &str, topic: &str, records: &[(String, Option<Vec<u8>>)]) -> Vec<(i32, i64)> {
+    let recs = records.iter().map(|(key, value)| Rec {
+        value: value.clone(),
+        ..Rec::default()
+            .key(key.as_str())
+            .header("corpus-name", key.as_str())
+    });
+    produce(bs, topic, recs)
+        .await
+        .into_iter()
+        .map(|l| (l.partition, l.offset))
+        .collect()
 }
 
 fn good_event(ticket: &str) -> Vec<u8> {
@@ -505,11 +293,11 @@ fn good_event(ticket: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_through_the_real_service() {
-    let bs = bootstrap();
+    let bs = bootstrap().await;
     let entries = corpus();
     let (topic, dlq, group) = (unique("hostile-in"), unique("hostile-dlq"), unique("hostile-g"));
-    create_topic(&bs, &topic, 3).await;
-    create_topic(&bs, &dlq, 2).await;
+    create_topic_with(&bs, &topic, 3, &[("max.message.bytes", BIG)]).await;
+    create_topic_with(&bs, &dlq, 2, &[("max.message.bytes", BIG)]).await;
     let standin = StandIn::start().await.unwrap();
 
     // Good tickets before, between and after the hostile records.
@@ -525,7 +313,7 @@ async fn hostile_corpus_through_the_real_service() {
     }
     records.push(("good-last".into(), Some(good_event("good-last"))));
     good.insert("good-last".into());
-    let landed = produce(&bs, &topic, &records).await;
+    let landed = produce_named(&bs, &topic, &records).await;
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for (p, o) in &landed {
         let e = ends.entry(*p).or_insert(0);
@@ -588,11 +376,11 @@ level = "warn"
             missing.len()
         );
     }
-    let invalid: Vec<&Entry> = entries.iter().filter(|e| e.outcome == "invalid").collect();
+    let invalid: Vec<&Entry> = entries.iter().filter(|e| e.invalid()).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut parked = Vec::new();
     while Instant::now() < deadline {
-        parked = read_all(&bs, &dlq, invalid.len(), Duration::from_secs(5)).await;
+        parked = consume_all(&bs, &dlq, invalid.len(), Duration::from_secs(5)).await;
         if parked.len() >= invalid.len() {
             break;
         }
@@ -654,7 +442,7 @@ level = "warn"
         }
     }
     for (reason, n) in &skips {
-        let got = metric(
+        let got = metrics::sum(
             &text,
             &format!("elevate_sink_skipped_total{{reason=\"{reason}\"}}"),
         );
@@ -702,29 +490,19 @@ async fn wait_until_committed(bs: &str, group: &str, topic: &str, ends: &BTreeMa
 /// parked without its value, with `elevate-sink-value-omitted` giving the size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_too_large_for_the_dead_letter_producer_does_not_wedge_the_partition() {
-    let bs = bootstrap();
+    let bs = bootstrap().await;
     let (topic, dlq, group) = (
         unique("oversize-in"),
         unique("oversize-dlq"),
         unique("oversize-g"),
     );
     // Default topic settings on both topics: nothing unusual on the broker side.
-    for (t, n) in [(&topic, 1), (&dlq, 1)] {
-        let admin: AdminClient<DefaultClientContext> = client(&bs).create().unwrap();
-        let nt = NewTopic::new(t, n, TopicReplication::Fixed(1));
-        admin
-            .create_topics([&nt], &AdminOptions::new())
-            .await
-            .unwrap()
-            .into_iter()
-            .for_each(|r| {
-                r.unwrap();
-            });
-    }
+    create_topic(&bs, &topic, 1).await;
+    create_topic(&bs, &dlq, 1).await;
     let standin = StandIn::start().await.unwrap();
     let mut big = b"{\"type\":\"add_to_cart\",\"notes\":\"".to_vec();
     big.resize(1_040_000, b'z');
-    let landed = produce(
+    let landed = produce_named(
         &bs,
         &topic,
         &[
@@ -760,14 +538,14 @@ async fn record_too_large_for_the_dead_letter_producer_does_not_wedge_the_partit
         done = committed_at_end(&bs, &group, &topic, &ends).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let failures = metric(&metrics.encode(), "elevate_sink_dead_letter_failures_total");
+    let failures = metrics::sum(&metrics.encode(), "elevate_sink_dead_letter_failures_total");
     let _ = stop.send(true);
     let _ = task.await;
     assert!(
         done,
         "commits stuck below the oversized record after 30 s ({failures} failed dead-letter produces)"
     );
-    let parked = read_all(&bs, &dlq, 1, Duration::from_secs(10)).await;
+    let parked = consume_all(&bs, &dlq, 1, Duration::from_secs(10)).await;
     assert_eq!(parked.len(), 1, "the oversized record is parked");
     assert_eq!(
         header(&parked[0], "elevate-sink-value-omitted").as_deref(),

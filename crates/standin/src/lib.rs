@@ -8,6 +8,8 @@
 //! port (`GET stats|accepted|faults|limits`, `POST faults|limits|script|outage|reset|dump`); control
 //! requests are not counted.
 //!
+//! It keeps an independent copy of the contract on purpose: no dependency on the product crate.
+//!
 //! Order for each request: size limits when set ([`Limits`]: 414, 431, 413, as a real server's front
 //! end refuses before the application sees the request), latency, dropped connection, fixed status,
 //! ticket script, 429, contract check (400/404/405), failure ratio (500), accept (204). A scripted

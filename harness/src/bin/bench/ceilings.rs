@@ -1,0 +1,172 @@
+//! The two ceilings the sink is measured against: the consume ceiling (a bare consumer with the
+//! service's settings; and, as a diagnostic, the consume path with mapping) and the HTTP ceiling
+//! (our load generator against the stand-in). Guarantees: each reads everything or fails.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use testkit::events;
+use testkit::kafka::{partitions_of, unique};
+
+use elevate_sink::config::{Config, MappingConfig};
+use elevate_sink::kafka::{consumer_config, SourceRecord};
+use elevate_sink::request::{build, endpoint, HttpRequest};
+use elevate_sink::select::map_record;
+
+use harness::round;
+
+/// Phase 1: a bare consumer with the service's settings reads the whole topic and discards it.
+pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value> {
+    let c: BaseConsumer = consumer_config(cfg, &[], &unique("bench-ceiling")).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions_of(&c, topic)? {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let start = Instant::now();
+    let mut first = None;
+    let mut last = start;
+    let mut n = 0u64;
+    let mut bytes = 0u64;
+    while n < expected {
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("consume ceiling: only {n} of {expected} records after 600 s");
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                n += 1;
+                last = Instant::now();
+                first.get_or_insert(last);
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => bail!("consume ceiling: {e}"),
+        }
+    }
+    let first = first.unwrap_or(start);
+    let secs = (last - first).as_secs_f64().max(1e-3);
+    Ok(json!({
+        "records": n,
+        "seconds": round(secs, 3),
+        "records_per_s": round(n as f64 / secs, 0),
+        "mib_per_s": round(bytes as f64 / secs / 1048576.0, 1),
+        "startup_s": round((first - start).as_secs_f64(), 3),
+    }))
+}
+
+/// Phase 1b (diagnostic): the service's consume path without HTTP — a `StreamConsumer` in the
+/// group (subscribe), each record copied into a `SourceRecord` and mapped, nothing sent.
+pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value> {
+    let c: StreamConsumer = consumer_config(cfg, &[], &unique("bench-stream")).create()?;
+    c.subscribe(&[topic])?;
+    let mapping = MappingConfig::default();
+    let start = Instant::now();
+    let mut first = None;
+    let mut last = start;
+    let mut n = 0u64;
+    let mut notes = 0u64;
+    while n < expected {
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("stream ceiling: only {n} of {expected} records after 600 s");
+        }
+        let m = match tokio::time::timeout(Duration::from_secs(1), c.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => bail!("stream ceiling: {e}"),
+            Err(_) => continue,
+        };
+        let src = SourceRecord::from_message(&m);
+        drop(m);
+        if let Ok(mapped) = map_record(&mapping, src.value.as_deref()) {
+            notes += mapped.notifications.len() as u64;
+        }
+        n += 1;
+        last = Instant::now();
+        first.get_or_insert(last);
+    }
+    let first = first.unwrap_or(start);
+    let secs = (last - first).as_secs_f64().max(1e-3);
+    Ok(json!({
+        "records": n,
+        "notifications": notes,
+        "seconds": round(secs, 3),
+        "records_per_s": round(n as f64 / secs, 0),
+        "startup_s": round((first - start).as_secs_f64(), 3),
+    }))
+}
+
+/// Phase 2: N keep-alive connections post the sink's exact requests as fast as answered.
+pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> {
+    let mapping = MappingConfig::default();
+    let ep = endpoint(&base.parse()?);
+    let mut gen = events::Events::new(99);
+    let mut reqs: Vec<HttpRequest> = Vec::new();
+    for id in 0..4000 {
+        let g = gen.event(1_000_000_000 + id, "2026-11-20T10:15:30.123Z");
+        if let Ok(m) = map_record(&mapping, Some(&g.value)) {
+            reqs.extend(m.notifications.iter().map(|n| build(&ep, n, true)));
+        }
+    }
+    let reqs = Arc::new(reqs);
+    // The same client settings as `send::Sender`.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(conns)
+        .tcp_nodelay(true)
+        .gzip(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("elevate-sink-bench")
+        .build()?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (http, reqs, ok, bad, stop) = (http.clone(), reqs.clone(), ok.clone(), bad.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = c * 997;
+            while !stop.load(Ordering::Relaxed) {
+                let r = &reqs[i % reqs.len()];
+                i += 1;
+                let mut b = http.post(&r.url).body(r.body.clone());
+                for (k, v) in &r.headers {
+                    b = b.header(*k, v);
+                }
+                match b.send().await {
+                    Ok(resp) if resp.status().as_u16() == 204 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ok0, bad0, t0) = (
+        ok.load(Ordering::Relaxed),
+        bad.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let (ok1, bad1, t1) = (
+        ok.load(Ordering::Relaxed),
+        bad.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let s = (t1 - t0).as_secs_f64();
+    Ok(json!({
+        "connections": conns,
+        "seconds": round(s, 2),
+        "requests_per_s": round((ok1 - ok0) as f64 / s, 0),
+        "non_204": bad1 - bad0,
+    }))
+}

@@ -1,0 +1,424 @@
+//! The benchmark harness (issue 7): one command, one run, one preloaded topic, ratios.
+//!
+//! ```text
+//! export KAFKA_BOOTSTRAP_SERVERS=$(scripts/kafka up)     # or a running scripts/kafka broker
+//! cargo run --release -p harness --bin bench -- [--records N] [--smoke] [--out bench/results]
+//! ```
+//!
+//! It builds the release binaries (`elevate-sink`, `elevate-standin`), preloads a topic with
+//! realistic default-shape cart events (`testkit::events`; the produce time is the
+//! Kafka record timestamp), starts the stand-in as its own process, and measures in order:
+//!
+//! 1. the consume ceiling: a bare `BaseConsumer` (settings from `kafka::consumer_config`, the
+//!    service's own) reading the whole topic and discarding it;
+//! 2. the HTTP ceiling: our load generator (reqwest, N keep-alive connections, the sink's exact
+//!    request shape from `request::build`) against the stand-in;
+//! 3. `elevate-sink run` end to end, unthrottled, as a child process (and again on a topic a
+//!    quarter the size, for peak RSS);
+//! 4. `elevate-sink run` throttled at a set rate;
+//! 5. produce-to-204 latency while records are produced at a steady rate below capacity.
+//!
+//! Results: `OUT/latest.md` (table) and `OUT/latest.json`. Environment overrides of the service
+//! config (`ELEVATE_SINK__…`) reach both the sink child and the consume ceiling's consumer, so a
+//! tuning is benchmarked fairly; the effective tuning is written into the results.
+
+mod ceilings;
+mod load;
+mod phases;
+mod procfs;
+mod report;
+mod sink;
+mod standin;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+use testkit::kafka::{create_topic, unique};
+
+use elevate_sink::config::Config;
+use elevate_sink::kafka::consumer_config;
+
+use harness::round;
+
+use crate::ceilings::{consume_ceiling, http_ceiling, stream_ceiling};
+use crate::load::{preload, Produced};
+use crate::phases::{e2e, latency, throttled};
+use crate::procfs::{loadavg, machine, CpuMeter};
+use crate::report::{f, markdown};
+use crate::sink::{sink_toml, Env};
+use crate::standin::Standin;
+
+/// Benchmark elevate-sink against the real broker and the stand-in; see the module docs.
+#[derive(Parser, Debug, Clone)]
+#[command(about)]
+struct Args {
+    /// Records preloaded into the main topic (default: 1000000, smoke: 3000).
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Tiny topic and short phases (CI): checks the harness works; numbers mean nothing.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Directory for latest.md and latest.json.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Partitions of the bench topics.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Concurrent keep-alive connections of the HTTP load generator, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "32,128")]
+    pub http_conns: Vec<usize>,
+    /// Seconds each HTTP load run measures (default 8, smoke 1), after 1 s of warm-up.
+    #[arg(long)]
+    pub http_secs: Option<f64>,
+    /// Rate quota of the throttled phase, requests per second (default 1000, smoke 200).
+    #[arg(long)]
+    pub throttle_rps: Option<f64>,
+    /// Seconds the throttled phase measures (default 30, smoke 3).
+    #[arg(long)]
+    pub throttle_secs: Option<f64>,
+    /// Records per second produced in the latency phase (default 500, smoke 200).
+    #[arg(long)]
+    pub latency_rps: Option<f64>,
+    /// Seconds the latency phase produces for (default 10, smoke 2).
+    #[arg(long)]
+    pub latency_secs: Option<f64>,
+    /// Skip `cargo build [--release] --bins` (use the binaries already in the target dir).
+    #[arg(long)]
+    pub no_build: bool,
+    /// Extra TOML appended to the sink's config (tuning, e.g. `[pipeline]` keys).
+    #[arg(long)]
+    pub config_extra: Option<PathBuf>,
+}
+
+/// Phase lengths and sizes after applying the smoke defaults.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Records in the main topic.
+    pub records: u64,
+    /// Records in the small topic (RSS flatness).
+    pub small_records: u64,
+    /// Seconds per HTTP load run.
+    pub http_secs: f64,
+    /// Throttled quota.
+    pub throttle_rps: f64,
+    /// Throttled measuring window.
+    pub throttle_secs: f64,
+    /// Latency phase produce rate.
+    pub latency_rps: f64,
+    /// Latency phase produce time.
+    pub latency_secs: f64,
+    /// Longest wait for one sink phase to finish.
+    pub phase_timeout: Duration,
+}
+
+impl Plan {
+    fn from(a: &Args) -> Plan {
+        let s = a.smoke;
+        let records = a.records.unwrap_or(if s { 3_000 } else { 1_000_000 });
+        Plan {
+            records,
+            small_records: (records / 4).max(100),
+            http_secs: a.http_secs.unwrap_or(if s { 1.0 } else { 8.0 }),
+            throttle_rps: a.throttle_rps.unwrap_or(if s { 200.0 } else { 1000.0 }),
+            throttle_secs: a.throttle_secs.unwrap_or(if s { 3.0 } else { 30.0 }),
+            latency_rps: a.latency_rps.unwrap_or(if s { 200.0 } else { 500.0 }),
+            latency_secs: a.latency_secs.unwrap_or(if s { 2.0 } else { 10.0 }),
+            phase_timeout: Duration::from_secs(if s { 60 } else { 1800 }),
+        }
+    }
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("bench: {}", msg.as_ref());
+}
+
+fn git_rev(repo: &Path) -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(repo)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn bootstrap(repo: &Path) -> Result<String> {
+    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        if !b.trim().is_empty() {
+            return Ok(b.trim().to_string());
+        }
+    }
+    let dir = std::env::var("ELEVATE_SINK_KAFKA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo.join(".cache/kafka"));
+    match std::fs::read_to_string(dir.join("bootstrap")) {
+        Ok(b) if !b.trim().is_empty() => Ok(b.trim().to_string()),
+        _ => bail!(
+            "no broker: set KAFKA_BOOTSTRAP_SERVERS, e.g. `export KAFKA_BOOTSTRAP_SERVERS=$(scripts/kafka up)`"
+        ),
+    }
+}
+
+fn broker_pid(repo: &Path) -> Option<u32> {
+    let dir = std::env::var("ELEVATE_SINK_KAFKA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo.join(".cache/kafka"));
+    std::fs::read_to_string(dir.join("kafka.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The binaries of the profile this harness was built with (CI's smoke run uses debug): the
+/// service and the stand-in, built in `target/<profile>` beside the harness itself.
+fn build_binaries(repo: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = vec!["build", "-p", "elevate-sink", "-p", "elevate-standin", "--bins"];
+    if !cfg!(debug_assertions) {
+        build.push("--release");
+    }
+    say(format!("building the binaries (cargo {})", build.join(" ")));
+    let st = Command::new(cargo).args(&build).current_dir(repo).status()?;
+    if !st.success() {
+        bail!("cargo {} failed", build.join(" "));
+    }
+    Ok(())
+}
+
+/// The report's header fields: schema, time, commit, mode, the command line.
+fn report_header(repo: &Path, smoke: bool) -> serde_json::Map<String, Value> {
+    let mut report = serde_json::Map::new();
+    report.insert("schema".into(), json!(1));
+    report.insert(
+        "when".into(),
+        json!(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
+    );
+    report.insert("commit".into(), json!(git_rev(repo)));
+    report.insert("mode".into(), json!(if smoke { "smoke" } else { "full" }));
+    report.insert(
+        "command".into(),
+        json!(format!(
+            "cargo run --release -p harness --bin bench -- {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        )),
+    );
+    report
+}
+
+/// The two preloaded topics (and their dead-letter topics): what was produced to each.
+async fn preload_topics(
+    bs: &str,
+    topic: &str,
+    small: &str,
+    args: &Args,
+    plan: &Plan,
+) -> Result<(Produced, Produced)> {
+    for t in [topic, small] {
+        create_topic(bs, t, args.partitions, &[]).await?;
+        create_topic(bs, &format!("{t}-dlq"), 1, &[]).await?;
+    }
+    say(format!("preloading {} records into {topic}", plan.records));
+    let t0 = Instant::now();
+    let produced = preload(bs, topic, plan.records, 1).await?;
+    say(format!(
+        "preloaded in {:.1} s ({} notifications expected)",
+        t0.elapsed().as_secs_f64(),
+        produced.notifications
+    ));
+    let produced_small = preload(bs, small, plan.small_records, 2).await?;
+    Ok((produced, produced_small))
+}
+
+/// The effective sink config (bench TOML + `ELEVATE_SINK__` env), as the sink will load it, and
+/// its description for the report.
+fn effective_config(env: &Env, topic: &str) -> Result<(Config, Value)> {
+    let probe = sink_toml(env, topic, "probe", "http://127.0.0.1:1", 1.0, 1, 1);
+    let cfg = Config::from_toml_with_env(&probe, " (bench config)", std::env::vars())?;
+    let described = json!({
+        "kafka_properties": cfg.kafka.properties,
+        "consumer_config": consumer_config(&cfg, &[], "g").config_map().iter()
+            .filter(|(k, _)| !k.starts_with("bootstrap") && !k.starts_with("group"))
+            .map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        "max_in_flight_requests": cfg.elevate.max_in_flight_requests,
+        "pipeline": cfg.pipeline,
+        "summary": format!(
+            "elevate.max_in_flight_requests={}, pipeline.max_in_flight_records={}, \
+             pipeline.max_pending_notifications={}, kafka.properties={:?}",
+            cfg.elevate.max_in_flight_requests,
+            cfg.pipeline.max_in_flight_records,
+            cfg.pipeline.max_pending_notifications,
+            cfg.kafka.properties
+        ),
+    });
+    Ok((cfg, described))
+}
+
+/// Phase 2 over every connection count of `--http-conns`: the runs, and the best rate.
+async fn http_ceilings(standin: &Standin, args: &Args, plan: &Plan) -> Result<(Vec<Value>, f64)> {
+    let mut runs = Vec::new();
+    for &c in &args.http_conns {
+        let cpu = CpuMeter::start(&[
+            ("standin", Some(standin.pid())),
+            ("bench", Some(std::process::id())),
+        ]);
+        let mut r = http_ceiling(&standin.base, c, plan.http_secs).await?;
+        r["cores_used"] = cpu.stop();
+        say(format!("   {r}"));
+        runs.push(r);
+        standin.reset().await?;
+    }
+    let best = runs.iter().map(|r| f(&r["requests_per_s"])).fold(0.0, f64::max);
+    Ok((runs, best))
+}
+
+/// The targets: end-to-end ratio to the lower ceiling, throttle error, peak RSS and its flatness.
+fn targets(cc: &Value, best_http: f64, e: &Value, es: &Value, t: &Value) -> (Value, Value) {
+    let (lower, which) = if f(&cc["notifications_equiv_per_s"]) < best_http {
+        (f(&cc["notifications_equiv_per_s"]), "consume")
+    } else {
+        (best_http, "HTTP")
+    };
+    let ratio = f(&e["notifications_per_s"]) / lower;
+    let (rss_big, rss_small) = (f(&e["peak_rss_mib"]), f(&es["peak_rss_mib"]));
+    let flat = (rss_big - rss_small).abs() <= 0.2 * rss_small.max(rss_big);
+    let targets = json!({
+        "e2e_ratio": {"value": round(ratio, 3), "target": ">= 0.8", "met": ratio >= 0.8},
+        "throttled_error": {"value": t["error_pct"], "target": "within ±1 %",
+                            "met": f(&t["error_pct"]).abs() <= 1.0},
+        "peak_rss": {"value_mib": [rss_small, rss_big], "target": "< 64 MiB and flat (±20 %)",
+                     "met": rss_big < 64.0 && rss_small < 64.0 && flat},
+    });
+    (json!({"per_s": lower, "which": which}), targets)
+}
+
+/// One whole run: build, preload, the five phases, the report's figures.
+async fn run(args: Args) -> Result<Value> {
+    let plan = Plan::from(&args);
+    let repo = testkit::repo_root();
+    let bin_dir = harness::bin_dir()?;
+    if !args.no_build {
+        build_binaries(&repo)?;
+    }
+    let bs = bootstrap(&repo)?;
+    let scratch = std::env::temp_dir().join(format!("elevate-sink-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let extra = match &args.config_extra {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => String::new(),
+    };
+    let env = Env {
+        bs: bs.clone(),
+        bin_dir: bin_dir.clone(),
+        scratch: scratch.clone(),
+        extra,
+        broker_pid: broker_pid(&repo),
+    };
+    let mut report = report_header(&repo, args.smoke);
+    let mut mach = machine();
+    say(format!("machine: {mach}; scratch {}", scratch.display()));
+
+    let (topic, small) = (unique("bench-main"), unique("bench-small"));
+    let (produced, produced_small) = preload_topics(&bs, &topic, &small, &args, &plan).await?;
+    report.insert(
+        "topic".into(),
+        json!({
+            "records": plan.records,
+            "partitions": args.partitions,
+            "notifications": produced.notifications,
+            "notifications_per_record": round(produced.notifications as f64 / plan.records as f64, 3),
+            "value_mib": round(produced.bytes as f64 / 1048576.0, 1),
+            "mean_value_bytes": round(produced.bytes as f64 / plan.records as f64, 0),
+            "small_records": plan.small_records,
+        }),
+    );
+    let (cfg, described) = effective_config(&env, &topic)?;
+    report.insert("config".into(), described);
+
+    say("1. consume ceiling");
+    let n = plan.records;
+    let (cfg1, t1) = (cfg.clone(), topic.clone());
+    let mut cc = tokio::task::spawn_blocking(move || consume_ceiling(&cfg1, &t1, n)).await??;
+    let per_record = produced.notifications as f64 / plan.records as f64;
+    cc["notifications_equiv_per_s"] = json!(round(f(&cc["records_per_s"]) * per_record, 0));
+    say(format!("   {cc}"));
+    say("1b. consume + map ceiling (StreamConsumer in a group, no HTTP; diagnostic)");
+    let sc = stream_ceiling(&cfg, &topic, plan.records).await?;
+    say(format!("   {sc}"));
+
+    say("2. HTTP ceiling");
+    let standin = Standin::start(&bin_dir.join("elevate-standin"))?;
+    let (runs, best) = http_ceilings(&standin, &args, &plan).await?;
+
+    say("3. end to end, unthrottled");
+    let e = e2e(&env, &standin, "e2e", &topic, &produced, plan.phase_timeout).await?;
+    say(format!("   {e}"));
+    let es = e2e(
+        &env,
+        &standin,
+        "e2e-small",
+        &small,
+        &produced_small,
+        plan.phase_timeout,
+    )
+    .await?;
+    say(format!("   {es}"));
+
+    say(format!("4. throttled at {}/s", plan.throttle_rps));
+    let t = throttled(&env, &standin, &topic, &plan).await?;
+    say(format!("   {t}"));
+
+    say(format!("5. latency at {} records/s", plan.latency_rps));
+    let l = latency(&env, &standin, args.partitions, &plan).await?;
+    say(format!("   {l}"));
+
+    let (lower, targets) = targets(&cc, best, &e, &es, &t);
+    mach["loadavg_at_end"] = json!(loadavg());
+    report.insert("machine".into(), mach);
+    report.insert("consume_ceiling".into(), cc);
+    report.insert("consume_map_ceiling".into(), sc);
+    report.insert(
+        "http_ceiling".into(),
+        json!({"runs": runs, "best_requests_per_s": best}),
+    );
+    report.insert("lower_ceiling".into(), lower);
+    report.insert("e2e".into(), e);
+    report.insert("e2e_small".into(), es);
+    report.insert("throttled".into(), t);
+    report.insert("latency".into(), l);
+    report.insert("targets".into(), targets);
+    drop(standin);
+    say(format!(
+        "configs, logs and sink metrics kept in {}",
+        scratch.display()
+    ));
+    Ok(Value::Object(report))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let out = args.out.clone();
+    let report = rt.block_on(run(args))?;
+    std::fs::create_dir_all(&out)?;
+    let md = markdown(&report);
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(out.join("latest.md"), &md)?;
+    let mut so = std::io::stdout().lock();
+    writeln!(so, "{md}")?;
+    say(format!(
+        "wrote {} and latest.json",
+        out.join("latest.md").display()
+    ));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The sink's three phases: end to end unthrottled on a preloaded topic, throttled at a set rate,
+//! and produce-to-204 latency at a steady rate; each counted from what the stand-in accepted.
+//! Guarantees: a phase waits for conditions (all accepted, committed to the end), bounded.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use testkit::kafka::{client_config, create_topic, partitions_of, unique};
+use testkit::{events, metrics};
+
+use harness::{free_port, now_ms, round};
+
+use crate::load::{produce_steady, Produced};
+use crate::procfs::CpuMeter;
+use crate::sink::{sink_toml, Env, Sink};
+use crate::standin::Standin;
+use crate::Plan;
+
+/// True when `group` has committed the high watermark of every partition of `topic`.
+pub fn committed_at_end(c: &BaseConsumer, topic: &str) -> Result<bool> {
+    let mut tpl = TopicPartitionList::new();
+    let mut high = BTreeMap::new();
+    for p in partitions_of(c, topic)? {
+        let (_, h) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        high.insert(p, h);
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements_for_topic(topic)
+        .iter()
+        .all(|e| matches!(e.offset(), Offset::Offset(o) if Some(&o) == high.get(&e.partition()))))
+}
+
+/// What the stand-in accepted in a phase, against what was produced.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Accepted requests.
+    pub accepted: u64,
+    /// Distinct tickets among them.
+    pub distinct: u64,
+    /// Earliest accept (epoch ms).
+    pub first_ms: i64,
+    /// Latest accept (epoch ms).
+    pub last_ms: i64,
+    /// Accept times, sorted (epoch ms).
+    pub times: Vec<i64>,
+    /// Produce-to-204 latencies (ms), sorted.
+    pub latencies: Vec<i64>,
+}
+
+pub async fn delivered(standin: &Standin, produced: &Produced) -> Result<Delivered> {
+    let mut d = Delivered {
+        first_ms: i64::MAX,
+        ..Delivered::default()
+    };
+    let mut seen = HashSet::new();
+    standin
+        .accepted(|ticket, at| {
+            d.accepted += 1;
+            if seen.insert(ticket.to_string()) {
+                d.distinct += 1;
+            }
+            d.first_ms = d.first_ms.min(at);
+            d.last_ms = d.last_ms.max(at);
+            d.times.push(at);
+            if let Some(ts) = events::parse_ticket(ticket).and_then(|id| produced.ts.get(id as usize)) {
+                d.latencies.push(at - ts);
+            }
+        })
+        .await?;
+    d.times.sort_unstable();
+    d.latencies.sort_unstable();
+    Ok(d)
+}
+
+pub fn pct(sorted: &[i64], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    json!(sorted[i])
+}
+
+/// Phase 3: the sink end to end on a preloaded topic, unthrottled; returns figures.
+pub async fn e2e(
+    env: &Env,
+    standin: &Standin,
+    name: &str,
+    topic: &str,
+    produced: &Produced,
+    timeout: Duration,
+) -> Result<Value> {
+    standin.reset().await?;
+    let group = unique(&format!("bench-{name}"));
+    let port = free_port()?;
+    let toml = sink_toml(env, topic, &group, &standin.base, 1_000_000.0, 10_000, port);
+    let cpu = CpuMeter::start(&[("broker", env.broker_pid), ("standin", Some(standin.pid()))]);
+    let started = now_ms() as i64;
+    let mut sink = Sink::start(env, name, &toml, port)?;
+    let cpu = CpuMeter {
+        procs: {
+            let mut p = cpu.procs;
+            p.push(("sink".into(), sink.pid(), 0.0));
+            p
+        },
+        ..cpu
+    };
+    let offsets: BaseConsumer = client_config(&env.bs)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let deadline = Instant::now() + timeout;
+    let mut all_accepted_ms = None;
+    let committed_ms;
+    loop {
+        sink.check_alive()?;
+        if all_accepted_ms.is_none() && standin.accepted_count().await? >= produced.notifications {
+            all_accepted_ms = Some(now_ms() as i64);
+        }
+        if all_accepted_ms.is_some() && committed_at_end(&offsets, topic)? {
+            committed_ms = now_ms() as i64;
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name}: not done after {timeout:?} (accepted {} of {})",
+                standin.accepted_count().await?,
+                produced.notifications
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu = cpu.stop();
+    let metrics_text = sink.metrics().await;
+    std::fs::write(env.scratch.join(format!("{name}.metrics")), &metrics_text)?;
+    let peak = sink.stop()?;
+    let d = delivered(standin, produced).await?;
+    let secs = ((d.last_ms - d.first_ms) as f64 / 1000.0).max(1e-3);
+    let to_commit = ((committed_ms - d.first_ms) as f64 / 1000.0).max(1e-3);
+    let records = produced.ts.len() as f64;
+    Ok(json!({
+        "records": produced.ts.len(),
+        "notifications_expected": produced.notifications,
+        "accepted": d.accepted,
+        "distinct_tickets": d.distinct,
+        "startup_s": round((d.first_ms - started) as f64 / 1000.0, 2),
+        "seconds_first_to_last_204": round(secs, 2),
+        "seconds_first_204_to_committed_end": round(to_commit, 2),
+        "records_per_s": round(records / secs, 0),
+        "notifications_per_s": round(d.accepted as f64 / secs, 0),
+        "records_per_s_to_committed_end": round(records / to_commit, 0),
+        "peak_rss_mib": round(peak, 1),
+        "cores_used": cpu,
+        "queueing_latency_ms": {"p50": pct(&d.latencies, 0.5), "p99": pct(&d.latencies, 0.99)},
+        "sink_counters": {
+            "commits": metrics::sum(&metrics_text, "elevate_sink_commits_total"),
+            "limiter_wait_seconds": metrics::sum(&metrics_text, "elevate_sink_limiter_wait_seconds"),
+            "retries": metrics::sum(&metrics_text, "elevate_sink_retries_total"),
+            "request_seconds_sum": metrics::sum(&metrics_text, "elevate_sink_request_duration_seconds_sum"),
+            "requests": metrics::sum(&metrics_text, "elevate_sink_request_duration_seconds_count"),
+        },
+    }))
+}
+
+/// Phase 4: the sink throttled at `rps`; observed rate over a window of `secs`.
+pub async fn throttled(env: &Env, standin: &Standin, topic: &str, plan: &Plan) -> Result<Value> {
+    standin.reset().await?;
+    let group = unique("bench-throttled");
+    let port = free_port()?;
+    let toml = sink_toml(env, topic, &group, &standin.base, plan.throttle_rps, 50, port);
+    let mut sink = Sink::start(env, "throttled", &toml, port)?;
+    // Wait for the first 204, then for 1 s of warm-up (the burst) plus the window, plus margin.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standin.accepted_count().await? == 0 {
+        sink.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("throttled: nothing accepted after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs_f64(1.0 + plan.throttle_secs + 0.5)).await;
+    sink.check_alive()?;
+    let peak = sink.stop()?;
+    let d = delivered(standin, &Produced::default()).await?;
+    let count_in = |from: i64, to: i64| d.times.iter().filter(|&&t| t >= from && t < to).count() as f64;
+    let w = (plan.throttle_secs * 1000.0) as i64;
+    let steady_from = d.first_ms + 1000;
+    let steady = count_in(steady_from, steady_from + w) / plan.throttle_secs;
+    let from_first = count_in(d.first_ms, d.first_ms + w) / plan.throttle_secs;
+    Ok(json!({
+        "set_rps": plan.throttle_rps,
+        "burst": 50,
+        "window_s": plan.throttle_secs,
+        "observed_rps": round(steady, 2),
+        "error_pct": round((steady - plan.throttle_rps) / plan.throttle_rps * 100.0, 3),
+        "observed_rps_from_first_204_incl_burst": round(from_first, 2),
+        "error_pct_incl_burst": round((from_first - plan.throttle_rps) / plan.throttle_rps * 100.0, 3),
+        "peak_rss_mib": round(peak, 1),
+    }))
+}
+
+/// Phase 5: the sink running, records produced at a steady rate: produce-to-204 latency.
+pub async fn latency(env: &Env, standin: &Standin, partitions: i32, plan: &Plan) -> Result<Value> {
+    standin.reset().await?;
+    let topic = unique("bench-latency");
+    create_topic(&env.bs, &topic, partitions, &[]).await?;
+    create_topic(&env.bs, &format!("{topic}-dlq"), 1, &[]).await?;
+    let group = unique("bench-latency");
+    let port = free_port()?;
+    let toml = sink_toml(env, &topic, &group, &standin.base, 1_000_000.0, 10_000, port);
+    let mut sink = Sink::start(env, "latency", &toml, port)?;
+    sink.wait_ready().await?;
+    // The group is joined; give the first fetch a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let produced = produce_steady(&env.bs, &topic, plan.latency_rps, plan.latency_secs, 5).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standin.accepted_count().await? < produced.notifications {
+        sink.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("latency: not all notifications accepted after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = sink.stop()?;
+    let d = delivered(standin, &produced).await?;
+    Ok(json!({
+        "records_per_s": plan.latency_rps,
+        "seconds": plan.latency_secs,
+        "records": produced.ts.len(),
+        "notifications": d.accepted,
+        "p50_ms": pct(&d.latencies, 0.5),
+        "p90_ms": pct(&d.latencies, 0.9),
+        "p99_ms": pct(&d.latencies, 0.99),
+        "max_ms": d.latencies.last().copied(),
+        "peak_rss_mib": round(peak, 1),
+    }))
+}

@@ -1,0 +1,120 @@
+//! The report: `latest.md`'s table from `latest.json`'s figures. Guarantees: pure, and a missing
+//! figure shows as NaN or null rather than failing the run.
+
+use serde_json::Value;
+
+pub fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+pub fn markdown(r: &Value) -> String {
+    let m = &r["machine"];
+    let cc = &r["consume_ceiling"];
+    let hc = &r["http_ceiling"];
+    let e = &r["e2e"];
+    let es = &r["e2e_small"];
+    let t = &r["throttled"];
+    let l = &r["latency"];
+    let tg = &r["targets"];
+    let ok = |b: &Value| {
+        if b.as_bool() == Some(true) {
+            "met"
+        } else {
+            "**missed**"
+        }
+    };
+    let mut s = String::new();
+    s += &format!(
+        "Run {} at commit `{}` ({} mode): {} CPUs ({}), {} GiB, load average at start {} / at end {}.\n\
+         Topic: {} records in {} partitions, {} notifications expected, {:.0} MiB of values.\n\n",
+        r["when"].as_str().unwrap_or(""),
+        r["commit"].as_str().unwrap_or(""),
+        r["mode"].as_str().unwrap_or(""),
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or(""),
+        m["memory_gib"],
+        m["loadavg_at_start"].as_str().unwrap_or(""),
+        m["loadavg_at_end"].as_str().unwrap_or(""),
+        r["topic"]["records"],
+        r["topic"]["partitions"],
+        r["topic"]["notifications"],
+        f(&r["topic"]["value_mib"]),
+    );
+    s += "| measure | result | target | status |\n|---|---|---|---|\n";
+    s += &format!(
+        "| 1. consume ceiling (bare BaseConsumer, service settings) | {:.0} records/s = {:.0} notifications/s equivalent | | |\n",
+        f(&cc["records_per_s"]),
+        f(&cc["notifications_equiv_per_s"])
+    );
+    s += &format!(
+        "| 2. HTTP ceiling (stand-in, our load generator, best of {}) | {:.0} requests/s | | |\n",
+        hc["runs"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .map(|x| format!("{} conns: {:.0}/s", x["connections"], f(&x["requests_per_s"])))
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        f(&hc["best_requests_per_s"])
+    );
+    s += &format!(
+        "| 3. end to end, unthrottled ({} records) | {:.0} records/s, {:.0} notifications/s ({:.0} records/s to committed end) | | |\n",
+        e["records"],
+        f(&e["records_per_s"]),
+        f(&e["notifications_per_s"]),
+        f(&e["records_per_s_to_committed_end"])
+    );
+    s += &format!(
+        "| 3. … ÷ lower ceiling ({:.0}/s, {}) | {:.2} | ≥ 0.80 | {} |\n",
+        f(&r["lower_ceiling"]["per_s"]),
+        r["lower_ceiling"]["which"].as_str().unwrap_or(""),
+        f(&tg["e2e_ratio"]["value"]),
+        ok(&tg["e2e_ratio"]["met"])
+    );
+    s += &format!(
+        "| 4. throttled at {:.0}/s over {:.0} s | {:.1}/s, error {:+.2} % ({:+.2} % incl. the first-second burst) | ±1 % | {} |\n",
+        f(&t["set_rps"]),
+        f(&t["window_s"]),
+        f(&t["observed_rps"]),
+        f(&t["error_pct"]),
+        f(&t["error_pct_incl_burst"]),
+        ok(&tg["throttled_error"]["met"])
+    );
+    s += &format!(
+        "| 5. peak RSS (VmHWM), {} / {} records | {:.1} / {:.1} MiB | < 64 MiB, flat | {} |\n",
+        es["records"],
+        e["records"],
+        f(&es["peak_rss_mib"]),
+        f(&e["peak_rss_mib"]),
+        ok(&tg["peak_rss"]["met"])
+    );
+    s += &format!(
+        "| 5. produce-to-204 latency at {:.0} records/s (steady) | p50 {} ms, p99 {} ms (max {} ms) | | |\n",
+        f(&l["records_per_s"]),
+        l["p50_ms"],
+        l["p99_ms"],
+        l["max_ms"]
+    );
+    s += &format!(
+        "| 5. … on the preloaded topic (queueing, not latency) | p50 {} ms, p99 {} ms | | |\n",
+        e["queueing_latency_ms"]["p50"], e["queueing_latency_ms"]["p99"]
+    );
+    s += &format!(
+        "\nCores used during the unthrottled run (of {}): {}.\n",
+        m["cpus"],
+        e["cores_used"]
+            .as_object()
+            .map(|o| o
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    s += &format!(
+        "Sink tuning: {}.\n",
+        r["config"]["summary"].as_str().unwrap_or("")
+    );
+    s
+}

@@ -1,0 +1,152 @@
+//! `elevate-sink run` as a child process for one phase: its config, its readiness, its `/metrics`,
+//! its peak RSS. Guarantees: a sink that exits early fails the phase with its log's tail.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::procfs::RssSampler;
+
+/// Paths and addresses every phase needs.
+pub struct Env {
+    /// Kafka bootstrap servers.
+    pub bs: String,
+    /// `target/release`.
+    pub bin_dir: PathBuf,
+    /// Scratch directory for configs and logs.
+    pub scratch: PathBuf,
+    /// Extra TOML for the sink config.
+    pub extra: String,
+    /// The broker's pid, if known (CPU accounting).
+    pub broker_pid: Option<u32>,
+}
+
+/// `elevate-sink run` as a child process.
+pub struct Sink {
+    /// The child.
+    pub child: Child,
+    /// Samples its RSS.
+    pub rss: RssSampler,
+    /// Its admin listener port.
+    pub admin_port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// The sink config of a phase (also what the consume ceiling's consumer is built from).
+pub fn sink_toml(
+    env: &Env,
+    topic: &str,
+    group: &str,
+    base_url: &str,
+    rps: f64,
+    burst: u32,
+    admin: u16,
+) -> String {
+    format!(
+        r#"[kafka]
+bootstrap_servers = "{bs}"
+group_id = "{group}"
+topics = ["{topic}"]
+[elevate]
+base_url = "{base_url}"
+[rate]
+requests_per_second = {rps:?}
+burst = {burst}
+[dead_letter]
+topic = "{topic}-dlq"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+level = "warn"
+format = "json"
+{extra}
+"#,
+        bs = env.bs,
+        extra = env.extra,
+    )
+}
+
+impl Sink {
+    pub fn start(env: &Env, name: &str, toml: &str, admin_port: u16) -> Result<Sink> {
+        let cfg_path = env.scratch.join(format!("{name}.toml"));
+        std::fs::write(&cfg_path, toml)?;
+        let log = env.scratch.join(format!("{name}.log"));
+        let child = Command::new(env.bin_dir.join("elevate-sink"))
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting elevate-sink")?;
+        let rss = RssSampler::start(child.id());
+        Ok(Sink {
+            child,
+            rss,
+            admin_port,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(st) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "elevate-sink exited early ({st}); log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn wait_ready(&mut self) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.check_alive()?;
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("elevate-sink not ready after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// SIGTERM, wait (at most 30 s), and the peak RSS in MiB.
+    pub fn stop(mut self) -> Result<f64> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(self.rss.peak_mib())
+    }
+}

@@ -1,0 +1,39 @@
+//! The two helpers every layer needs, kept once: the wall clock in epoch milliseconds, and a
+//! mutex lock that rides over poisoning. Guarantees: neither panics; a poisoned lock hands out
+//! the data as the panicking task left it. Limits: `now_ms` follows the system clock, jumps too.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time in epoch milliseconds (0 if the clock reads before 1970).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Locks a mutex, riding over poisoning (a panicked task must not wedge the pipeline).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_lock_still_hands_out_its_data() {
+        let m = std::sync::Arc::new(Mutex::new(1));
+        let m2 = m.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = m2.lock().unwrap();
+            panic!("poison it");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        *lock(&m) += 1;
+        assert_eq!(*lock(&m), 2);
+        assert!(now_ms() > 1_700_000_000_000);
+    }
+}
