@@ -197,12 +197,17 @@ impl Decoder {
                 found: schema.format(),
             });
         }
-        schema
-            .decode(framed.payload)
-            .map_err(|reason| WireError::Mismatch {
-                id,
-                format: self.format,
-                reason,
-            })
+        let decoded = match &*schema {
+            ParsedSchema::Avro(s) => s.decode(framed.payload),
+            ParsedSchema::Protobuf(s) => {
+                let (indexes, bytes) = frame::split_message_indexes(framed.payload)?;
+                s.decode_message(&indexes, bytes)
+            }
+        };
+        decoded.map_err(|reason| WireError::Mismatch {
+            id,
+            format: self.format,
+            reason,
+        })
     }
 }

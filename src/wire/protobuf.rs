@@ -79,7 +79,12 @@ impl ProtoSchema {
     /// The payload after the header (message indexes, then the message) as JSON.
     pub fn decode(&self, payload: &[u8]) -> Result<Value, String> {
         let (indexes, bytes) = frame::split_message_indexes(payload).map_err(|e| e.to_string())?;
-        let desc = self.message(&indexes)?;
+        self.decode_message(&indexes, bytes)
+    }
+
+    /// The message the indexes name, from its bytes, as JSON.
+    pub fn decode_message(&self, indexes: &[u32], bytes: &[u8]) -> Result<Value, String> {
+        let desc = self.message(indexes)?;
         let name = desc.full_name().to_owned();
         let msg = DynamicMessage::decode(desc, bytes).map_err(|e| format!("{name}: {e}"))?;
         to_json(&msg).map_err(|e| format!("{name}: {e}"))

@@ -21,8 +21,8 @@ pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 const MAX_SCHEMAS: usize = 64;
 
 /// How the client authenticates. The secrets come from files or env vars
-/// ([`crate::config::SecretSource::resolve`]).
-#[derive(Clone, Debug, Default)]
+/// ([`crate::config::SecretSource::resolve`]). `Debug` shows only the kind.
+#[derive(Clone, Default)]
 pub enum Credentials {
     /// No `Authorization` header.
     #[default]
@@ -31,6 +31,23 @@ pub enum Credentials {
     Basic { username: String, password: Secret },
     /// `Authorization: Bearer <token>`.
     Bearer { token: Secret },
+}
+
+impl Credentials {
+    /// `none`, `basic` or `bearer`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::None => "none",
+            Credentials::Basic { .. } => "basic",
+            Credentials::Bearer { .. } => "bearer",
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({})", self.kind())
+    }
 }
 
 /// Where the registry is and how to reach it.
@@ -123,14 +140,9 @@ struct Fetcher {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let auth = match self.fetcher.credentials {
-            Credentials::None => "none",
-            Credentials::Basic { .. } => "basic",
-            Credentials::Bearer { .. } => "bearer",
-        };
         f.debug_struct("Registry")
             .field("url", &self.fetcher.base.as_str())
-            .field("auth", &auth)
+            .field("auth", &self.fetcher.credentials.kind())
             .field("cached", &self.cached())
             .finish()
     }

@@ -320,6 +320,13 @@ async fn payload_that_does_not_match_its_schema_is_permanent_and_names_it() {
     // Protobuf: message index 7 of a file with 3 top-level messages.
     let err = proto.decode(&frame::frame(proto_id, &[2, 14])).await.unwrap_err();
     assert_mismatch(&err, "message index 7 out of range");
+    // Protobuf: message indexes cut short (a count of 2, one index).
+    let err = proto.decode(&frame::frame(proto_id, &[4, 0])).await.unwrap_err();
+    assert_eq!(err.reason(), "wire_bad_message_indexes");
+    assert!(
+        !err.is_transient() && err.to_string().contains("ends inside a varint"),
+        "{err}"
+    );
 
     // An Avro schema id read as Protobuf, and plain JSON through a wire decoder.
     let err = proto.decode(&frame::frame(avro_id, b"\0")).await.unwrap_err();
@@ -531,7 +538,7 @@ async fn credentials_are_sent_but_never_shown() {
     // What would leak: the secrets, and the basic header's base64 form.
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode("sink:pa55-w0rd-Zq9");
-    let forbidden = ["pa55-w0rd-Zq9", "tok-3xYz-secret", encoded.as_str()];
+    let forbidden = ["pa55-w0rd-Zq9", "tok-3xYz-secret", encoded.as_str(), "sink"];
     let check = |what: &str, text: String| {
         for f in forbidden {
             assert!(!text.contains(f), "{what} shows a secret: {text}");
