@@ -14,6 +14,7 @@
 //! * [`config`] — the one typed configuration tree (TOML + `ELEVATE_SINK__*` env overrides).
 //! * [`kafka`] — librdkafka client settings and the owned [`kafka::SourceRecord`].
 //! * [`decode`] — bytes → [`decode::CartEvent`] via JSON Pointers; bad input → a named reason.
+//! * [`wire`] — Avro / Protobuf in the Confluent wire format (schema registry) → the JSON decode reads.
 //! * [`select`] — cart event → 0..N [`select::Notification`]s, consent rules, skip reasons.
 //! * [`request`] — notification → the exact HTTP request of Elevate's contract.
 //! * [`limit`] — governor quotas, global and per market, shared across replicas by partitions.
@@ -56,4 +57,5 @@ pub mod select;
 pub mod send;
 pub mod tracker;
 pub mod util;
+pub mod wire;
 pub mod work;

@@ -16,3 +16,4 @@ mod registry;
 mod replay;
 mod send_edges;
 mod standin;
+mod wire;

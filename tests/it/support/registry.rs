@@ -131,9 +131,27 @@ impl Registry {
     /// `POST /subjects/{subject}/versions`: registers `schema` (or finds it already registered)
     /// and returns its id.
     pub async fn register(&self, subject: &str, kind: SchemaType, schema: &str) -> Result<u32, ApiError> {
+        self.register_with_references(subject, kind, schema, &[]).await
+    }
+
+    /// [`Registry::register`] with references: (import name, subject, version) of schemas
+    /// registered before (a Protobuf `import`, an Avro named type).
+    pub async fn register_with_references(
+        &self,
+        subject: &str,
+        kind: SchemaType,
+        schema: &str,
+        references: &[(&str, &str, u32)],
+    ) -> Result<u32, ApiError> {
         let mut body = json!({ "schema": schema });
         if kind != SchemaType::Avro {
             body["schemaType"] = json!(kind.as_str());
+        }
+        if !references.is_empty() {
+            body["references"] = references
+                .iter()
+                .map(|(name, subject, version)| json!({"name": name, "subject": subject, "version": version}))
+                .collect();
         }
         let url = self.url(&["subjects", subject, "versions"]);
         let resp = self.send(self.http.post(&url).json(&body), &url).await;
