@@ -470,3 +470,44 @@ fn check_sample_never_shows_the_api_key() {
 fn routes_of(c: &Config) -> Routes {
     Routes::from_config(c).unwrap()
 }
+
+/// README "Routes", the worked example: exactly what it says each event becomes.
+#[test]
+fn the_readme_worked_example_holds() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("topics = [\"shop.cart-events\", \"shop.orders\"]")
+        .unwrap();
+    let toml = &readme[readme[..start].rfind("```toml").unwrap() + 7..];
+    let toml = &toml[..toml.find("```").unwrap()];
+    let c = cfg(toml).unwrap();
+    let r = Routes::from_config(&c).unwrap();
+    let base = c.elevate.base_url().unwrap();
+    let req = |topic: &str, v: &str| {
+        let m = r.map(topic, Some(v.as_bytes())).unwrap();
+        let n = &m.notifications[0];
+        let r = build(&endpoint_for(&base, n.route.kind), n, true);
+        (r.url, r.body)
+    };
+    let q = "?customerKey=c1&market=SE&sessionKey=s1";
+    assert_eq!(
+        req(
+            "shop.cart-events",
+            r#"{"type":"product_click","market":"SE","customerKey":"c1","sessionKey":"s1","ticket":"Oy9m"}"#
+        ),
+        (
+            format!("{base}api/storefront/v3/notifications/click{q}"),
+            r#"{"ticket":"Oy9m"}"#.into()
+        )
+    );
+    assert_eq!(
+        req(
+            "shop.orders",
+            r#"{"type":"order_placed","market":"SE","customerKey":"c1","sessionKey":"s1","items":[{"variantKey":"v1","quantity":2,"price":{"amount":39.0},"cost":15.2}]}"#
+        ),
+        (
+            format!("{base}api/admin/v4/notifications/payment{q}"),
+            r#"{"lines":[{"cost":15.2,"quantity":2,"sellingPrice":39.0,"variantKey":"v1"}]}"#.into()
+        )
+    );
+}
