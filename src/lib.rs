@@ -53,6 +53,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod request;
 pub mod retry;
+pub mod route;
 pub mod select;
 pub mod send;
 pub mod tracker;

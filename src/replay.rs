@@ -516,6 +516,7 @@ pub async fn replay(
 
     let limiter = Arc::new(Limiter::new(&plan.rate));
     let sender = Arc::new(Sender::new(&cfg.elevate, &cfg.retry, limiter, metrics.clone())?);
+    let routes = crate::route::Routes::from_config(cfg)?;
     let mut progress = report::Progress::new(total);
     let mut summary = Summary {
         topic: plan.topic.clone(),
@@ -587,8 +588,8 @@ pub async fn replay(
                             outside_window += 1;
                             continue;
                         }
-                        match crate::work::plan(&cfg.mapping, &src, plan.max_age, window::now_ms()) {
-                            Err(invalid) => {
+                        match crate::work::plan(&routes, &src, plan.max_age, window::now_ms()) {
+                            Err(crate::route::RouteInvalid { invalid, .. }) => {
                                 *dead.entry(invalid.reason.as_str().to_string()).or_default() += 1;
                                 out.push_str(&dry::dead_letter_line(&src, invalid.reason.as_str(), &invalid.detail));
                                 out.push('\n');

@@ -79,6 +79,7 @@ mod tests {
             url: "http://x/api?market=SE".into(),
             headers: vec![("content-type", "application/json;charset=utf-8".into())],
             body: r#"{"ticket":"a"}"#.into(),
+            api_key: false,
         };
         let v: Value = serde_json::from_str(&notification_line(&src(), 1, Some(1000), &req)).unwrap();
         assert_eq!(v["body"]["ticket"], "a");
