@@ -52,7 +52,8 @@ impl Backpressure {
         self.full_since.is_none() || self.paused
     }
 
-    /// Whether the partitions are paused.
+    /// Whether the partitions are paused (the tests' view: callers act on [`Action`]s).
+    #[cfg(test)]
     pub fn paused(&self) -> bool {
         self.paused
     }
