@@ -87,9 +87,6 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     Ok(ms - offset_min * 60_000)
 }
 
-/// Milliseconds since the epoch, now (kept reachable here for replay.rs until its split).
-pub use crate::util::now_ms;
-
 /// What the broker told us about one partition, as the resolution needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marks {
