@@ -13,5 +13,6 @@ mod ops;
 mod pipeline;
 mod registry;
 mod replay;
+mod routes;
 mod send_edges;
 mod standin;
