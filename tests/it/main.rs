@@ -14,6 +14,7 @@ mod ops;
 mod pipeline;
 mod registry;
 mod replay;
+mod routes;
 mod send_edges;
 mod standin;
 mod wire;
