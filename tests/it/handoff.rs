@@ -137,7 +137,7 @@ async fn a_clean_hand_off_resends_nothing_that_was_answered_204() {
     .await;
     let expected: HashSet<String> = all.iter().cloned().collect();
     standin
-        .wait_for_tickets(&expected, Duration::from_secs(60))
+        .wait_for_tickets(&expected, Duration::from_secs(180))
         .await
         .unwrap_or_else(|m| panic!("{} tickets lost", m.len()));
     let skipped = b.series("elevate_sink_skipped_total{reason=\"already_delivered\"}");
