@@ -236,8 +236,7 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
     }
 
     /// Positions worth committing: (key, position) for every partition whose committable
-    /// position is beyond its last acknowledged commit (the tests' and `benches/tracker.rs`' view
-    /// of [`Ledger::commit_points`]).
+    /// position is beyond its last acknowledged commit.
     pub fn to_commit(&self) -> Vec<(K, i64)> {
         self.owned
             .iter()
@@ -266,9 +265,7 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         }
     }
 
-    /// Records that the broker acknowledged a commit of `pos` for `key` (the tests' shortcut for
-    /// [`Ledger::acknowledge`]).
-    #[cfg(test)]
+    /// Records that the broker acknowledged a commit of `pos` for `key`.
     pub fn committed(&mut self, key: &K, pos: i64) {
         if let Some(o) = self.owned.get_mut(key) {
             if Some(pos) > o.committed {

@@ -18,14 +18,12 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
-use crate::config::Secret;
 use crate::config::{ElevateConfig, RetryConfig};
 use crate::deadletter::{ParkCause, ParkReason};
 use crate::limit::Limiter;
 use crate::metrics::{label, Metrics};
-use crate::request::{build, endpoint_for, HttpRequest};
+use crate::request::{build, endpoint, HttpRequest};
 use crate::retry::{Backoff, Charge, Next};
-use crate::route::Kind;
 use crate::select::Notification;
 use crate::util::lock;
 
@@ -61,11 +59,8 @@ struct Attempt {
 pub struct Sender {
     /// Pooled HTTP client (keep-alive, gzip, timeouts).
     client: reqwest::Client,
-    /// The endpoint of each kind, in [`Kind::ALL`] order.
-    endpoints: Vec<Url>,
-    /// The payment kind's `Api-Key` (`elevate.payment_api_key`), if configured: a header value
-    /// marked sensitive, so it never prints.
-    api_key: Option<reqwest::header::HeaderValue>,
+    /// The add-to-cart endpoint.
+    endpoint: Url,
     /// Which visitor headers to forward (User-Agent; X-Forwarded-For per consent level).
     forward_visitor: crate::request::Forwarding,
     /// Rate quotas.
@@ -118,14 +113,9 @@ impl Sender {
             .notifications
             .get_or_create(&vec![("outcome", "delivered".into()), ("status", "204".into())])
             .clone();
-        let api_key = match &elevate.payment_api_key {
-            Some(src) => Some(api_key_header(&src.resolve("elevate.payment_api_key")?)?),
-            None => None,
-        };
         Ok(Sender {
             client,
-            endpoints: Kind::ALL.iter().map(|k| endpoint_for(&base, *k)).collect(),
-            api_key,
+            endpoint: endpoint(&base),
             forward_visitor: crate::request::Forwarding::from_config(elevate),
             limiter,
             slots: Semaphore::new(elevate.max_in_flight_requests),
@@ -139,13 +129,7 @@ impl Sender {
 
     /// The request `n` maps to (for dry runs and `check --sample`).
     pub fn request_for(&self, n: &Notification) -> HttpRequest {
-        build(self.endpoint(n.route.kind), n, self.forward_visitor)
-    }
-
-    /// The endpoint of `kind`.
-    fn endpoint(&self, kind: Kind) -> &Url {
-        let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        &self.endpoints[i]
+        build(&self.endpoint, n, self.forward_visitor)
     }
 
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
@@ -191,7 +175,6 @@ impl Sender {
                         status: attempt.status,
                         attempts: backoff.attempts,
                         line: Some(n.line),
-                        route: Some(n.route.name.to_string()),
                     });
                 }
                 Class::Transient { retry_after } => (Charge::Transient, retry_after),
@@ -200,7 +183,7 @@ impl Sender {
                         .config_errors
                         .get_or_create(&label("status", &attempt.label))
                         .inc();
-                    self.shout(&attempt, n.route.kind);
+                    self.shout(&attempt);
                     (Charge::Free, None)
                 }
             };
@@ -232,7 +215,6 @@ impl Sender {
                         status: attempt.status,
                         attempts: backoff.attempts,
                         line: Some(n.line),
-                        route: Some(n.route.name.to_string()),
                     });
                 }
             }
@@ -247,7 +229,7 @@ impl Sender {
     }
 
     /// One loud line per status per 30 s: configuration errors stall the stream by design.
-    fn shout(&self, a: &Attempt, kind: Kind) {
+    fn shout(&self, a: &Attempt) {
         let mut loud = lock(&self.loud);
         let due = loud
             .get(&a.label)
@@ -256,7 +238,7 @@ impl Sender {
             loud.insert(a.label.clone(), Instant::now());
             tracing::error!(
                 status = %a.label,
-                endpoint = %self.endpoint(kind),
+                endpoint = %self.endpoint,
                 body = %a.excerpt,
                 "Elevate answered with a configuration-class status: check elevate.cluster_id / elevate.base_url. \
                  Notifications are retried (never dead-lettered) until this is fixed; the stream is stalled"
@@ -268,11 +250,6 @@ impl Sender {
         let mut builder = self.client.post(&req.url).body(req.body.clone());
         for (k, v) in &req.headers {
             builder = builder.header(*k, v);
-        }
-        if req.api_key {
-            if let Some(key) = &self.api_key {
-                builder = builder.header("api-key", key.clone());
-            }
         }
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, builder.send()).await;
@@ -315,18 +292,6 @@ impl Sender {
             excerpt,
         }
     }
-}
-
-/// The `Api-Key` header value, marked sensitive; the error never shows the key.
-fn api_key_header(key: &Secret) -> Result<reqwest::header::HeaderValue, SenderError> {
-    let mut v = reqwest::header::HeaderValue::from_str(key.expose()).map_err(|_| {
-        crate::config::ConfigError::invalid(
-            "elevate.payment_api_key",
-            "is not a valid header value (visible ASCII only)",
-        )
-    })?;
-    v.set_sensitive(true);
-    Ok(v)
 }
 
 /// Replaces the notification's customerKey/sessionKey values in an answer's text: Elevate may
@@ -456,8 +421,7 @@ mod tests {
 
     fn keyed(customer: &str, session: &str) -> Notification {
         Notification {
-            route: Default::default(),
-            body: crate::select::Body::Ticket("t".into()),
+            ticket: "t".into(),
             market: "SE".into(),
             customer_key: Some(customer.into()),
             session_key: Some(session.into()),
@@ -466,7 +430,6 @@ mod tests {
             visitor_ip: None,
             line: 0,
             event_time_ms: None,
-            trace: Vec::new(),
         }
     }
 
@@ -546,8 +509,7 @@ mod tests {
     #[test]
     fn excerpts_never_carry_personal_keys() {
         let n = Notification {
-            route: Default::default(),
-            body: crate::select::Body::Ticket("t".into()),
+            ticket: "t".into(),
             market: "SE".into(),
             customer_key: Some("cust 42".into()),
             session_key: Some("sess-9".into()),
@@ -556,7 +518,6 @@ mod tests {
             visitor_ip: None,
             line: 0,
             event_time_ms: None,
-            trace: Vec::new(),
         };
         let s = scrub("bad customerKey=cust+42 (cust 42), session sess-9", &n);
         assert_eq!(

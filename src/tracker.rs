@@ -183,8 +183,7 @@ impl OffsetTracker {
         self.pending.values().map(|&p| u64::from(p)).sum()
     }
 
-    /// True when nothing is pending (what the property tests check).
-    #[cfg(test)]
+    /// True when nothing is pending.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
     }
