@@ -10,7 +10,10 @@ from conftest import ALL_FEATURES, CHART, HERE, REPO, by_kind, helm_template, re
 
 # The keys the service accepts (unknown keys are errors in the service).
 CONFIG_KEYS = {
-    "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties"},
+    "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties",
+              "value_format", "value_format_per_topic"},
+    "registry": {"url", "username", "password", "token", "ca_file", "connect_timeout",
+                 "request_timeout"},
     "elevate": {"cluster_id", "base_url", "host", "connect_timeout", "request_timeout",
                 "max_in_flight_requests", "forward_visitor_headers", "forward_ip_for",
                 "user_agent"},
