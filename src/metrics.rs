@@ -64,6 +64,8 @@ pub struct Metrics {
     pub offset_map_truncated: Counter,
     /// Committed metadata read back on assignment that gave no usable done map, by reason.
     pub offset_map_ignored: Family<Labels, Counter>,
+    /// Waits of a record whose schema the registry could not give (unreachable, 5xx, timeout).
+    pub registry_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Metrics {
             consume_errors: Family::default(),
             offset_map_truncated: Counter::default(),
             offset_map_ignored: Family::default(),
+            registry_waits: Counter::default(),
         };
         m.register_flow();
         m.register_operations();
@@ -218,6 +221,11 @@ impl Metrics {
             "offset_map_ignored",
             "Committed metadata read back on assignment that gave no usable done map, by reason",
             self.offset_map_ignored.clone(),
+        );
+        r.register(
+            "registry_waits",
+            "Waits of a record whose schema the registry could not give (unreachable, 5xx, timeout)",
+            self.registry_waits.clone(),
         );
     }
 

@@ -579,6 +579,7 @@ pub async fn run(
             },
         }
         health.dead_letter_failing_since(work.dead_letter.failing_since_ms());
+        health.registry_waiting(work.sources.waiting());
         let (records, parts, owned) = {
             let l = lock(&ledger);
             (l.records_in_flight(), l.parts_in_flight(), l.len())

@@ -18,9 +18,12 @@ use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger, Track};
 use crate::metrics::{label, Metrics};
 use crate::replay::Ages;
-use crate::select::{map_record, Mapped, SkipReason};
+use crate::select::{map_record, Mapped, Notification, SkipReason};
 use crate::send::{Outcome, Sender};
 use crate::util::{lock, now_ms};
+use crate::wire::Sources;
+
+mod framed;
 
 /// The `skipped_total` reason of a record a previous owner of its partition finished.
 pub const ALREADY_DELIVERED: &str = "already_delivered";
@@ -50,6 +53,8 @@ pub struct Work {
     /// Ages of delivered notifications' events, when collected (replay's summary): a bounded
     /// histogram, the same size whatever the window.
     pub ages: Option<Mutex<Ages>>,
+    /// Topics whose values are Avro or Protobuf, and their decoders (`work/framed.rs`).
+    pub sources: Arc<Sources>,
 }
 
 /// Maps one record as `run` and `replay` both do: decode + select + map, then the `--max-age`
@@ -61,7 +66,21 @@ pub fn plan(
     max_age: Option<Duration>,
     now_ms: i64,
 ) -> Result<Mapped, Invalid> {
-    let mut mapped = map_record(mapping, src.value.as_deref())?;
+    Ok(age_rule(
+        map_record(mapping, src.value.as_deref())?,
+        src,
+        max_age,
+        now_ms,
+    ))
+}
+
+/// The `--max-age` rule of [`plan`] on a mapped record.
+pub(crate) fn age_rule(
+    mut mapped: Mapped,
+    src: &SourceRecord,
+    max_age: Option<Duration>,
+    now_ms: i64,
+) -> Mapped {
     let event_ms = mapped.event_time_ms.or(src.timestamp_ms);
     if let (Some(max_age), Some(t)) = (max_age, event_ms) {
         if now_ms - t > max_age.as_millis() as i64 {
@@ -69,7 +88,7 @@ pub fn plan(
             mapped.skipped.extend(too_old);
         }
     }
-    Ok(mapped)
+    mapped
 }
 
 impl Work {
@@ -82,7 +101,7 @@ impl Work {
         ledger: SharedLedger,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
-    ) -> rdkafka::error::KafkaResult<Self> {
+    ) -> Result<Self, crate::pipeline::PipelineError> {
         let producer: rdkafka::producer::FutureProducer = producer_config(cfg, secrets).create()?;
         Ok(Work {
             mapping: cfg.mapping.clone(),
@@ -97,6 +116,7 @@ impl Work {
             wake,
             max_age: None,
             ages: None,
+            sources: Arc::new(Sources::from_config(cfg)?),
         })
     }
 
@@ -107,6 +127,9 @@ impl Work {
             .records_consumed
             .get_or_create(&label("topic", &src.topic))
             .inc();
+        if self.sources.decoder(&src.topic).is_some() {
+            return self.take_framed(src);
+        }
         let mapped = plan(&self.mapping, &src, self.max_age, now_ms());
         let mapped = match mapped {
             Ok(m) => m,
@@ -161,20 +184,25 @@ impl Work {
                 offset: src.offset,
             };
             tokio::spawn(async move {
-                let ledger = this.ledger.clone();
-                let (k, g) = (claim.key.clone(), claim.generation);
-                let outcome = this.sender.send(&n, || lock(&ledger).is_current(&k, g)).await;
-                match outcome {
-                    Outcome::Delivered { .. } => {
-                        if let (Some(ages), Some(t)) = (&this.ages, n.event_time_ms.or(src.timestamp_ms)) {
-                            lock(ages).record(now_ms() - t);
-                        }
-                    }
-                    Outcome::Park(why) => this.dead_letter.park(&src, &why).await,
-                    Outcome::Abandoned => return,
+                if this.deliver(&n, &src, &claim).await {
+                    this.finish(&claim);
                 }
-                this.finish(&claim);
             });
+        }
+        true
+    }
+
+    /// Sends one notification, or parks it; false when abandoned (the partition was revoked).
+    async fn deliver(&self, n: &Notification, src: &SourceRecord, claim: &Claim<Tp>) -> bool {
+        let (k, g) = (&claim.key, claim.generation);
+        match self.sender.send(n, || lock(&self.ledger).is_current(k, g)).await {
+            Outcome::Delivered { .. } => {
+                if let (Some(ages), Some(t)) = (&self.ages, n.event_time_ms.or(src.timestamp_ms)) {
+                    lock(ages).record(now_ms() - t);
+                }
+            }
+            Outcome::Park(why) => self.dead_letter.park(src, &why).await,
+            Outcome::Abandoned => return false,
         }
         true
     }
