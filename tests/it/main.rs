@@ -17,3 +17,4 @@ mod replay;
 mod send_edges;
 mod standin;
 mod wire;
+mod wire_pipeline;
