@@ -120,6 +120,15 @@ pub fn request(points: &[Point], meta: &Metadata<'_>, metrics: &Metrics) -> Topi
     tpl
 }
 
+/// `points` for a debug log line: `topic/partition@position+done` each.
+fn describe(points: &[Point]) -> String {
+    points
+        .iter()
+        .map(|p| format!("{}/{}@{}+{}", p.key.0, p.key.1, p.position(), p.done.offsets()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Marks `points` acknowledged in the ledger (each only if its partition is still owned under
 /// the generation it was sent with).
 fn mark(ledger: &SharedLedger, points: &[Point]) {
@@ -141,7 +150,9 @@ pub fn commit_points<C: ConsumerContext, K: Consumer<C>>(
     if points.is_empty() {
         return Ok(());
     }
-    match consumer.commit(&request(points, meta, metrics), CommitMode::Sync) {
+    let result = consumer.commit(&request(points, meta, metrics), CommitMode::Sync);
+    tracing::debug!(points = %describe(points), ?result, "synchronous commit");
+    match result {
         Ok(()) => {
             mark(ledger, points);
             metrics.commits.inc();
@@ -210,7 +221,9 @@ pub fn commit_revoked<C: ConsumerContext, K: Consumer<C>>(
         return Ok(());
     }
     let tpl = request(points, &Metadata::run(budget), metrics);
-    match consumer.commit(&tpl, CommitMode::Sync) {
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    tracing::debug!(points = %describe(points), ?result, "revoke commit");
+    match result {
         Ok(()) => {
             metrics.commits.inc();
             Ok(())
@@ -243,6 +256,7 @@ pub fn commit_async<C: ConsumerContext, K: Consumer<C>>(
         return;
     }
     let tpl = request(&points, &Metadata::run(budget), metrics);
+    tracing::debug!(points = %describe(&points), "asynchronous commit");
     match commit_to_consumer_queue(consumer, &tpl) {
         Ok(()) => {
             let mut sent = lock(&in_flight.sent);
@@ -320,6 +334,7 @@ pub fn acknowledged(
             }
         }
     }
+    tracing::debug!(acknowledged = %describe(&acked), ?result, "asynchronous commit answered");
     mark(ledger, &acked);
     if failed {
         metrics.commit_failures.inc();

@@ -253,6 +253,24 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         self.owned.iter().filter_map(|(k, o)| o.point(k)).collect()
     }
 
+    /// Commit points of the owned partitions whose committed offset, read back from the broker
+    /// (`committed`; absent: none), is below their position — whether or not the ledger saw a
+    /// point acknowledged (a late commit of another member, or of ours, moved it back since).
+    pub fn points_behind(&self, committed: &HashMap<K, i64>) -> Vec<CommitPoint<K>> {
+        self.owned
+            .iter()
+            .filter_map(|(k, o)| {
+                let point = CommitPoint {
+                    key: k.clone(),
+                    done: o.tracker.done_map()?,
+                    generation: o.generation,
+                    revision: o.tracker.revision(),
+                };
+                (committed.get(k).copied() < Some(point.position())).then_some(point)
+            })
+            .collect()
+    }
+
     /// Records that the broker acknowledged `point` (ignored if its partition was revoked since).
     pub fn acknowledge(&mut self, point: &CommitPoint<K>) {
         if let Some(o) = self.owned.get_mut(&point.key) {
@@ -378,6 +396,41 @@ mod tests {
             .expect("changed since the last acknowledgement");
         assert_eq!((point.position(), point.done.is_empty()), (14, true));
         assert_eq!(l.track(&0, 14, 1), None);
+    }
+
+    /// The final commit's check: a partition acknowledged at 3 that reads back lower (moved back
+    /// by a late commit) is due again, although nothing changed since the acknowledgement.
+    #[test]
+    fn a_partition_moved_back_after_its_acknowledgement_is_behind() {
+        let mut l: Ledger<i32> = Ledger::new();
+        l.assign(0);
+        l.assign(1);
+        for o in 0..3 {
+            let g = l.track(&0, o, 1).unwrap();
+            assert!(l.complete(&Claim {
+                key: 0,
+                generation: g,
+                offset: o
+            }));
+        }
+        for point in l.commit_points() {
+            l.acknowledge(&point);
+        }
+        assert!(l.commit_points().is_empty(), "acknowledged: nothing due");
+        let at_end = HashMap::from([(0, 3)]);
+        assert!(
+            l.points_behind(&at_end).is_empty(),
+            "at its position; 1 tracked nothing"
+        );
+        let moved_back = HashMap::from([(0, 1)]);
+        let behind = l.points_behind(&moved_back);
+        assert_eq!(behind.len(), 1);
+        assert_eq!((behind[0].key, behind[0].position()), (0, 3));
+        assert_eq!(
+            l.points_behind(&HashMap::new()).len(),
+            1,
+            "nothing committed at all"
+        );
     }
 
     #[test]

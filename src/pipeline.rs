@@ -282,19 +282,37 @@ pub fn commit_done<C: ConsumerContext, K: Consumer<C>>(
 /// yet, and orphaned ones (see [`SinkContext`]) the broker has not moved past. When a rebalance
 /// overlaps it (`IllegalGeneration`, `UnknownMemberId`, ...), the consumer is polled so the
 /// rebalance completes, and the commit is retried under the new generation until `within` has
-/// passed. True when the broker acknowledged it (or there was nothing to commit).
+/// passed. Acknowledged, the committed offsets of the owned partitions are read back, and any
+/// below our position (moved back by a late commit) are committed again, within `within` too.
+/// True when the broker acknowledged it (or there was nothing to commit) and no owned partition
+/// read back behind.
 async fn final_commit(consumer: &StreamConsumer<SinkContext>, metrics: &Metrics, within: Duration) -> bool {
     let ctx = consumer.context();
     let meta = Metadata::run(ctx.budget);
     let deadline = Instant::now() + within;
     let mut attempt = 0u32;
+    let mut behind: Vec<Point> = Vec::new();
     loop {
-        let points = final_points(consumer);
+        let mut points = final_points(consumer);
+        behind.retain(|b| !points.iter().any(|p| p.key == b.key));
+        points.append(&mut behind);
         match commit::commit_points(consumer, &ctx.ledger, metrics, &meta, &points) {
             Ok(()) => {
-                let mut orphans = lock(&ctx.orphans);
-                orphans.retain(|k, _| !points.iter().any(|p| &p.key == k));
-                return true;
+                lock(&ctx.orphans).retain(|k, _| !points.iter().any(|p| &p.key == k));
+                behind = left_behind(consumer);
+                if behind.is_empty() {
+                    return true;
+                }
+                attempt += 1;
+                tracing::warn!(
+                    partitions = behind.len(),
+                    attempt,
+                    "committed offsets read back below our positions (a late commit moved them \
+                     back); committing them again"
+                );
+                if Instant::now() >= deadline {
+                    return false;
+                }
             }
             Err(e) if commit::is_retriable(&e) && Instant::now() < deadline => {
                 attempt += 1;
@@ -326,6 +344,33 @@ async fn settle(consumer: &StreamConsumer<SinkContext>, deadline: Instant) {
     }
 }
 
+/// The commit points of owned partitions whose committed offset, read back, is below their
+/// position (see [`Ledger::points_behind`]); none when the read fails (the commit itself was
+/// acknowledged).
+fn left_behind(consumer: &StreamConsumer<SinkContext>) -> Vec<Point> {
+    let ctx = consumer.context();
+    let owned = match consumer.assignment() {
+        Ok(tpl) if tpl.count() > 0 => tpl,
+        _ => return Vec::new(),
+    };
+    let committed = match consumer.committed_offsets(owned, SEED_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read back the final commit");
+            return Vec::new();
+        }
+    };
+    let committed: HashMap<Tp, i64> = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(c) => Some(((e.topic().to_string(), e.partition()), c)),
+            _ => None,
+        })
+        .collect();
+    lock(&ctx.ledger).points_behind(&committed)
+}
+
 /// What the final commit sends: the ledger's commit points, and the orphaned points of
 /// partitions without one whose committed position the broker has not moved past (a partition
 /// handed on and committed further by its new owner must not be moved back).
@@ -354,6 +399,12 @@ fn final_points(consumer: &StreamConsumer<SinkContext>) -> Vec<Point> {
                 Offset::Offset(c) => c < o.position(),
                 _ => true,
             });
+        tracing::debug!(
+            partition = o.key.1,
+            orphan = o.position(),
+            behind,
+            "orphaned commit point in the final commit"
+        );
         if behind {
             points.push(o);
         }

@@ -68,13 +68,21 @@ pub(crate) struct InProcess {
 }
 
 impl InProcess {
+    /// Starts a member; with `RUST_LOG` set its logs go to the test's output, each line under a
+    /// `member{id}` span (members of one test are numbered in start order, from 0).
     pub(crate) fn start(cfg: Config) -> Self {
+        use tracing::Instrument;
+        static MEMBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        crate::support::init_test_log();
+        let id = MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(Duration::from_secs(30)));
         let (stop, rx) = watch::channel(false);
         let m = metrics.clone();
-        let task =
-            tokio::spawn(async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") });
+        let task = tokio::spawn(
+            async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") }
+                .instrument(tracing::info_span!(target: "elevate_sink", "member", id)),
+        );
         InProcess { metrics, stop, task }
     }
 
@@ -116,10 +124,30 @@ pub(crate) fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
 }
 
 pub(crate) async fn committed_reach_end(bs: &str, n: &Names) -> bool {
+    committed_vs_end(bs, n).await.is_ok()
+}
+
+/// Ok when every partition's committed offset is its high watermark; otherwise, for the failure
+/// message, each partition's committed offset and high watermark.
+pub(crate) async fn committed_vs_end(bs: &str, n: &Names) -> Result<(), String> {
     let high = high_watermarks(bs, &n.topic).await;
     let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
-    high.iter()
+    if high
+        .iter()
         .all(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
+    {
+        return Ok(());
+    }
+    Err(high
+        .iter()
+        .map(|(p, h)| {
+            format!(
+                "p{p}: committed {:?}, high {h}",
+                committed.get(p).copied().flatten()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 /// 1. 10,000 mixed records: exactly the expected tickets, committed offsets reach the end.
