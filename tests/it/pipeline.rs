@@ -69,7 +69,8 @@ pub(crate) struct InProcess {
 
 impl InProcess {
     /// Starts a member; with `RUST_LOG` set its logs go to the test's output, each line under a
-    /// `member{id}` span (members of one test are numbered in start order, from 0).
+    /// `member{id}` span (members are numbered in start order, from 0; an error-level span, so
+    /// any filter shows it).
     pub(crate) fn start(cfg: Config) -> Self {
         use tracing::Instrument;
         static MEMBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -81,7 +82,7 @@ impl InProcess {
         let m = metrics.clone();
         let task = tokio::spawn(
             async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") }
-                .instrument(tracing::info_span!(target: "elevate_sink", "member", id)),
+                .instrument(tracing::error_span!("member", id)),
         );
         InProcess { metrics, stop, task }
     }
