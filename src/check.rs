@@ -10,7 +10,6 @@ use std::process::ExitCode;
 
 use crate::config::{Config, ElevateConfig, KafkaConfig, SecretSource, ENV_PREFIX};
 use crate::request::{build, endpoint};
-use crate::select::map_record;
 
 /// Arguments of `elevate-sink check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -281,13 +280,19 @@ pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String
     let Ok(base) = cfg.elevate.base_url() else {
         return "sample: not mapped (no valid Elevate base URL)\n".into();
     };
-    let ep = endpoint(&base);
+    let routes = match crate::route::Routes::from_config(cfg) {
+        Ok(r) => r,
+        Err(e) => return format!("sample: not mapped ({e})\n"),
+    };
     let (mut sent, mut skipped, mut dead) = (0usize, BTreeMap::<&str, usize>::new(), 0usize);
     let _ = writeln!(s, "sample {file}: {}", plural(events.len(), "event"));
     for (i, ev) in events.iter().enumerate() {
         let _ = write!(s, "\nevent {} ({}): ", i + 1, ev.label);
-        match map_record(&cfg.mapping, Some(&ev.value)) {
-            Err(invalid) => {
+        match routes.map_any(Some(&ev.value)) {
+            Err(crate::route::RouteInvalid { invalid, route }) => {
+                if let Some(r) = route {
+                    let _ = write!(s, "route {}: ", r.name);
+                }
                 dead += 1;
                 let _ = writeln!(s, "dead-letter: {}: {}", invalid.reason, invalid.detail);
             }
@@ -295,10 +300,17 @@ pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String
                 let _ = writeln!(s, "{}", plural(mapped.notifications.len(), "notification"));
                 for n in &mapped.notifications {
                     sent += 1;
+                    let ep = crate::request::endpoint_for(&base, n.route.kind);
                     let req = build(&ep, n, crate::request::Forwarding::from_config(&cfg.elevate));
                     let _ = writeln!(s, "  {} {}    (cart line {})", req.method, req.url, n.line);
+                    if n.route.name.as_ref() != crate::route::DEFAULT_ROUTE || cfg.routes.len() > 1 {
+                        let _ = writeln!(s, "    route: {} ({})", n.route.name, n.route.kind.as_str());
+                    }
                     for (name, value) in &req.headers {
                         let _ = writeln!(s, "    {name}: {value}");
+                    }
+                    if req.api_key {
+                        let _ = writeln!(s, "    api-key: *** (elevate.payment_api_key)");
                     }
                     if !req.headers.iter().any(|(h, _)| *h == "user-agent") {
                         let _ = writeln!(s, "    user-agent: {}", cfg.elevate.user_agent);
@@ -334,6 +346,7 @@ pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::select::map_record;
 
     use crate::decode::InvalidReason;
     use crate::select::SkipReason;

@@ -1,10 +1,12 @@
 //! Commit: the one place where positions go from the ledger to the broker — `run`'s periodic
-//! asynchronous commit, the synchronous ones on revoke and at shutdown, and `replay`'s checkpoint.
-//! Guarantees: only positions the ledger calls done are committed; a position counts as committed
-//! (and is not sent again) only once the broker acknowledged it, and only for the ownership
-//! generation it was sent under; `commits_total` counts acknowledged commits,
-//! `commit_failures_total` every commit that failed, synchronous or not. Limits: an asynchronous
-//! commit still waiting for its answer at the next interval is sent again (the same position).
+//! asynchronous commit, the synchronous ones on revoke and at shutdown, and `replay`'s checkpoint
+//! — each partition's commit carrying its done-offset map ([`crate::offsetmap`], cut to the
+//! metadata budget, with replay's window). Guarantees: only positions and maps the ledger calls
+//! done are committed, and only for partitions whose position or map changed; a commit point counts
+//! as committed only once the broker acknowledged it, for the ownership generation it was sent
+//! under; `commits_total` counts acknowledged commits, `commit_failures_total` failed ones,
+//! `offset_map_truncated_total` partition commits whose map was cut. Limits: an asynchronous
+//! commit still waiting for its answer at the next interval is sent again (the same point).
 //!
 //! Why asynchronous results need [`commit_async`]: `rd_kafka_commit(.., async)` posts its result
 //! nowhere unless an `offset_commit_cb` is set in the librdkafka configuration, which rust-rdkafka
@@ -14,7 +16,7 @@
 //! offset-commit event, which the consumer's poll (the `StreamConsumer`'s `recv`) turns into a
 //! `commit_callback` on the polling thread, ordered with the rebalance callbacks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
@@ -22,25 +24,44 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::ledger::CommitPoint;
 use crate::metrics::Metrics;
+use crate::offsetmap::{self, ReplayWindow};
 use crate::util::lock;
 use crate::work::{SharedLedger, Tp};
 
-/// One position to commit: the partition, the position, the ownership generation it is done under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// The partition.
-    pub key: Tp,
-    /// The committed position (the next offset to read).
-    pub pos: i64,
-    /// The ledger generation the position belongs to.
-    pub generation: u64,
+/// Unanswered asynchronous commits kept per (partition, position); older ones are dropped (an
+/// answer that does arrive for a dropped one then acknowledges a later point of the same
+/// position: a map that may be a little older on the broker, never a wrong one).
+const MAX_UNANSWERED: usize = 4;
+
+/// A commit point of one partition (position, done map, generation, revision).
+pub type Point = CommitPoint<Tp>;
+
+/// How commit metadata is written: the byte budget (`pipeline.commit_metadata_max_bytes`) and,
+/// for replay, the window of each partition.
+pub struct Metadata<'a> {
+    /// Largest metadata in bytes (at most the broker's `offset.metadata.max.bytes`).
+    pub budget: usize,
+    /// Replay's window of a partition (None for `run`).
+    pub window: &'a (dyn Fn(&Tp) -> Option<ReplayWindow> + Sync),
 }
 
-/// Asynchronous commits sent and not yet answered: (partition, position) → generation.
+impl<'a> Metadata<'a> {
+    /// `run`'s metadata: the map only.
+    pub fn run(budget: usize) -> Metadata<'static> {
+        Metadata {
+            budget,
+            window: &|_| None,
+        }
+    }
+}
+
+/// Asynchronous commits sent and not yet answered: (partition, position) → the points sent, in
+/// order (librdkafka answers a partition's commits in the order they were sent).
 #[derive(Debug, Default)]
 pub struct InFlight {
-    sent: Mutex<HashMap<(Tp, i64), u64>>,
+    sent: Mutex<HashMap<(Tp, i64), VecDeque<Point>>>,
 }
 
 impl InFlight {
@@ -54,115 +75,160 @@ impl InFlight {
         lock(&self.sent).retain(|(k, _), _| k != key);
     }
 
-    /// Commits in flight.
+    /// Commits in flight (what the tests look at).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        lock(&self.sent).len()
+        lock(&self.sent).values().map(VecDeque::len).sum()
     }
 
     /// True when no commit is in flight.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// The positions worth committing now, with their generations (empty: nothing to commit).
-pub fn due(ledger: &SharedLedger) -> Vec<Position> {
-    let l = lock(ledger);
-    l.to_commit()
-        .into_iter()
-        .filter_map(|(key, pos)| {
-            let generation = l.generation(&key)?;
-            Some(Position { key, pos, generation })
-        })
-        .collect()
+/// The commit points worth committing now (empty: nothing to commit).
+pub fn due(ledger: &SharedLedger) -> Vec<Point> {
+    lock(ledger).commit_points()
 }
 
-/// The commit request for `(partition, position)` pairs, with commit metadata per partition
-/// where `metadata` has some (replay keeps its window there). Every commit is built here.
-pub fn request<'a>(
-    positions: impl IntoIterator<Item = (&'a Tp, i64)>,
-    metadata: impl Fn(&Tp) -> Option<String>,
-) -> TopicPartitionList {
+/// The commit request for `points`, each partition's metadata its done map (cut to the budget,
+/// counted in `offset_map_truncated_total` when cut or left out) and its replay window. Every
+/// commit is built here.
+pub fn request(points: &[Point], meta: &Metadata<'_>, metrics: &Metrics) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    for (key, pos) in positions {
-        let mut e = tpl.add_partition(&key.0, key.1);
-        let _ = e.set_offset(Offset::Offset(pos));
-        if let Some(m) = metadata(key) {
-            e.set_metadata(m);
+    for p in points {
+        let mut e = tpl.add_partition(&p.key.0, p.key.1);
+        let _ = e.set_offset(Offset::Offset(p.position()));
+        match offsetmap::encode(&p.done, (meta.window)(&p.key), meta.budget) {
+            Ok(enc) => {
+                if enc.truncated() {
+                    metrics.offset_map_truncated.inc();
+                    tracing::debug!(
+                        partition = p.key.1,
+                        dropped = enc.dropped_offsets,
+                        "done-offset map cut to fit the commit metadata budget"
+                    );
+                }
+                e.set_metadata(enc.text);
+            }
+            Err(err) => {
+                metrics.offset_map_truncated.inc();
+                tracing::warn!(error = %err, "committing without a done-offset map");
+            }
         }
     }
     tpl
 }
 
-fn pairs(positions: &[Position]) -> impl Iterator<Item = (&Tp, i64)> {
-    positions.iter().map(|p| (&p.key, p.pos))
+/// Marks `points` acknowledged in the ledger (each only if its partition is still owned under
+/// the generation it was sent with).
+fn mark(ledger: &SharedLedger, points: &[Point]) {
+    let mut l = lock(ledger);
+    for p in points {
+        l.acknowledge(p);
+    }
 }
 
-/// Marks `positions` committed in the ledger, each only if its partition is still owned under
-/// the generation it was sent with.
-fn mark(ledger: &SharedLedger, positions: impl IntoIterator<Item = Position>) {
-    let mut l = lock(ledger);
-    for p in positions {
-        if l.is_current(&p.key, p.generation) {
-            l.committed(&p.key, p.pos);
+/// Commits `points` synchronously; on success marks them acknowledged and counts the commit.
+/// A failure is counted and returned (not logged: the caller knows what it means).
+pub fn commit_points<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    ledger: &SharedLedger,
+    metrics: &Metrics,
+    meta: &Metadata<'_>,
+    points: &[Point],
+) -> KafkaResult<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    match consumer.commit(&request(points, meta, metrics), CommitMode::Sync) {
+        Ok(()) => {
+            mark(ledger, points);
+            metrics.commits.inc();
+            Ok(())
+        }
+        Err(e) => {
+            metrics.commit_failures.inc();
+            Err(e)
         }
     }
 }
 
-/// Commits, synchronously, every done position not yet acknowledged, with `metadata`; true when
-/// there was nothing to commit or the broker acknowledged it. Used on revoke, at shutdown and by
-/// replay, on the polling thread, so it is ordered after every earlier commit of ours.
+/// Commits, synchronously, every commit point not yet acknowledged; true when there was nothing
+/// to commit or the broker acknowledged it. Used by replay and at shutdown, on the polling
+/// thread, so it is ordered after every earlier commit of ours.
 pub fn commit_sync<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     ledger: &SharedLedger,
     metrics: &Metrics,
-    metadata: impl Fn(&Tp) -> Option<String>,
+    meta: &Metadata<'_>,
 ) -> bool {
-    let positions = due(ledger);
-    if positions.is_empty() {
-        return true;
-    }
-    match consumer.commit(&request(pairs(&positions), metadata), CommitMode::Sync) {
-        Ok(()) => {
-            mark(ledger, positions);
-            metrics.commits.inc();
-            true
-        }
+    match commit_points(consumer, ledger, metrics, meta, &due(ledger)) {
+        Ok(()) => true,
         Err(e) => {
-            metrics.commit_failures.inc();
             tracing::warn!(error = %e, "offset commit failed; retried on the next tick");
             false
         }
     }
 }
 
-/// The synchronous commit of a revoke: the positions [`crate::ledger::Ledger::revoke`] returned
-/// for the partitions given up (no longer in the ledger, so not marked). A failure is logged: the
-/// new owner re-sends from the last commit.
+/// Whether a failed commit may succeed once the group settles: the generation moved on (a
+/// rebalance overlapped the commit), the member was dropped and rejoins, or the coordinator is
+/// moving. A retry after polling (which serves the rebalance) commits under the new generation.
+pub fn is_retriable(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            IllegalGeneration
+                | UnknownMemberId
+                | RebalanceInProgress
+                | NotCoordinator
+                | CoordinatorNotAvailable
+                | CoordinatorLoadInProgress
+                | RequestTimedOut
+                | State
+                | WaitingForCoordinator
+                | OperationTimedOut
+                | Fenced
+                | AssignmentLost
+        )
+    )
+}
+
+/// The synchronous commit of a revoke: the points [`crate::ledger::Ledger::revoke_point`]
+/// returned for the partitions given up (no longer in the ledger, so not marked), with their
+/// maps, so the new owner skips what is done. A failure is logged: the new owner re-sends from
+/// the last commit.
 pub fn commit_revoked<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     metrics: &Metrics,
-    positions: &[(Tp, i64)],
-) -> bool {
-    if positions.is_empty() {
-        return true;
+    budget: usize,
+    points: &[Point],
+) -> KafkaResult<()> {
+    if points.is_empty() {
+        return Ok(());
     }
-    let tpl = request(positions.iter().map(|(k, p)| (k, *p)), |_| None);
+    let tpl = request(points, &Metadata::run(budget), metrics);
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => {
             metrics.commits.inc();
-            true
+            Ok(())
         }
         Err(e) => {
             metrics.commit_failures.inc();
             tracing::warn!(error = %e, "commit on revoke failed; the new owner re-sends from the last commit");
-            false
+            Err(e)
         }
     }
 }
 
-/// The periodic commit: every done position not yet acknowledged, asynchronously, from the
-/// polling thread, its result coming back to [`acknowledged`] through the consumer's queue.
+/// The periodic commit: every commit point not yet acknowledged, asynchronously, from the polling
+/// thread, its result coming back to [`acknowledged`] through the consumer's queue. A point still
+/// unanswered is sent again: some answers never name their partitions (librdkafka's local
+/// errors), and waiting for them would stop the partition's commits for good.
 ///
 /// Asynchronous so the loop never waits for the broker; from the polling thread so it is ordered
 /// before a revoke's synchronous commit. (A commit from another thread could land after the
@@ -171,18 +237,24 @@ pub fn commit_async<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     ledger: &SharedLedger,
     metrics: &Metrics,
+    budget: usize,
     in_flight: &InFlight,
 ) {
-    let positions = due(ledger);
-    if positions.is_empty() {
+    let points = due(ledger);
+    if points.is_empty() {
         return;
     }
-    let tpl = request(pairs(&positions), |_| None);
+    let tpl = request(&points, &Metadata::run(budget), metrics);
     match commit_to_consumer_queue(consumer, &tpl) {
         Ok(()) => {
             let mut sent = lock(&in_flight.sent);
-            for p in positions {
-                sent.insert((p.key, p.pos), p.generation);
+            for p in points {
+                let queue = sent.entry((p.key.clone(), p.position())).or_default();
+                queue.push_back(p);
+                // Answers that never came must not pile up: keep the latest few.
+                while queue.len() > MAX_UNANSWERED {
+                    queue.pop_front();
+                }
             }
         }
         Err(e) => {
@@ -220,7 +292,7 @@ fn commit_to_consumer_queue<C: ConsumerContext, K: Consumer<C>>(
 
 /// The answer to an asynchronous commit (from `ConsumerContext::commit_callback`): counts it —
 /// in `commits_total` when every partition was acknowledged, in `commit_failures_total`
-/// otherwise — and marks each acknowledged position committed if its partition is still owned
+/// otherwise — and marks each acknowledged point in the ledger if its partition is still owned
 /// under the generation the commit was sent with.
 pub fn acknowledged(
     ledger: &SharedLedger,
@@ -237,16 +309,20 @@ pub fn acknowledged(
             let Offset::Offset(pos) = e.offset() else {
                 continue;
             };
-            let key: Tp = (e.topic().to_string(), e.partition());
-            let generation = sent.remove(&(key.clone(), pos));
+            let slot = (e.topic().to_string(), e.partition());
+            let slot = (slot, pos);
+            let point = sent.get_mut(&slot).and_then(VecDeque::pop_front);
+            if sent.get(&slot).is_some_and(VecDeque::is_empty) {
+                sent.remove(&slot);
+            }
             let ok = result.is_ok() && e.error().is_ok();
             failed |= !ok;
-            if let (true, Some(generation)) = (ok, generation) {
-                acked.push(Position { key, pos, generation });
+            if let (true, Some(point)) = (ok, point) {
+                acked.push(point);
             }
         }
     }
-    mark(ledger, acked);
+    mark(ledger, &acked);
     if failed {
         metrics.commit_failures.inc();
         let error = match result {
@@ -263,23 +339,59 @@ pub fn acknowledged(
     }
 }
 
+/// What the committed metadata of one partition, read back on assignment, says: the done map to
+/// seed its tracker with (relative to the committed offset) and replay's window. Metadata that
+/// gives no usable map (foreign, older version, malformed, damaged, for another position) is
+/// counted in `offset_map_ignored_total{reason}` and logged once: the partition then starts
+/// without a map (duplicates, never a wrong skip). No metadata at all is normal and silent.
+pub fn read_back(key: &Tp, committed: i64, metadata: &str, metrics: &Metrics) -> offsetmap::Decoded {
+    let decoded = offsetmap::decode(metadata, committed);
+    if let Err(why) = &decoded.done {
+        if *why != offsetmap::NoMap::Missing {
+            metrics
+                .offset_map_ignored
+                .get_or_create(&crate::metrics::label("reason", why.as_str()))
+                .inc();
+            tracing::warn!(
+                topic = %key.0,
+                partition = key.1,
+                committed,
+                reason = %why,
+                "committed metadata has no usable done-offset map; the partition starts without one \
+                 (records done above the committed offset are sent again)"
+            );
+        }
+    }
+    decoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ledger::{Claim, Ledger};
+    use crate::offsetmap::{decode, DoneMap};
     use std::sync::Arc;
+
+    fn key() -> Tp {
+        ("t".into(), 0)
+    }
+
+    fn complete(l: &mut Ledger<Tp>, offsets: impl IntoIterator<Item = i64>, generation: u64) {
+        for offset in offsets {
+            assert!(l.complete(&Claim {
+                key: key(),
+                generation,
+                offset,
+            }));
+        }
+    }
 
     fn ledger_with_done(offsets: i64) -> SharedLedger {
         let mut l = Ledger::new();
-        let key: Tp = ("t".into(), 0);
-        l.assign(key.clone());
+        l.assign(key());
         for o in 0..offsets {
-            let generation = l.track(&key, o, 1).unwrap();
-            l.complete(&Claim {
-                key: key.clone(),
-                generation,
-                offset: o,
-            });
+            let generation = l.track(&key(), o, 1).unwrap();
+            complete(&mut l, [o], generation);
         }
         Arc::new(Mutex::new(l))
     }
@@ -296,9 +408,14 @@ mod tests {
         tpl
     }
 
-    fn in_flight_with(pos: i64, generation: u64) -> InFlight {
+    fn in_flight_with(points: &[Point]) -> InFlight {
         let f = InFlight::new();
-        lock(&f.sent).insert((("t".into(), 0), pos), generation);
+        for p in points {
+            lock(&f.sent)
+                .entry((p.key.clone(), p.position()))
+                .or_default()
+                .push_back(p.clone());
+        }
         f
     }
 
@@ -308,8 +425,8 @@ mod tests {
         let m = Metrics::new();
         let due_now = due(&ledger);
         assert_eq!(due_now.len(), 1);
-        assert_eq!(due_now[0].pos, 3);
-        let f = in_flight_with(3, due_now[0].generation);
+        assert_eq!(due_now[0].position(), 3);
+        let f = in_flight_with(&due_now);
         acknowledged(&ledger, &m, &f, &Ok(()), &answer(3, None));
         assert!(due(&ledger).is_empty(), "acknowledged: nothing to send again");
         assert!(f.is_empty());
@@ -320,12 +437,12 @@ mod tests {
     fn a_failed_commit_is_counted_and_stays_due() {
         let ledger = ledger_with_done(3);
         let m = Metrics::new();
-        let generation = due(&ledger)[0].generation;
-        let f = in_flight_with(3, generation);
+        let points = due(&ledger);
+        let f = in_flight_with(&points);
         let err = Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RequestTimedOut));
         acknowledged(&ledger, &m, &f, &err, &answer(3, None));
         assert_eq!(due(&ledger).len(), 1, "failed: sent again");
-        let f = in_flight_with(3, generation);
+        let f = in_flight_with(&points);
         acknowledged(
             &ledger,
             &m,
@@ -344,27 +461,89 @@ mod tests {
     fn an_answer_for_an_earlier_ownership_marks_nothing() {
         let ledger = ledger_with_done(3);
         let m = Metrics::new();
-        let old = due(&ledger)[0].generation;
+        let old = due(&ledger);
         {
             // Revoked and assigned again, three records done again under the new generation.
             let mut l = lock(&ledger);
-            let key: Tp = ("t".into(), 0);
-            l.revoke(&key);
-            l.assign(key.clone());
+            l.revoke(&key());
+            l.assign(key());
             for o in 0..3 {
-                let generation = l.track(&key, o, 1).unwrap();
-                l.complete(&Claim {
-                    key: key.clone(),
-                    generation,
-                    offset: o,
-                });
+                let generation = l.track(&key(), o, 1).unwrap();
+                complete(&mut l, [o], generation);
             }
         }
-        let f = in_flight_with(3, old);
+        let f = in_flight_with(&old);
         acknowledged(&ledger, &m, &f, &Ok(()), &answer(3, None));
         assert_eq!(due(&ledger).len(), 1, "the new owner's position is still due");
-        let f = in_flight_with(3, old);
-        f.forget(&("t".into(), 0));
+        let f = in_flight_with(&old);
+        f.forget(&key());
         assert!(f.is_empty());
+    }
+
+    /// The map travels with the position: records done above one in retry are in the metadata,
+    /// a change of the map alone makes the partition due again, and two answers for the same
+    /// position acknowledge the points in the order they were sent.
+    #[test]
+    fn the_map_is_committed_and_a_changed_map_is_due_again() {
+        let mut l = Ledger::new();
+        l.assign(key());
+        let g = l.track(&key(), 0, 1).unwrap();
+        for o in 1..4 {
+            l.track(&key(), o, 1).unwrap();
+        }
+        complete(&mut l, [1, 2], g);
+        let ledger = Arc::new(Mutex::new(l));
+        let m = Metrics::new();
+        let first = due(&ledger);
+        let tpl = request(&first, &Metadata::run(4096), &m);
+        let meta = tpl.elements()[0].metadata().to_string();
+        assert_eq!(tpl.elements()[0].offset(), Offset::Offset(0));
+        assert_eq!(decode(&meta, 0).done, Ok(DoneMap::from_offsets(0, [1, 2])));
+        complete(&mut lock(&ledger), [3], g);
+        let second = due(&ledger);
+        assert_eq!(second[0].position(), 0, "position unchanged, map changed: due");
+        let f = in_flight_with(&[first[0].clone(), second[0].clone()]);
+        acknowledged(&ledger, &m, &f, &Ok(()), &answer(0, None));
+        assert_eq!(
+            due(&ledger),
+            second,
+            "the first answer acknowledges the first point"
+        );
+        acknowledged(&ledger, &m, &f, &Ok(()), &answer(0, None));
+        assert!(due(&ledger).is_empty());
+        assert_eq!(m.offset_map_truncated.get(), 0);
+    }
+
+    /// Over the budget the map is cut (counted); under the header it is left out (counted).
+    #[test]
+    fn a_map_over_the_budget_is_cut_and_counted() {
+        let mut l = Ledger::new();
+        l.assign(key());
+        let g = l.track(&key(), 0, 1).unwrap();
+        for o in 1..2000 {
+            l.track(&key(), o, 1).unwrap();
+        }
+        complete(&mut l, (1..2000).filter(|o| o % 2 == 0), g);
+        let m = Metrics::new();
+        let points = l.commit_points();
+        let tpl = request(&points, &Metadata::run(200), &m);
+        let meta = tpl.elements()[0].metadata().to_string();
+        assert!(meta.len() <= 200, "{}", meta.len());
+        let kept = decode(&meta, 0).done.unwrap();
+        assert!(!kept.is_empty() && kept.is_subset_of(&points[0].done));
+        assert_eq!(m.offset_map_truncated.get(), 1);
+        let tpl = request(&points, &Metadata::run(10), &m);
+        assert_eq!(tpl.elements()[0].metadata(), "", "no room even for the header");
+        assert_eq!(m.offset_map_truncated.get(), 2);
+    }
+
+    #[test]
+    fn rebalance_errors_are_retriable_and_others_are_not() {
+        let e = |c| KafkaError::ConsumerCommit(c);
+        assert!(is_retriable(&e(RDKafkaErrorCode::IllegalGeneration)));
+        assert!(is_retriable(&e(RDKafkaErrorCode::UnknownMemberId)));
+        assert!(is_retriable(&e(RDKafkaErrorCode::RebalanceInProgress)));
+        assert!(!is_retriable(&e(RDKafkaErrorCode::OffsetMetadataTooLarge)));
+        assert!(!is_retriable(&e(RDKafkaErrorCode::GroupAuthorizationFailed)));
     }
 }

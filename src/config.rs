@@ -57,7 +57,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.to_string(),
             message: message.into(),
@@ -75,6 +75,9 @@ pub struct Config {
     pub elevate: ElevateConfig,
     /// Where each field lives in a cart event.
     pub mapping: MappingConfig,
+    /// The routes (`[[routes]]`): which topics and event types feed which notification. None
+    /// given: one `add-to-cart` route fed by every topic under `[mapping]` (today's behaviour).
+    pub routes: Vec<crate::route::RouteConfig>,
     /// Request-rate quotas.
     pub rate: RateConfig,
     /// Retry policy for transient and configuration-class answers.
@@ -208,6 +211,14 @@ pub struct ElevateConfig {
     pub forward_ip_for: Vec<UserContext>,
     /// User-Agent of our own requests when the event carries none.
     pub user_agent: String,
+    /// Skip events whose visitor User-Agent is a known bot (the `isbot` list plus `bot_patterns`),
+    /// counted as `skipped{reason="bot"}`: Elevate cannot tell bots on server-side calls.
+    pub skip_bots: bool,
+    /// Extra bot patterns (regular expressions, matched case-insensitively against the User-Agent).
+    pub bot_patterns: Vec<String>,
+    /// The Admin API key the `payment` kind sends as `Api-Key` (required when a payment route
+    /// exists); never logged, never printed.
+    pub payment_api_key: Option<SecretSource>,
 }
 
 impl Default for ElevateConfig {
@@ -222,6 +233,9 @@ impl Default for ElevateConfig {
             forward_visitor_headers: true,
             forward_ip_for: DEFAULT_FORWARD_IP_FOR.to_vec(),
             user_agent: concat!("elevate-sink/", env!("CARGO_PKG_VERSION")).into(),
+            skip_bots: true,
+            bot_patterns: Vec::new(),
+            payment_api_key: None,
         }
     }
 }
@@ -257,6 +271,18 @@ pub struct MappingConfig {
     pub elevate_sources: Vec<String>,
     /// Inside a line: the Elevate ticket (string).
     pub line_ticket: String,
+    /// Favourite events: the product key (string); exactly one of it and `variant_key`.
+    pub product_key: String,
+    /// Favourite events: the variant key (string); exactly one of it and `product_key`.
+    pub variant_key: String,
+    /// Inside an order line (payment): the variant key (string).
+    pub line_variant_key: String,
+    /// Inside an order line (payment): the quantity (positive integer).
+    pub line_quantity: String,
+    /// Inside an order line (payment): the selling price (non-negative number).
+    pub line_selling_price: String,
+    /// Inside an order line (payment): the cost (non-negative number).
+    pub line_cost: String,
 }
 
 impl Default for MappingConfig {
@@ -275,6 +301,12 @@ impl Default for MappingConfig {
             line_source: "/source".into(),
             elevate_sources: vec!["elevate".into()],
             line_ticket: "/ticket".into(),
+            product_key: "/productKey".into(),
+            variant_key: "/variantKey".into(),
+            line_variant_key: "/variantKey".into(),
+            line_quantity: "/quantity".into(),
+            line_selling_price: "/sellingPrice".into(),
+            line_cost: "/cost".into(),
         }
     }
 }
@@ -356,6 +388,10 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// The smallest `pipeline.commit_metadata_max_bytes`: room for the longest header with replay's
+/// window (`elevate-sink/1 base=… first=… end=… to=… crc=…`: 117 bytes with 20-character offsets).
+pub const MIN_COMMIT_METADATA_BYTES: usize = 128;
+
 /// `[pipeline]`: memory bounds and commit cadence.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -364,9 +400,15 @@ pub struct PipelineConfig {
     pub max_in_flight_records: usize,
     /// Notifications taken but not yet done; at this bound partitions are paused.
     pub max_pending_notifications: usize,
-    /// How often done offsets are committed (asynchronously).
+    /// How often done offsets are committed (asynchronously), each commit carrying the
+    /// partition's done-offset map; only partitions whose position or map changed are committed.
+    /// A crash re-sends what completed since the last commit: at most this long of throughput
+    /// (measured in docs/performance.md: 1 s costs one commit per second per replica).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Largest commit metadata (the done-offset map) in bytes; at most the broker's
+    /// `offset.metadata.max.bytes`. A map that does not fit is cut to a prefix and counted.
+    pub commit_metadata_max_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -374,7 +416,8 @@ impl Default for PipelineConfig {
         PipelineConfig {
             max_in_flight_records: 1000,
             max_pending_notifications: 4000,
-            commit_interval: Duration::from_secs(2),
+            commit_interval: Duration::from_secs(1),
+            commit_metadata_max_bytes: crate::offsetmap::MAX_METADATA_BYTES,
         }
     }
 }
@@ -573,6 +616,7 @@ impl Config {
             ));
         }
         self.mapping.validate()?;
+        crate::route::Routes::from_config(self)?;
         if !(self.rate.requests_per_second > 0.0 && self.rate.requests_per_second.is_finite()) {
             return Err(ConfigError::invalid(
                 "rate.requests_per_second",
@@ -628,6 +672,15 @@ impl Config {
             return Err(ConfigError::invalid(
                 "pipeline.commit_interval",
                 "must be longer than 0s",
+            ));
+        }
+        if self.pipeline.commit_metadata_max_bytes < MIN_COMMIT_METADATA_BYTES {
+            return Err(ConfigError::invalid(
+                "pipeline.commit_metadata_max_bytes",
+                format!(
+                    "must be at least {MIN_COMMIT_METADATA_BYTES} (replay's window and the map's header), \
+                     and at most the broker's offset.metadata.max.bytes (4096 by default)"
+                ),
             ));
         }
         if self.shutdown.drain_deadline >= self.shutdown.grace_period {
@@ -748,6 +801,12 @@ impl MappingConfig {
             ("mapping.lines", &self.lines, false),
             ("mapping.line_source", &self.line_source, false),
             ("mapping.line_ticket", &self.line_ticket, true),
+            ("mapping.product_key", &self.product_key, false),
+            ("mapping.variant_key", &self.variant_key, false),
+            ("mapping.line_variant_key", &self.line_variant_key, true),
+            ("mapping.line_quantity", &self.line_quantity, true),
+            ("mapping.line_selling_price", &self.line_selling_price, true),
+            ("mapping.line_cost", &self.line_cost, true),
         ];
         for (key, ptr, required) in pointers {
             if required && ptr.is_empty() {

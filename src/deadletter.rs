@@ -81,6 +81,8 @@ pub struct ParkReason {
     pub attempts: u32,
     /// Cart line the notification came from, if line-specific.
     pub line: Option<usize>,
+    /// The route whose notification (or contract) this is, when known.
+    pub route: Option<String>,
 }
 
 /// Header names added to a parked record (all prefixed `elevate-sink-`).
@@ -103,6 +105,8 @@ pub mod headers {
     pub const TIME: &str = "elevate-sink-time";
     /// Cart line index, when one line of a record was rejected.
     pub const LINE: &str = "elevate-sink-line";
+    /// The route (`[[routes]]` name) whose notification or contract it is, when known.
+    pub const ROUTE: &str = "elevate-sink-route";
     /// Present when the value was too large to park: the original value's size in bytes.
     pub const VALUE_OMITTED: &str = "elevate-sink-value-omitted";
     /// The source record's timestamp: decimal milliseconds since the Unix epoch, as Kafka gave it
@@ -209,6 +213,9 @@ impl DeadLetter {
         if let Some(line) = why.line {
             add(headers::LINE, line.to_string());
         }
+        if let Some(route) = &why.route {
+            add(headers::ROUTE, route.clone());
+        }
         out
     }
 
@@ -309,6 +316,7 @@ mod tests {
             status: Some(400),
             attempts: 1,
             line: None,
+            route: Some("payments".into()),
         };
         let hs = DeadLetter::headers_for(&src, &why);
         let get = |k: &str| {
@@ -317,6 +325,7 @@ mod tests {
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         };
         assert_eq!(get("h").as_deref(), Some("v"), "original headers first");
+        assert_eq!(get(headers::ROUTE).as_deref(), Some("payments"));
         assert_eq!(get(headers::SOURCE_TIMESTAMP).as_deref(), Some("1764662400000"));
         let none = SourceRecord {
             timestamp_ms: None,

@@ -189,6 +189,11 @@ pub struct CartEvent {
 
 /// Decodes a record value under `mapping`.
 pub fn decode(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<CartEvent, Invalid> {
+    decode_value(mapping, &parse(value)?)
+}
+
+/// A record value as JSON: UTF-8 (a BOM tolerated), then JSON; nothing about its shape.
+pub fn parse(value: Option<&[u8]>) -> Result<Value, Invalid> {
     let bytes =
         value.ok_or_else(|| Invalid::new(InvalidReason::MalformedJson, "record has no value (tombstone)"))?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -198,26 +203,36 @@ pub fn decode(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<CartEvent
         )
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let root: Value = serde_json::from_str(text)
-        .map_err(|e| Invalid::new(InvalidReason::MalformedJson, format!("value is not JSON: {e}")))?;
-    decode_value(mapping, &root)
+    serde_json::from_str(text)
+        .map_err(|e| Invalid::new(InvalidReason::MalformedJson, format!("value is not JSON: {e}")))
+}
+
+/// The value is an object, else an [`Invalid`] naming what it is.
+pub(crate) fn require_object(root: &Value) -> Result<(), Invalid> {
+    if root.is_object() {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        InvalidReason::NotAnObject,
+        format!("value is a JSON {}, expected an object", type_name(root)),
+    ))
+}
+
+/// The event type at `mapping.event_type`, required.
+pub(crate) fn event_type(mapping: &MappingConfig, root: &Value) -> Result<String, Invalid> {
+    opt_string(root, &mapping.event_type, "event_type")?.ok_or_else(|| {
+        Invalid::new(
+            InvalidReason::MissingField,
+            format!("event_type missing at {}", mapping.event_type),
+        )
+    })
 }
 
 /// Decodes an already-parsed JSON value under `mapping`: the event type, then (add-to-cart
 /// only) the lines, then (only when a line would be sent) what the request needs.
 pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, Invalid> {
-    if !root.is_object() {
-        return Err(Invalid::new(
-            InvalidReason::NotAnObject,
-            format!("value is a JSON {}, expected an object", type_name(root)),
-        ));
-    }
-    let event_type = opt_string(root, &mapping.event_type, "event_type")?.ok_or_else(|| {
-        Invalid::new(
-            InvalidReason::MissingField,
-            format!("event_type missing at {}", mapping.event_type),
-        )
-    })?;
+    require_object(root)?;
+    let event_type = event_type(mapping, root)?;
     let mut event = CartEvent {
         is_add_to_cart: mapping.add_to_cart_types.contains(&event_type),
         event_type,
@@ -235,7 +250,7 @@ pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, 
 
 /// The fields a request is built from: consent level, market, the keys that level sends, the
 /// visitor headers and the event time (which `--max-age` and the replay summary use).
-fn decode_request_fields(
+pub(crate) fn decode_request_fields(
     mapping: &MappingConfig,
     root: &Value,
     event: &mut CartEvent,
@@ -327,7 +342,7 @@ fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, 
 }
 
 /// A string field: absent, null or "" → None; another type → WrongType naming `field`.
-fn opt_string(root: &Value, pointer: &str, field: &str) -> Result<Option<String>, Invalid> {
+pub(crate) fn opt_string(root: &Value, pointer: &str, field: &str) -> Result<Option<String>, Invalid> {
     if pointer.is_empty() {
         return Ok(None);
     }
@@ -405,7 +420,7 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(ms - offset_secs * 1000)
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

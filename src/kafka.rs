@@ -9,7 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::{Config, ConfigError, Secret};
+use crate::config::{Config, Secret};
 
 /// A consumed record, detached from librdkafka so in-flight work can hold it.
 #[derive(Debug, Clone)]
@@ -165,11 +165,6 @@ impl ConsumeError {
             ConsumeError::Transient(c) | ConsumeError::Unreadable(c) | ConsumeError::Fatal(c) => Some(*c),
         }
     }
-}
-
-/// Fails early (with the key named) if secret files or variables are unreadable.
-pub fn resolve_secrets(cfg: &Config) -> Result<Vec<(String, Secret)>, ConfigError> {
-    cfg.resolve_secrets()
 }
 
 #[cfg(test)]

@@ -236,7 +236,8 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
     }
 
     /// Positions worth committing: (key, position) for every partition whose committable
-    /// position is beyond its last acknowledged commit.
+    /// position is beyond its last acknowledged commit (the tests' and `benches/tracker.rs`' view
+    /// of [`Ledger::commit_points`]).
     pub fn to_commit(&self) -> Vec<(K, i64)> {
         self.owned
             .iter()
@@ -265,7 +266,9 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         }
     }
 
-    /// Records that the broker acknowledged a commit of `pos` for `key`.
+    /// Records that the broker acknowledged a commit of `pos` for `key` (the tests' shortcut for
+    /// [`Ledger::acknowledge`]).
+    #[cfg(test)]
     pub fn committed(&mut self, key: &K, pos: i64) {
         if let Some(o) = self.owned.get_mut(key) {
             if Some(pos) > o.committed {

@@ -6,7 +6,7 @@
 //! The modules read like the flow of a record:
 //!
 //! ```text
-//! consume (pipeline, kafka) → decode → select (+ map) → request → limit → send → classify/retry
+//! consume (pipeline, consumer, kafka) → decode → select (+ map) → request → limit → send → classify/retry
 //!                                                                       │
 //!            commit (ledger ← tracker) ←──── done: 204, or parked (deadletter) ───┘
 //! ```
@@ -18,28 +18,34 @@
 //! * [`select`] — cart event → 0..N [`select::Notification`]s, consent rules, skip reasons.
 //! * [`request`] — notification → the exact HTTP request of Elevate's contract.
 //! * [`limit`] — governor quotas, global and per market, shared across replicas by partitions.
-//! * [`send`] — the HTTP layers: limit → concurrency → retry ([`classify`], [`retry`]) → timeout.
-//! * [`deadletter`] — parks records with reason headers; done only once acked.
+//! * [`send`] — the HTTP layers: limit → concurrency → retry (`classify`, `retry`) → timeout.
+//! * `deadletter` — parks records with reason headers; done only once acked.
 //! * [`tracker`], [`ledger`] — pure offset tracking and ownership generations.
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
-//! * [`commit`] — the one place positions go from the ledger to the broker.
-//! * [`work`] — one record's journey, shared by `run` and `replay`.
-//! * [`pipeline`] — the `run` loop: group membership, backpressure, commits, shutdown.
-//! * [`replay`] — backfills over a fixed window with manual assignment.
+//! * `commit` — the one place positions go from the ledger to the broker.
+//! * `work` — one record's journey, shared by `run` and `replay`.
+//! * `consumer` — the consumer context, commit glue, pause/resume and consume errors, shared by
+//!   `run` and `replay`; `backpressure` — their one take / pause / resume policy (pure);
+//!   [`shutdown`] — signals, the drain and `run`'s final commit.
+//! * [`pipeline`] — the `run` loop: group membership, backpressure, commits.
+//! * [`replay`] — backfills over a fixed window with manual assignment (`prepare`, then the `live`
+//!   or the `dry` pass, `report`).
 //! * [`check`], `demo` — the operator's other two commands (`demo` with the default `demo`
 //!   feature, against the Elevate stand-in of `crates/standin`).
 //! * [`admin`], [`metrics`], [`logging`] — the operating surface.
-//! * [`util`] — the wall clock and the poison-tolerant lock, once for everyone.
+//! * `util` — the wall clock and the poison-tolerant lock, once for everyone.
 //!
-//! The pure parts (decode, select, request, classify, retry, tracker, ledger, offsetmap, limit's
-//! arithmetic) do no I/O and are unit- and property-tested.
+//! The pure parts (decode, select, request, classify, retry, tracker, ledger, offsetmap,
+//! backpressure, limit's arithmetic) do no I/O and are unit- and property-tested.
 
 pub mod admin;
+mod backpressure;
 pub mod check;
-pub mod classify;
-pub mod commit;
+mod classify;
+mod commit;
 pub mod config;
-pub mod deadletter;
+mod consumer;
+mod deadletter;
 pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -52,10 +58,12 @@ pub mod offsetmap;
 pub mod pipeline;
 pub mod replay;
 pub mod request;
-pub mod retry;
+mod retry;
+pub mod route;
 pub mod select;
 pub mod send;
+pub mod shutdown;
 pub mod tracker;
-pub mod util;
+mod util;
 pub mod wire;
-pub mod work;
+mod work;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use elevate_sink::{admin, config::Config, logging, metrics::Metrics, pipeline};
+use elevate_sink::{admin, config::Config, logging, metrics::Metrics, pipeline, shutdown};
 
 /// Kafka cart events in, Voyado Elevate add-to-cart notifications out, at least once.
 #[derive(Parser)]
@@ -81,12 +81,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("admin.listen: cannot bind {}", cfg.admin.listen))?;
         tracing::info!(%addr, "admin listener up (/healthz, /readyz, /metrics)");
     }
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        elevate_sink::pipeline::wait_for_signal().await;
-        let _ = tx.send(true);
-    });
-    let summary = pipeline::run(&cfg, metrics, health, rx).await?;
+    let summary = pipeline::run(&cfg, metrics, health, shutdown::on_signal()).await?;
     let code = summary.stop.exit_code();
     if code == 0 {
         tracing::info!(?summary, "stopped");

@@ -1,6 +1,6 @@
 //! Metrics: every Prometheus series the service exposes, in one struct, registered in one place.
 //! Guarantees: names are stable (`elevate_sink_*`), labels carry no personal data (markets,
-//! reasons, statuses, topics and partitions only), and the text exposition is what `/metrics`
+//! reasons, statuses, topics, partitions, route names and kinds only), and the text exposition is what `/metrics`
 //! serves.
 
 use std::collections::BTreeMap;
@@ -60,6 +60,16 @@ pub struct Metrics {
     pub quota_rps: Gauge<f64, AtomicU64>,
     /// Consume errors, by librdkafka error code and kind (transient, unreadable, fatal).
     pub consume_errors: Family<Labels, Counter>,
+    /// Partition commits whose done-offset map was cut or left out to fit the metadata budget.
+    pub offset_map_truncated: Counter,
+    /// Committed metadata read back on assignment that gave no usable done map, by reason.
+    pub offset_map_ignored: Family<Labels, Counter>,
+    /// Notifications delivered, by route and kind.
+    pub route_delivered: Family<Labels, Counter>,
+    /// Notifications (or records) skipped, by route, kind and reason.
+    pub route_skipped: Family<Labels, Counter>,
+    /// Notifications (or records) parked, by route, kind and reason.
+    pub route_dead_lettered: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +103,11 @@ impl Metrics {
             dead_letter_failures: Counter::default(),
             quota_rps: Gauge::default(),
             consume_errors: Family::default(),
+            offset_map_truncated: Counter::default(),
+            offset_map_ignored: Family::default(),
+            route_delivered: Family::default(),
+            route_skipped: Family::default(),
+            route_dead_lettered: Family::default(),
         };
         m.register_flow();
         m.register_operations();
@@ -153,6 +168,21 @@ impl Metrics {
             self.limiter_wait_seconds.clone(),
         );
         r.register(
+            "route_delivered",
+            "Notifications delivered, by route and kind",
+            self.route_delivered.clone(),
+        );
+        r.register(
+            "route_skipped",
+            "Notifications or records skipped, by route, kind and reason",
+            self.route_skipped.clone(),
+        );
+        r.register(
+            "route_dead_lettered",
+            "Notifications or records parked, by route, kind and reason",
+            self.route_dead_lettered.clone(),
+        );
+        r.register(
             "request_duration_seconds",
             "Per-attempt request latency",
             self.request_duration.clone(),
@@ -202,6 +232,16 @@ impl Metrics {
             "consume_errors",
             "Consume errors, by librdkafka error code and kind",
             self.consume_errors.clone(),
+        );
+        r.register(
+            "offset_map_truncated",
+            "Partition commits whose done-offset map was cut or left out to fit the metadata budget",
+            self.offset_map_truncated.clone(),
+        );
+        r.register(
+            "offset_map_ignored",
+            "Committed metadata read back on assignment that gave no usable done map, by reason",
+            self.offset_map_ignored.clone(),
         );
     }
 
@@ -256,6 +296,18 @@ fn by_value<R: LabelValue>(family: &Family<Labels, Counter>, key: &'static str) 
         .iter()
         .filter_map(|&v| Some((v, family.get(&label(key, v.as_str()))?.get())))
         .collect()
+}
+
+/// The labels of a per-route series: route, kind and (for skips and parks) the reason.
+pub fn route_labels(route: &crate::route::RouteTag, reason: Option<&str>) -> Labels {
+    let mut l = vec![
+        ("route", route.name.to_string()),
+        ("kind", route.kind.as_str().to_string()),
+    ];
+    if let Some(r) = reason {
+        l.push(("reason", r.to_string()));
+    }
+    l
 }
 
 /// Shorthand for a one-label set.

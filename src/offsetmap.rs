@@ -15,7 +15,7 @@
 //! characters; 4096 by default, [`MAX_METADATA_BYTES`]):
 //!
 //! ```text
-//! metadata = "elevate-sink/1" " base=" int [" first=" int " end=" int] [map] " crc=" hex8
+//! metadata = "elevate-sink/1" " base=" int [" first=" int " end=" int [" to=" hex8]] [map] " crc=" hex8
 //! map      = " runs=" b64(runs) | " bits=" b64(bits)        ; absent when nothing is done
 //! int      = "0" | ["-"] [1-9] [0-9]*                        ; an i64, canonical decimal
 //! b64      = base64url without padding, canonical            ; alphabet A-Z a-z 0-9 - _
@@ -29,15 +29,16 @@
 //! `base` is the committed position the map was written with (the next offset to read; never
 //! done itself). "Done" means nothing left to send: offsets absent from the log between records
 //! (compaction, transaction markers) count as done, as the committed position itself moves over
-//! them. `first`/`end` are replay's window. The encoder writes `runs` or `bits`,
+//! them. `first`/`end` are replay's window, `to` a fingerprint of the `--to` it was resolved from
+//! ([`to_fingerprint`]). The encoder writes `runs` or `bits`,
 //! whichever payload is fewer bytes (`runs` on a tie), and the decoder accepts only that choice,
 //! so a string decodes to a map only if it is byte for byte what [`encode`] writes for that map.
 //! Example: base 1000, done {1001, 1002, 1003, 1005, 1010..=1019}: `runs` = 1,3,1,1,4,10 (6
 //! bytes), `bits` = 2e fc 0f (3 bytes), so:
 //! `elevate-sink/1 base=1000 bits=LvwP crc=0f0a44db`.
 //!
-//! Replay's checkpoints from before this format (`elevate-sink-replay first=F end=E`) still
-//! decode, for their window only ([`NoMap::Legacy`]). A later version gets a new number: this
+//! Replay's checkpoints from before this format (`elevate-sink-replay first=F end=E[ to=T]`)
+//! still decode, for their window only ([`NoMap::Legacy`]). A later version gets a new number: this
 //! version reads it as [`NoMap::Unsupported`] (no map: duplicates, never a wrong skip).
 //!
 //! # Size rule
@@ -144,6 +145,18 @@ impl DoneMap {
         count(&self.ranges)
     }
 
+    /// This map with every offset done in `other` added (those above this base): both say what
+    /// is done, so together they still claim nothing that was not done.
+    pub fn union(&self, other: &DoneMap) -> DoneMap {
+        let mut all: Vec<Range<i64>> = self.ranges.iter().chain(&other.ranges).cloned().collect();
+        all.sort_unstable_by_key(|r| r.start);
+        let mut map = DoneMap::empty(self.base);
+        for r in all {
+            map.push(r);
+        }
+        map
+    }
+
     /// Whether every offset done here is done in `other` too.
     pub fn is_subset_of(&self, other: &DoneMap) -> bool {
         self.ranges.iter().all(|r| {
@@ -169,6 +182,15 @@ pub struct ReplayWindow {
     pub first: i64,
     /// One past the window's last offset, fixed by the first run.
     pub end: i64,
+    /// [`to_fingerprint`] of the canonical `--to` the end was resolved from (None: not recorded,
+    /// as in checkpoints written before the field existed).
+    pub to: Option<u32>,
+}
+
+/// The fingerprint of a canonical `--to` kept with replay's window (CRC-32 of its text): a
+/// checkpoint group reused for another `--to` is told apart by it.
+pub fn to_fingerprint(to: &str) -> u32 {
+    crc32fast::hash(to.as_bytes())
 }
 
 /// How a map's payload is written.
@@ -218,6 +240,9 @@ pub fn encode(done: &DoneMap, window: Option<ReplayWindow>, budget: usize) -> Re
     let mut head = format!("{PREFIX}{VERSION} base={}", done.base);
     if let Some(w) = window {
         head.push_str(&format!(" first={} end={}", w.first, w.end));
+        if let Some(to) = w.to {
+            head.push_str(&format!(" to={to:08x}"));
+        }
     }
     let fixed = head.len() + CRC_FIELD.len() + 8;
     if fixed > budget {
@@ -453,13 +478,22 @@ pub fn decode(meta: &str, committed: i64) -> Decoded {
     }
 }
 
-/// `first=F end=E`, exactly as replay wrote it before this format.
+/// `first=F end=E` or `first=F end=E to=T`, exactly as replay wrote it before this format.
 fn legacy_window(rest: &str) -> Option<ReplayWindow> {
-    let (first, end) = rest.split_once(' ')?;
-    Some(ReplayWindow {
-        first: canonical_int(first.strip_prefix("first=")?)?,
-        end: canonical_int(end.strip_prefix("end=")?)?,
-    })
+    let mut fields = rest.split(' ');
+    let first = canonical_int(fields.next()?.strip_prefix("first=")?)?;
+    let end = canonical_int(fields.next()?.strip_prefix("end=")?)?;
+    let to = match fields.next() {
+        Some(to) => Some(to_fingerprint(to.strip_prefix("to=").filter(|t| !t.is_empty())?)),
+        None => None,
+    };
+    fields.next().is_none().then_some(ReplayWindow { first, end, to })
+}
+
+/// 8 lowercase hex digits, else None.
+fn hex8(s: &str) -> Option<u32> {
+    let lower_hex = s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    u32::from_str_radix(s, 16).ok().filter(|_| lower_hex)
 }
 
 /// An integer in canonical decimal (what `Display` writes), else None.
@@ -470,11 +504,7 @@ fn canonical_int<T: std::str::FromStr + ToString>(s: &str) -> Option<T> {
 
 fn decode_v1(meta: &str) -> Result<(DoneMap, Option<ReplayWindow>), NoMap> {
     let (body, crc) = meta.rsplit_once(CRC_FIELD).ok_or(NoMap::Malformed("crc"))?;
-    let lower_hex = crc.len() == 8 && crc.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let crc = u32::from_str_radix(crc, 16)
-        .ok()
-        .filter(|_| lower_hex)
-        .ok_or(NoMap::Malformed("crc"))?;
+    let crc = hex8(crc).ok_or(NoMap::Malformed("crc"))?;
     if crc32fast::hash(body.as_bytes()) != crc {
         return Err(NoMap::Checksum);
     }
@@ -488,7 +518,10 @@ fn decode_v1(meta: &str) -> Result<(DoneMap, Option<ReplayWindow>), NoMap> {
     let window = match int(field("first="), "first").transpose()? {
         Some(first) => {
             let end = int(field("end="), "end").ok_or(NoMap::Malformed("end"))??;
-            Some(ReplayWindow { first, end })
+            let to = field("to=")
+                .map(|t| hex8(t).ok_or(NoMap::Malformed("to")))
+                .transpose()?;
+            Some(ReplayWindow { first, end, to })
         }
         None => None,
     };
@@ -594,16 +627,43 @@ mod tests {
     #[test]
     fn runs_win_for_long_runs_and_never_build_a_wide_bitset() {
         let map = map_of(7, &[(1, 1_000_000_000_000), (3, 2)]);
-        let e = encode(&map, Some(ReplayWindow { first: 0, end: 99 }), MAX_METADATA_BYTES).unwrap();
+        let e = encode(
+            &map,
+            Some(ReplayWindow {
+                first: 0,
+                end: 99,
+                to: Some(7),
+            }),
+            MAX_METADATA_BYTES,
+        )
+        .unwrap();
         assert_eq!(e.codec, Some(Codec::Runs));
         assert!(
-            e.text.starts_with("elevate-sink/1 base=7 first=0 end=99 runs="),
+            e.text
+                .starts_with("elevate-sink/1 base=7 first=0 end=99 to=00000007 runs="),
             "{}",
             e.text
         );
         let d = decode(&e.text, 7);
-        assert_eq!(d.window, Some(ReplayWindow { first: 0, end: 99 }));
+        assert_eq!(
+            d.window,
+            Some(ReplayWindow {
+                first: 0,
+                end: 99,
+                to: Some(7)
+            })
+        );
         assert_eq!(d.done, Ok(map));
+    }
+
+    #[test]
+    fn a_union_claims_exactly_what_either_map_claims_above_its_base() {
+        let a = DoneMap::from_offsets(10, [12, 13, 20]);
+        let b = DoneMap::from_offsets(5, [6, 11, 14, 20, 21]);
+        let u = a.union(&b);
+        assert_eq!(u, DoneMap::from_offsets(10, [11, 12, 13, 14, 20, 21]));
+        assert!(a.is_subset_of(&u));
+        assert_eq!(u.union(&u), u);
     }
 
     #[test]
@@ -662,8 +722,28 @@ mod tests {
     #[test]
     fn legacy_replay_checkpoints_keep_their_window() {
         let d = decode("elevate-sink-replay first=10 end=50", 30);
-        assert_eq!(d.window, Some(ReplayWindow { first: 10, end: 50 }));
+        assert_eq!(
+            d.window,
+            Some(ReplayWindow {
+                first: 10,
+                end: 50,
+                to: None
+            })
+        );
         assert_eq!(d.done, Err(NoMap::Legacy));
+        let d = decode("elevate-sink-replay first=10 end=50 to=now", 30);
+        assert_eq!(d.window.and_then(|w| w.to), Some(to_fingerprint("now")));
+        for bad in [
+            "elevate-sink-replay first=10 end=50 to=",
+            "elevate-sink-replay first=10 end=50 to=now x=1",
+            "elevate-sink-replay first=10 end=50 from=now",
+        ] {
+            assert_eq!(
+                decode(bad, 30).done,
+                Err(NoMap::Malformed("legacy replay checkpoint")),
+                "{bad}"
+            );
+        }
         assert_eq!(
             decode("elevate-sink-replay end=50", 30).done,
             Err(NoMap::Malformed("legacy replay checkpoint"))
@@ -673,7 +753,11 @@ mod tests {
     #[test]
     fn a_map_for_another_position_is_ignored_but_the_window_kept() {
         let map = DoneMap::from_offsets(100, [102, 103]);
-        let w = ReplayWindow { first: 0, end: 500 };
+        let w = ReplayWindow {
+            first: 0,
+            end: 500,
+            to: None,
+        };
         let text = encode(&map, Some(w), MAX_METADATA_BYTES).unwrap().text;
         for committed in [99, 101, 0] {
             let d = decode(&text, committed);
@@ -707,6 +791,7 @@ mod tests {
             Some(ReplayWindow {
                 first: 0,
                 end: 30_000,
+                to: Some(u32::MAX),
             }),
             MAX_METADATA_BYTES,
         )
@@ -729,7 +814,8 @@ mod tests {
 
     fn arb_window() -> impl Strategy<Value = Option<ReplayWindow>> {
         proptest::option::of(
-            (0i64..1 << 40, 0i64..1 << 40).prop_map(|(first, end)| ReplayWindow { first, end }),
+            (0i64..1 << 40, 0i64..1 << 40, proptest::option::of(any::<u32>()))
+                .prop_map(|(first, end, to)| ReplayWindow { first, end, to }),
         )
     }
 
@@ -749,6 +835,7 @@ mod tests {
             Just("base="),
             Just("first="),
             Just("end="),
+            Just("to="),
             Just("runs="),
             Just("bits="),
             Just(""),
@@ -781,7 +868,7 @@ mod tests {
         let payload = proptest::collection::vec(byte, 1..7).prop_map(|b| URL_SAFE_NO_PAD.encode(b));
         let field = prop_oneof![Just("runs"), Just("bits")];
         (0i64..20, any::<bool>(), field, payload).prop_map(|(base, window, field, payload)| {
-            let window = if window { " first=0 end=9" } else { "" };
+            let window = if window { " first=0 end=9 to=0000abcd" } else { "" };
             with_crc(&format!("elevate-sink/1 base={base}{window} {field}={payload}"))
         })
     }
@@ -817,7 +904,7 @@ mod tests {
         #[test]
         fn at_the_broker_limit(base in 0i64..1 << 40, runs in proptest::collection::vec((1i64..40, 1i64..3), 1000..6000)) {
             let map = map_of(base, &runs);
-            let e = encode(&map, Some(ReplayWindow { first: base, end: i64::MAX }), MAX_METADATA_BYTES).unwrap();
+            let e = encode(&map, Some(ReplayWindow { first: base, end: i64::MAX, to: Some(0) }), MAX_METADATA_BYTES).unwrap();
             prop_assert!(e.text.len() <= MAX_METADATA_BYTES);
             let kept = decode(&e.text, base).done.unwrap();
             prop_assert_eq!(kept.ranges(), &map.ranges()[..kept.ranges().len()]);

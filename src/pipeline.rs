@@ -4,31 +4,35 @@
 //! committed; backpressure pauses partitions while the consumer keeps polling, so a long Elevate
 //! outage does not get us thrown out of the group; a fatal client error or records that cannot
 //! be read stop the run ([`Stop`]) with readiness failed and nothing committed past what was
-//! read. Limits: a crash re-sends what was in flight since the last commit (duplicates, never
-//! loss).
+//! read; every commit carries the partition's done-offset map and a new owner seeds its tracker
+//! from it, so a hand-off re-sends nothing that was done; the final commit is retried when a
+//! rebalance overlaps it. Limits: a crash re-sends what completed since the last commit and what
+//! was in flight (duplicates, never loss).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{watch, Notify};
-use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio::task::JoinHandle;
+use tokio::time::{interval, MissedTickBehavior};
 
 use crate::admin::{self, Health};
-use crate::commit::{self, InFlight};
+use crate::backpressure::{Action, Backpressure};
 use crate::config::Config;
-use crate::kafka::{consumer_config, resolve_secrets, ConsumeError, SourceRecord};
+use crate::consumer::{self, fatal_client, on_consume_error, set_paused, SinkContext};
+use crate::kafka::{consumer_config, SourceRecord};
 use crate::ledger::Ledger;
 use crate::limit::{share, Limiter};
-use crate::metrics::{label, Metrics};
+use crate::metrics::Metrics;
 use crate::send::Sender;
 use crate::util::lock;
-use crate::work::{SharedLedger, Tp, Work};
+use crate::work::{SharedLedger, Work};
+
+pub use crate::consumer::{Stop, EXIT_FATAL, EXIT_UNREADABLE};
+pub use crate::shutdown::RunSummary;
 
 /// Why the pipeline could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,227 +46,6 @@ pub enum PipelineError {
     /// librdkafka refused to create a client or subscribe.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-}
-
-/// The consumer's callbacks: rebalances, commits, statistics, errors.
-pub struct SinkContext {
-    /// Offsets and ownership.
-    ledger: SharedLedger,
-    /// Series to update.
-    metrics: Arc<Metrics>,
-    /// Readiness facts.
-    health: Arc<Health>,
-    /// Whether partitions are paused for backpressure (new assignments start paused too).
-    paused: AtomicBool,
-    /// Wakes the loop after a rebalance (share recomputation).
-    wake: Arc<Notify>,
-    /// Asynchronous commits waiting for their answer.
-    commits_in_flight: InFlight,
-}
-
-impl SinkContext {
-    /// A context over `ledger`.
-    pub fn new(ledger: SharedLedger, metrics: Arc<Metrics>, health: Arc<Health>, wake: Arc<Notify>) -> Self {
-        SinkContext {
-            ledger,
-            metrics,
-            health,
-            paused: AtomicBool::new(false),
-            wake,
-            commits_in_flight: InFlight::new(),
-        }
-    }
-}
-
-impl ClientContext for SinkContext {
-    fn stats(&self, statistics: Statistics) {
-        // A broker we talk to again clears an earlier "all brokers down", even when idle.
-        if statistics
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP")
-        {
-            self.health.broker_ok.store(true, Ordering::Relaxed);
-        }
-        // Only partitions we own: statistics keep listing a partition for a while after it was
-        // revoked, and a revoked partition's lag is its new owner's to report.
-        let ledger = lock(&self.ledger);
-        for (topic, t) in statistics.topics {
-            for (p, part) in t.partitions {
-                if p >= 0 && part.consumer_lag >= 0 && ledger.owns(&(topic.clone(), p)) {
-                    self.metrics
-                        .consumer_lag
-                        .get_or_create(&vec![("topic", topic.clone()), ("partition", p.to_string())])
-                        .set(part.consumer_lag);
-                }
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.broker_ok.store(false, Ordering::Relaxed);
-        }
-        tracing::error!(error = %error, reason, "kafka client error");
-    }
-}
-
-impl ConsumerContext for SinkContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.metrics
-                .rebalances
-                .get_or_create(&label("kind", "revoke"))
-                .inc();
-            let mut positions = Vec::new();
-            {
-                let mut ledger = lock(&self.ledger);
-                for e in tpl.elements() {
-                    let key: Tp = (e.topic().to_string(), e.partition());
-                    self.commits_in_flight.forget(&key);
-                    self.metrics
-                        .consumer_lag
-                        .remove(&vec![("topic", key.0.clone()), ("partition", key.1.to_string())]);
-                    if let Some(pos) = ledger.revoke(&key) {
-                        positions.push((key, pos));
-                    }
-                }
-                self.metrics.assigned_partitions.set(ledger.len() as i64);
-            }
-            commit::commit_revoked(consumer, &self.metrics, &positions);
-            tracing::info!(
-                partitions = tpl.count(),
-                committed = positions.len(),
-                "partitions revoked"
-            );
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                self.metrics
-                    .rebalances
-                    .get_or_create(&label("kind", "assign"))
-                    .inc();
-                let mut ledger = lock(&self.ledger);
-                for e in tpl.elements() {
-                    ledger.assign((e.topic().to_string(), e.partition()));
-                }
-                self.metrics.assigned_partitions.set(ledger.len() as i64);
-                drop(ledger);
-                if self.paused.load(Ordering::Relaxed) && tpl.count() > 0 {
-                    let _ = consumer.pause(tpl);
-                }
-                self.health.joined.store(true, Ordering::Relaxed);
-                self.health.broker_ok.store(true, Ordering::Relaxed);
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
-        }
-        self.wake.notify_one();
-    }
-
-    /// The answer to a periodic (asynchronous) commit, served on the polling thread.
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
-        commit::acknowledged(
-            &self.ledger,
-            &self.metrics,
-            &self.commits_in_flight,
-            &result,
-            offsets,
-        );
-    }
-}
-
-/// Commits, synchronously, every position the ledger says is done and not yet acknowledged;
-/// true when there was nothing to commit or the broker acknowledged it (see [`commit::commit_sync`]).
-pub fn commit_done<C: ConsumerContext, K: Consumer<C>>(
-    consumer: &K,
-    ledger: &SharedLedger,
-    metrics: &Metrics,
-) -> bool {
-    commit::commit_sync(consumer, ledger, metrics, |_| None)
-}
-
-pub use crate::commit::commit_sync as commit_done_with;
-
-/// Exit code of a process whose Kafka client can no longer work (fatal consumer error, e.g. a
-/// fenced static member; fatal dead-letter producer error): restart it.
-pub const EXIT_FATAL: u8 = 3;
-
-/// Exit code of a process that met records it could not read (a corrupt batch, ...): `replay`
-/// stops with it at once; `run` stalls (see `stall_on_unreadable`) and exits with it on SIGTERM.
-/// A restart reads the records again from the last commit; if they stay unreadable the broker's
-/// copy needs repair.
-pub const EXIT_UNREADABLE: u8 = 4;
-
-/// Why a run (or a replay) stopped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
-pub enum Stop {
-    /// The shutdown signal (SIGTERM/SIGINT): exit 0.
-    #[default]
-    #[error("stopped on request")]
-    Requested,
-    /// A Kafka client can no longer work: exit [`EXIT_FATAL`].
-    #[error("a Kafka client failed fatally: {0}")]
-    Fatal(String),
-    /// Records of an assigned partition could not be read: exit [`EXIT_UNREADABLE`] (replay at
-    /// once; run after stalling until SIGTERM).
-    #[error("records could not be read: {0}")]
-    Unreadable(String),
-}
-
-impl Stop {
-    /// The process exit code for this stop.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Stop::Requested => 0,
-            Stop::Fatal(_) => EXIT_FATAL,
-            Stop::Unreadable(_) => EXIT_UNREADABLE,
-        }
-    }
-
-    /// The `/readyz` reason while stopping this way (none for a requested stop).
-    fn not_ready(&self) -> Option<&'static str> {
-        match self {
-            Stop::Requested => None,
-            Stop::Fatal(_) => Some(admin::NOT_READY_FATAL),
-            Stop::Unreadable(_) => Some(admin::NOT_READY_UNREADABLE),
-        }
-    }
-}
-
-/// Handles a consume error of `run` or `replay`: counts it in
-/// `consume_errors_total{code,kind}`, logs it, and says whether the loop must stop. End of
-/// partition is the caller's (replay's) business and is ignored here.
-pub fn on_consume_error(e: &KafkaError, metrics: &Metrics) -> Option<Stop> {
-    let kind = ConsumeError::of(e);
-    let (name, stop) = match kind {
-        ConsumeError::Eof(_) => return None,
-        ConsumeError::Transient(_) => ("transient", None),
-        ConsumeError::Unreadable(_) => ("unreadable", Some(Stop::Unreadable(e.to_string()))),
-        ConsumeError::Fatal(_) => ("fatal", Some(Stop::Fatal(e.to_string()))),
-    };
-    let code = kind.code().map_or_else(String::new, |c| format!("{c:?}"));
-    metrics
-        .consume_errors
-        .get_or_create(&vec![("code", code), ("kind", name.to_string())])
-        .inc();
-    match &stop {
-        None => tracing::warn!(error = %e, "consume error; librdkafka retries"),
-        Some(Stop::Unreadable(_)) => tracing::error!(
-            error = %e,
-            "records of an assigned partition could not be read: taking no more records and \
-             committing what is done, never past them"
-        ),
-        Some(_) => tracing::error!(
-            error = %e,
-            "fatal consumer error: the consumer can no longer work; stopping with exit code 3 (restart)"
-        ),
-    }
-    stop
 }
 
 /// Stalls `run` on unreadable records, visibly: every assigned partition is paused (rust-rdkafka
@@ -282,29 +65,16 @@ fn stall_on_unreadable(consumer: &StreamConsumer<SinkContext>, health: &Health, 
     );
 }
 
-/// A fatal error of the consumer's client (belt and braces: librdkafka also reports it through
-/// `recv`), or of the dead-letter producer.
-pub(crate) fn fatal_client(consumer: &StreamConsumer<SinkContext>, work: &Work) -> Option<Stop> {
-    if let Some((code, reason)) = consumer.client().fatal_error() {
-        tracing::error!(error = ?code, %reason, "fatal consumer error: stopping with exit code 3 (restart)");
-        return Some(Stop::Fatal(format!("consumer: {code:?}: {reason}")));
-    }
-    work.dead_letter
-        .fatal()
-        .map(|why| Stop::Fatal(format!("dead-letter producer: {why}")))
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Default)]
-pub struct RunSummary {
-    /// Whether in-flight work finished within the drain deadline.
-    pub drained: bool,
-    /// Records still in flight at exit (re-sent after restart).
-    pub abandoned_records: usize,
-    /// Whether the final synchronous commit succeeded.
-    pub final_commit: bool,
-    /// Why it stopped; [`Stop::exit_code`] is the process's exit code.
-    pub stop: Stop,
+/// What a started run works with.
+struct Running {
+    consumer: Arc<StreamConsumer<SinkContext>>,
+    work: Arc<Work>,
+    ledger: SharedLedger,
+    wake: Arc<Notify>,
+    limiter: Arc<Limiter>,
+    /// The topics' partition count, kept fresh by `background` (for the quota share).
+    total_partitions: Arc<AtomicUsize>,
+    background: JoinHandle<()>,
 }
 
 /// Runs the service until `shutdown` turns true — or until a fatal client error or unreadable
@@ -316,10 +86,36 @@ pub async fn run(
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<RunSummary, PipelineError> {
-    let secrets = resolve_secrets(cfg)?;
-    let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(Ledger::new()));
+    let r = start(cfg, &metrics, &health)?;
+    tracing::info!(topics = ?cfg.kafka.topics, group = %cfg.kafka.group_id, "consuming");
+    let (stop, unreadable) = consume(cfg, &r, &metrics, &health, &mut shutdown).await;
+    // A stop requested while stalled on unreadable records still says so in the exit code.
+    let stop = match (stop, unreadable) {
+        (Stop::Requested, Some(why)) => Stop::Unreadable(why),
+        (stop, _) => stop,
+    };
+    let Running {
+        consumer,
+        work,
+        background,
+        ..
+    } = r;
+    Ok(crate::shutdown::leave(cfg, &metrics, &health, stop, consumer, work, background).await)
+}
+
+/// Creates the consumer (subscribed), the sender and the work, and starts the partition count.
+fn start(cfg: &Config, metrics: &Arc<Metrics>, health: &Arc<Health>) -> Result<Running, PipelineError> {
+    let secrets = cfg.resolve_secrets()?;
+    let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::new()));
     let wake = Arc::new(Notify::new());
-    let ctx = SinkContext::new(ledger.clone(), metrics.clone(), health.clone(), wake.clone());
+    let budget = cfg.pipeline.commit_metadata_max_bytes;
+    let ctx = SinkContext::new(
+        ledger.clone(),
+        metrics.clone(),
+        Some(health.clone()),
+        wake.clone(),
+        budget,
+    );
     let consumer: Arc<StreamConsumer<SinkContext>> =
         Arc::new(consumer_config(cfg, &secrets, &cfg.kafka.group_id).create_with_context(ctx)?);
     let topics: Vec<&str> = cfg.kafka.topics.iter().map(String::as_str).collect();
@@ -340,143 +136,104 @@ pub async fn run(
         wake.clone(),
     )?);
     let total_partitions = Arc::new(AtomicUsize::new(0));
-    let metadata_task = tokio::spawn(refresh_partition_count(
+    let background = tokio::spawn(refresh_partition_count(
         consumer.clone(),
         cfg.kafka.topics.clone(),
         total_partitions.clone(),
         wake.clone(),
     ));
-    tracing::info!(topics = ?cfg.kafka.topics, group = %cfg.kafka.group_id, "consuming");
+    Ok(Running {
+        consumer,
+        work,
+        ledger,
+        wake,
+        limiter,
+        total_partitions,
+        background,
+    })
+}
 
+/// The loop: takes records into the work while backpressure allows, commits periodically,
+/// watches for fatal client errors; until `shutdown` or a [`Stop`]. Returns why it stopped and,
+/// when it stalled on unreadable records, what the error said.
+async fn consume(
+    cfg: &Config,
+    r: &Running,
+    metrics: &Metrics,
+    health: &Health,
+    shutdown: &mut watch::Receiver<bool>,
+) -> (Stop, Option<String>) {
     let mut commit_tick = interval(cfg.pipeline.commit_interval);
     commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut house_tick = interval(Duration::from_millis(250));
     house_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let max_records = cfg.pipeline.max_in_flight_records;
-    let max_parts = cfg.pipeline.max_pending_notifications as u64;
-    let pause_after = pause_after(cfg);
-    let mut paused = false;
-    // Backpressure has two steps. At the in-flight bound we stop taking records (librdkafka's
-    // bounded prefetch queue waits for us); only when that lasts `pause_after` do we pause the
-    // partitions and go back to polling, so the group never sees us as stuck. Pausing at once
-    // made librdkafka drop and re-fetch its prefetched batch on every resume: 2,300
-    // notifications/s instead of the HTTP ceiling in the benchmark.
-    let mut full_since: Option<Instant> = None;
+    let mut backpressure = Backpressure::new(
+        cfg.pipeline.max_in_flight_records,
+        cfg.pipeline.max_pending_notifications as u64,
+        pause_after(cfg),
+    );
     // Set once records could not be read: the run stalls (see `stall_on_unreadable`).
     let mut unreadable: Option<String> = None;
     let stop = loop {
         health.touch();
         // Stalled or paused, the loop still polls (max.poll.interval.ms), taking nothing.
-        let take = full_since.is_none() || paused || unreadable.is_some();
+        let take = backpressure.take() || unreadable.is_some();
         tokio::select! {
             biased;
             _ = shutdown.changed() => break Stop::Requested,
-            _ = commit_tick.tick() => {
-                commit::commit_async(consumer.as_ref(), &ledger, &metrics, &consumer.context().commits_in_flight);
-            }
+            _ = commit_tick.tick() => consumer::commit_async(&r.consumer),
             _ = house_tick.tick() => {
-                if let Some(stop) = fatal_client(&consumer, &work) {
+                if let Some(stop) = fatal_client(&r.consumer, &r.work) {
                     break stop;
                 }
             }
-            _ = wake.notified() => {}
-            m = consumer.recv(), if take => match m {
+            _ = r.wake.notified() => {}
+            m = r.consumer.recv(), if take => match m {
                 Ok(m) if unreadable.is_some() => drop(m), // never tracked, never committed
                 Ok(m) => {
                     let src = SourceRecord::from_message(&m);
                     drop(m);
-                    work.take(src);
+                    r.work.take(src);
                 }
-                Err(e) => match on_consume_error(&e, &metrics) {
+                Err(e) => match on_consume_error(&e, metrics) {
                     Some(Stop::Unreadable(why)) if unreadable.is_none() => {
-                        stall_on_unreadable(&consumer, &health, &metrics);
+                        stall_on_unreadable(&r.consumer, health, metrics);
                         unreadable = Some(why);
                     }
-                    Some(Stop::Unreadable(_)) => {}
+                    Some(Stop::Unreadable(_)) | None => {}
                     Some(stop) => break stop,
-                    None => {}
                 },
             },
         }
-        health.dead_letter_failing_since(work.dead_letter.failing_since_ms());
-        let (records, parts, owned) = {
-            let l = lock(&ledger);
-            (l.records_in_flight(), l.parts_in_flight(), l.len())
-        };
-        metrics.in_flight_records.set(records as i64);
-        metrics.in_flight_notifications.set(parts as i64);
-        if cfg.rate.share_by_partitions {
-            limiter.set_share(share(owned, total_partitions.load(Ordering::Relaxed)));
-        }
-        metrics.quota_rps.set(limiter.effective_rps());
+        let (records, parts) = after_turn(cfg, r, metrics, health);
         if unreadable.is_some() {
             continue; // stalled: partitions stay paused, no backpressure decisions
         }
-        let full = records >= max_records || parts >= max_parts;
-        if full {
-            let since = *full_since.get_or_insert_with(Instant::now);
-            if !paused && since.elapsed() >= pause_after {
-                paused = set_paused(&consumer, true, &metrics);
-            }
-        } else if !paused {
-            full_since = None;
-        } else if records <= max_records / 2 && parts <= max_parts / 2 {
-            // Resume with hysteresis: at half the bound.
-            paused = set_paused(&consumer, false, &metrics);
-            full_since = None;
+        match backpressure.observe(records, parts, Instant::now()) {
+            Action::Pause => set_paused(&r.consumer, true, metrics),
+            Action::Resume => set_paused(&r.consumer, false, metrics),
+            Action::Hold => {}
         }
     };
+    (stop, unreadable)
+}
 
-    // A stop requested while stalled on unreadable records still says so in the exit code.
-    let stop = match (stop, unreadable) {
-        (Stop::Requested, Some(why)) => Stop::Unreadable(why),
-        (stop, _) => stop,
+/// After each turn of the loop: readiness and in-flight gauges, the quota share. Returns the
+/// records and notifications in flight.
+fn after_turn(cfg: &Config, r: &Running, metrics: &Metrics, health: &Health) -> (usize, u64) {
+    health.dead_letter_failing_since(r.work.dead_letter.failing_since_ms());
+    let (records, parts, owned) = {
+        let l = lock(&r.ledger);
+        (l.records_in_flight(), l.parts_in_flight(), l.len())
     };
-    // Shutdown: stop taking work, let in-flight work finish within the deadline, commit, leave.
-    // After a fatal client error there is no drain: the process restarts as soon as it can.
-    if let Some(why) = stop.not_ready() {
-        health.stopping(why);
+    metrics.in_flight_records.set(records as i64);
+    metrics.in_flight_notifications.set(parts as i64);
+    if cfg.rate.share_by_partitions {
+        r.limiter
+            .set_share(share(owned, r.total_partitions.load(Ordering::Relaxed)));
     }
-    let drain = match stop {
-        Stop::Fatal(_) => Duration::ZERO,
-        _ => cfg.shutdown.drain_deadline,
-    };
-    tracing::info!(deadline = ?drain, ?stop, "shutting down: draining in-flight work");
-    set_paused(&consumer, true, &metrics);
-    let deadline = Instant::now() + drain;
-    let mut drained = false;
-    loop {
-        if lock(&ledger).records_in_flight() == 0 {
-            drained = true;
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
-            _ = wake.notified() => {}
-            // Keep polling so the group does not evict us mid-drain; records that still
-            // arrive are not tracked, so no commit passes them.
-            _ = consumer.recv() => {}
-        }
-    }
-    let abandoned_records = lock(&ledger).records_in_flight();
-    let final_commit = commit_done(consumer.as_ref(), &ledger, &metrics);
-    metadata_task.abort();
-    let _ = metadata_task.await; // it holds a consumer handle: the drop below must be the last
-    tracing::info!(
-        drained,
-        abandoned_records,
-        final_commit,
-        "final commit done; leaving the group"
-    );
-    // Dropping the last handle closes the consumer: it leaves the group (revoke callback commits).
-    drop(work);
-    drop(consumer);
-    Ok(RunSummary {
-        drained,
-        abandoned_records,
-        final_commit,
-        stop,
-    })
+    metrics.quota_rps.set(r.limiter.effective_rps());
+    (records, parts)
 }
 
 /// How long the in-flight bound may stay full before partitions are paused: a quarter of
@@ -490,34 +247,6 @@ fn pause_after(cfg: &Config) -> Duration {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
     Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(5))
-}
-
-/// Pauses (or resumes) `tpl`'s partitions; a failure is logged (the next turn tries again).
-pub(crate) fn pause_or_resume(consumer: &StreamConsumer<SinkContext>, tpl: &TopicPartitionList, pause: bool) {
-    let r = if pause {
-        consumer.pause(tpl)
-    } else {
-        consumer.resume(tpl)
-    };
-    if let Err(e) = r {
-        tracing::warn!(error = %e, pause, "pause/resume failed");
-    }
-}
-
-/// Pauses (or resumes) every assigned partition; returns the new state.
-fn set_paused(consumer: &StreamConsumer<SinkContext>, pause: bool, metrics: &Metrics) -> bool {
-    consumer.context().paused.store(pause, Ordering::Relaxed);
-    match consumer.assignment() {
-        Ok(tpl) => {
-            pause_or_resume(consumer, &tpl, pause);
-            metrics
-                .paused_partitions
-                .set(if pause { tpl.count() as i64 } else { 0 });
-            tracing::debug!(pause, partitions = tpl.count(), "backpressure");
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read assignment"),
-    }
-    pause
 }
 
 /// Keeps the total partition count of the topics fresh (for the quota share).
@@ -547,16 +276,5 @@ async fn refresh_partition_count(
             total.store(n, Ordering::Relaxed);
             wake.notify_one();
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }

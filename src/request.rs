@@ -1,7 +1,8 @@
 //! Request building: a [`Notification`] into the exact HTTP request Elevate's contract asks for.
-//! Pure, no I/O. Guarantees: path `{base}/api/storefront/v3/notifications/add-to-cart`, query
-//! parameters with Elevate's case-sensitive names (`customerKey`, `market`, `sessionKey`,
-//! `userContext`) percent-encoded, body `{"ticket": ".."}`; keys absent from the notification
+//! Pure, no I/O. Guarantees: the path of the notification's kind ([`Kind::path`]) under the
+//! endpoint given, query parameters with Elevate's case-sensitive names (`customerKey`, `market`,
+//! `sessionKey`, `userContext`) percent-encoded, the kind's body (none for `end`), W3C trace
+//! headers when the record had them, the `Api-Key` only flagged (added by the sender); keys absent from the notification
 //! (consent) are absent from the URL; the visitor's IP is forwarded only for the consent levels
 //! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
@@ -9,7 +10,8 @@ use url::Url;
 
 use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
 use crate::decode::UserContext;
-use crate::select::Notification;
+use crate::route::Kind;
+use crate::select::{Body, Notification};
 
 /// Path of the add-to-cart notification, relative to the base URL: no leading `/`, so joining
 /// keeps a path prefix of `elevate.base_url` (the stand-in's own copy is the same path, absolute).
@@ -24,18 +26,27 @@ pub struct HttpRequest {
     pub url: String,
     /// Headers that matter (content type, forwarded visitor headers).
     pub headers: Vec<(&'static str, String)>,
-    /// JSON body.
+    /// JSON body (empty for `end`).
     pub body: String,
+    /// Whether the `Api-Key` header is added when sending (payment); the key itself is never in
+    /// this value, so printing a request never shows it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub api_key: bool,
 }
 
 /// The add-to-cart endpoint under `base` (a trailing path prefix on `base` is kept).
 pub fn endpoint(base: &Url) -> Url {
+    endpoint_for(base, Kind::AddToCart)
+}
+
+/// The endpoint of `kind` under `base` (a trailing path prefix on `base` is kept).
+pub fn endpoint_for(base: &Url, kind: Kind) -> Url {
     let mut url = base.clone();
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
         url.set_path(&p);
     }
-    url.join(ADD_TO_CART_PATH)
+    url.join(kind.path())
         .expect("a constant relative path joins onto any http(s) base")
 }
 
@@ -119,7 +130,11 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
             q.append_pair("userContext", ctx.as_str());
         }
     }
-    let mut headers = vec![("content-type", "application/json;charset=utf-8".to_string())];
+    let body = body_json(&n.body);
+    let mut headers = Vec::new();
+    if !body.is_empty() {
+        headers.push(("content-type", "application/json;charset=utf-8".to_string()));
+    }
     if forward.user_agent() {
         if let Some(ua) = n.user_agent.as_deref().filter(|v| header_safe(v)) {
             headers.push(("user-agent", ua.to_string()));
@@ -130,11 +145,42 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
             headers.push(("x-forwarded-for", ip.to_string()));
         }
     }
+    for (name, value) in &n.trace {
+        if header_safe(value) {
+            headers.push((name, value.clone()));
+        }
+    }
     HttpRequest {
         method: "POST",
         url: url.into(),
         headers,
-        body: serde_json::json!({ "ticket": n.ticket }).to_string(),
+        body,
+        api_key: n.route.kind == Kind::Payment,
+    }
+}
+
+/// The JSON body of each kind (empty for `end`).
+fn body_json(body: &Body) -> String {
+    use serde_json::json;
+    match body {
+        Body::Ticket(t) => json!({ "ticket": t }).to_string(),
+        Body::ProductKey(p) => json!({ "productKey": p }).to_string(),
+        Body::VariantKey(v) => json!({ "variantKey": v }).to_string(),
+        Body::Empty => String::new(),
+        Body::Payment(lines) => {
+            let lines: Vec<_> = lines
+                .iter()
+                .map(|l| {
+                    json!({
+                        "variantKey": l.variant_key,
+                        "quantity": l.quantity,
+                        "sellingPrice": l.selling_price,
+                        "cost": l.cost,
+                    })
+                })
+                .collect();
+            json!({ "lines": lines }).to_string()
+        }
     }
 }
 
@@ -154,7 +200,8 @@ mod tests {
 
     fn n() -> Notification {
         Notification {
-            ticket: "Oy9m+/=".into(),
+            route: Default::default(),
+            body: Body::Ticket("Oy9m+/=".into()),
             market: "SE".into(),
             customer_key: Some("c 1&x".into()),
             session_key: Some("s1".into()),
@@ -163,6 +210,7 @@ mod tests {
             visitor_ip: Some("203.0.113.7".into()),
             line: 0,
             event_time_ms: None,
+            trace: Vec::new(),
         }
     }
 
@@ -264,7 +312,7 @@ mod tests {
         #[test]
         fn query_round_trips(ticket in "\\PC{1,50}", market in "\\PC{1,10}", ck in proptest::option::of("\\PC{1,20}"), sk in proptest::option::of("\\PC{1,20}")) {
             let mut x = n();
-            x.ticket = ticket.clone(); x.market = market.clone(); x.customer_key = ck.clone(); x.session_key = sk.clone();
+            x.body = Body::Ticket(ticket.clone()); x.market = market.clone(); x.customer_key = ck.clone(); x.session_key = sk.clone();
             let r = build(&endpoint(&Url::parse("http://h").unwrap()), &x, true);
             let url = Url::parse(&r.url).unwrap();
             let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();

@@ -105,7 +105,9 @@ pub fn wait(cfg: &RetryConfig, retry: u32, retry_after: Option<Duration>, unit: 
 
 /// Decides after attempt number `attempts` (1-based) failed, with `elapsed` charged to the
 /// budget; `budgeted` is false for configuration-class errors, which are never given up.
-/// (The stateless form of [`Backoff::after_failure`].)
+/// (The stateless form of [`Backoff::after_failure`], over the same `spent` and `wait`: what
+/// the tests check the policy with.)
+#[cfg(test)]
 pub fn next(
     cfg: &RetryConfig,
     attempts: u32,

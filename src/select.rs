@@ -6,12 +6,44 @@
 
 use crate::config::MappingConfig;
 use crate::decode::{decode, CartEvent, Invalid, InvalidReason, KeyRule, UserContext};
+use crate::route::RouteTag;
 
-/// One add-to-cart notification to send.
+/// What a notification's request carries in its body, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// `{"ticket": ..}` (add-to-cart, click): opaque, non-empty.
+    Ticket(String),
+    /// `{"productKey": ..}` (favourites).
+    ProductKey(String),
+    /// `{"variantKey": ..}` (favourites).
+    VariantKey(String),
+    /// No body (end).
+    Empty,
+    /// `{"lines": [..]}` (payment): every order line.
+    Payment(Vec<PaymentLine>),
+}
+
+/// One order line of a payment notification, checked: quantity a positive integer, prices
+/// finite and non-negative (kept as the event's JSON numbers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentLine {
+    /// The variant key.
+    pub variant_key: String,
+    /// Units bought (at least 1).
+    pub quantity: u64,
+    /// Selling price.
+    pub selling_price: serde_json::Number,
+    /// Cost.
+    pub cost: serde_json::Number,
+}
+
+/// One notification to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
-    /// The Elevate ticket (opaque, non-empty).
-    pub ticket: String,
+    /// The route it belongs to (name and kind).
+    pub route: RouteTag,
+    /// The body, by kind.
+    pub body: Body,
     /// The Elevate market id.
     pub market: String,
     /// customerKey, present only when the consent level allows it.
@@ -28,6 +60,18 @@ pub struct Notification {
     pub line: usize,
     /// When the event happened (epoch ms), if known.
     pub event_time_ms: Option<i64>,
+    /// W3C trace context headers (`traceparent`, `tracestate`) from the Kafka record, forwarded.
+    pub trace: Vec<(&'static str, String)>,
+}
+
+impl Notification {
+    /// The ticket, for the kinds that carry one.
+    pub fn ticket(&self) -> Option<&str> {
+        match &self.body {
+            Body::Ticket(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// Why a record or a line produced no notification. Counted, never an error.
@@ -43,16 +87,23 @@ pub enum SkipReason {
     NoTicket,
     /// Older than the replay's `--max-age` (set by replay only).
     TooOld,
+    /// The visitor's User-Agent is a known bot (`elevate.skip_bots`).
+    Bot,
+    /// The record's event type feeds none of its topic's routes (when they are not all
+    /// add-to-cart routes; those say `not_add_to_cart`, as before routes existed).
+    NoRoute,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order.
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::NotAddToCart,
         SkipReason::NoLines,
         SkipReason::NotFromElevate,
         SkipReason::NoTicket,
         SkipReason::TooOld,
+        SkipReason::Bot,
+        SkipReason::NoRoute,
     ];
 
     /// Stable label for metrics and summaries.
@@ -63,6 +114,8 @@ impl SkipReason {
             SkipReason::NotFromElevate => "not_from_elevate",
             SkipReason::NoTicket => "no_ticket",
             SkipReason::TooOld => "too_old",
+            SkipReason::Bot => "bot",
+            SkipReason::NoRoute => "no_route",
         }
     }
 }
@@ -84,6 +137,8 @@ pub struct Mapped {
     pub skipped: Vec<SkipReason>,
     /// When the event happened (epoch ms), from the event when mapped, else unknown.
     pub event_time_ms: Option<i64>,
+    /// The same skips labelled by the route that made them (filled by [`crate::route`]).
+    pub route_skips: Vec<(RouteTag, SkipReason)>,
 }
 
 /// Decodes and maps a record value: the whole pure front half of the pipeline.
@@ -91,7 +146,8 @@ pub fn map_record(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<Mappe
     select(&decode(mapping, value)?)
 }
 
-/// Selects the lines worth a notification and builds them under the consent rules.
+/// Selects the lines worth a notification and builds them under the consent rules (as the
+/// default `add-to-cart` route; [`crate::route`] re-tags them for its own).
 pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
     let mut out = Mapped {
         event_time_ms: event.event_time_ms,
@@ -117,17 +173,13 @@ pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
         return Ok(out);
     }
     // Only records that will produce a request are held to the request contract.
-    let market = event.market.clone().ok_or_else(|| {
-        Invalid::new(
-            InvalidReason::MissingField,
-            "market is missing; Elevate requires it",
-        )
-    })?;
+    let market = required_market(event)?;
     let (customer_key, session_key) = consent(event)?;
     out.notifications = selected
         .into_iter()
         .map(|(line, ticket)| Notification {
-            ticket,
+            route: RouteTag::default(),
+            body: Body::Ticket(ticket),
             market: market.clone(),
             customer_key: customer_key.clone(),
             session_key: session_key.clone(),
@@ -136,15 +188,26 @@ pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
             visitor_ip: event.visitor_ip.clone(),
             line,
             event_time_ms: event.event_time_ms,
+            trace: Vec::new(),
         })
         .collect();
     Ok(out)
 }
 
+/// The market, which every request needs.
+pub(crate) fn required_market(event: &CartEvent) -> Result<String, Invalid> {
+    event.market.clone().ok_or_else(|| {
+        Invalid::new(
+            InvalidReason::MissingField,
+            "market is missing; Elevate requires it",
+        )
+    })
+}
+
 /// The customerKey/sessionKey to send under the event's consent level (Elevate's table,
 /// [`UserContext::customer_key`] and [`UserContext::session_key`]): forbidden keys are dropped,
 /// missing required keys are an error naming the key.
-fn consent(event: &CartEvent) -> Result<(Option<String>, Option<String>), Invalid> {
+pub(crate) fn consent(event: &CartEvent) -> Result<(Option<String>, Option<String>), Invalid> {
     let ctx = event.user_context.unwrap_or_default();
     let key = |rule: KeyRule, key: &Option<String>, name: &str| match rule {
         KeyRule::Dropped => Ok(None),
@@ -206,7 +269,7 @@ mod tests {
         let tickets: Vec<_> = m
             .notifications
             .iter()
-            .map(|n| (n.line, n.ticket.as_str()))
+            .map(|n| (n.line, n.ticket().unwrap()))
             .collect();
         assert_eq!(tickets, vec![(0, "T0"), (3, "T3")]);
         assert_eq!(m.skipped, vec![SkipReason::NotFromElevate, SkipReason::NoTicket]);
@@ -380,7 +443,7 @@ mod tests {
             let m = select(&e).unwrap();
             prop_assert_eq!(m.notifications.len() + m.skipped.len(), e.lines.len());
             for n in &m.notifications {
-                prop_assert!(!n.ticket.is_empty());
+                prop_assert!(!n.ticket().unwrap().is_empty());
                 prop_assert!(e.lines[n.line].from_elevate);
                 prop_assert!(n.customer_key.is_none() && n.session_key.is_none());
             }

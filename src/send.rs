@@ -18,12 +18,14 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
+use crate::config::Secret;
 use crate::config::{ElevateConfig, RetryConfig};
 use crate::deadletter::{ParkCause, ParkReason};
 use crate::limit::Limiter;
 use crate::metrics::{label, Metrics};
-use crate::request::{build, endpoint, HttpRequest};
+use crate::request::{build, endpoint_for, HttpRequest};
 use crate::retry::{Backoff, Charge, Next};
+use crate::route::Kind;
 use crate::select::Notification;
 use crate::util::lock;
 
@@ -59,8 +61,11 @@ struct Attempt {
 pub struct Sender {
     /// Pooled HTTP client (keep-alive, gzip, timeouts).
     client: reqwest::Client,
-    /// The add-to-cart endpoint.
-    endpoint: Url,
+    /// The endpoint of each kind, in [`Kind::ALL`] order.
+    endpoints: Vec<Url>,
+    /// The payment kind's `Api-Key` (`elevate.payment_api_key`), if configured: a header value
+    /// marked sensitive, so it never prints.
+    api_key: Option<reqwest::header::HeaderValue>,
     /// Which visitor headers to forward (User-Agent; X-Forwarded-For per consent level).
     forward_visitor: crate::request::Forwarding,
     /// Rate quotas.
@@ -113,9 +118,14 @@ impl Sender {
             .notifications
             .get_or_create(&vec![("outcome", "delivered".into()), ("status", "204".into())])
             .clone();
+        let api_key = match &elevate.payment_api_key {
+            Some(src) => Some(api_key_header(&src.resolve("elevate.payment_api_key")?)?),
+            None => None,
+        };
         Ok(Sender {
             client,
-            endpoint: endpoint(&base),
+            endpoints: Kind::ALL.iter().map(|k| endpoint_for(&base, *k)).collect(),
+            api_key,
             forward_visitor: crate::request::Forwarding::from_config(elevate),
             limiter,
             slots: Semaphore::new(elevate.max_in_flight_requests),
@@ -129,7 +139,13 @@ impl Sender {
 
     /// The request `n` maps to (for dry runs and `check --sample`).
     pub fn request_for(&self, n: &Notification) -> HttpRequest {
-        build(&self.endpoint, n, self.forward_visitor)
+        build(self.endpoint(n.route.kind), n, self.forward_visitor)
+    }
+
+    /// The endpoint of `kind`.
+    fn endpoint(&self, kind: Kind) -> &Url {
+        let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.endpoints[i]
     }
 
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
@@ -175,6 +191,7 @@ impl Sender {
                         status: attempt.status,
                         attempts: backoff.attempts,
                         line: Some(n.line),
+                        route: Some(n.route.name.to_string()),
                     });
                 }
                 Class::Transient { retry_after } => (Charge::Transient, retry_after),
@@ -183,7 +200,7 @@ impl Sender {
                         .config_errors
                         .get_or_create(&label("status", &attempt.label))
                         .inc();
-                    self.shout(&attempt);
+                    self.shout(&attempt, n.route.kind);
                     (Charge::Free, None)
                 }
             };
@@ -215,6 +232,7 @@ impl Sender {
                         status: attempt.status,
                         attempts: backoff.attempts,
                         line: Some(n.line),
+                        route: Some(n.route.name.to_string()),
                     });
                 }
             }
@@ -229,7 +247,7 @@ impl Sender {
     }
 
     /// One loud line per status per 30 s: configuration errors stall the stream by design.
-    fn shout(&self, a: &Attempt) {
+    fn shout(&self, a: &Attempt, kind: Kind) {
         let mut loud = lock(&self.loud);
         let due = loud
             .get(&a.label)
@@ -238,7 +256,7 @@ impl Sender {
             loud.insert(a.label.clone(), Instant::now());
             tracing::error!(
                 status = %a.label,
-                endpoint = %self.endpoint,
+                endpoint = %self.endpoint(kind),
                 body = %a.excerpt,
                 "Elevate answered with a configuration-class status: check elevate.cluster_id / elevate.base_url. \
                  Notifications are retried (never dead-lettered) until this is fixed; the stream is stalled"
@@ -250,6 +268,11 @@ impl Sender {
         let mut builder = self.client.post(&req.url).body(req.body.clone());
         for (k, v) in &req.headers {
             builder = builder.header(*k, v);
+        }
+        if req.api_key {
+            if let Some(key) = &self.api_key {
+                builder = builder.header("api-key", key.clone());
+            }
         }
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, builder.send()).await;
@@ -292,6 +315,18 @@ impl Sender {
             excerpt,
         }
     }
+}
+
+/// The `Api-Key` header value, marked sensitive; the error never shows the key.
+fn api_key_header(key: &Secret) -> Result<reqwest::header::HeaderValue, SenderError> {
+    let mut v = reqwest::header::HeaderValue::from_str(key.expose()).map_err(|_| {
+        crate::config::ConfigError::invalid(
+            "elevate.payment_api_key",
+            "is not a valid header value (visible ASCII only)",
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// Replaces the notification's customerKey/sessionKey values in an answer's text: Elevate may
@@ -421,7 +456,8 @@ mod tests {
 
     fn keyed(customer: &str, session: &str) -> Notification {
         Notification {
-            ticket: "t".into(),
+            route: Default::default(),
+            body: crate::select::Body::Ticket("t".into()),
             market: "SE".into(),
             customer_key: Some(customer.into()),
             session_key: Some(session.into()),
@@ -430,6 +466,7 @@ mod tests {
             visitor_ip: None,
             line: 0,
             event_time_ms: None,
+            trace: Vec::new(),
         }
     }
 
@@ -509,7 +546,8 @@ mod tests {
     #[test]
     fn excerpts_never_carry_personal_keys() {
         let n = Notification {
-            ticket: "t".into(),
+            route: Default::default(),
+            body: crate::select::Body::Ticket("t".into()),
             market: "SE".into(),
             customer_key: Some("cust 42".into()),
             session_key: Some("sess-9".into()),
@@ -518,6 +556,7 @@ mod tests {
             visitor_ip: None,
             line: 0,
             event_time_ms: None,
+            trace: Vec::new(),
         };
         let s = scrub("bad customerKey=cust+42 (cust 42), session sess-9", &n);
         assert_eq!(

@@ -2,23 +2,39 @@
 //! map, track in the ledger, then one task per notification (send, or park) that completes its
 //! claim. Guarantees: a record's offset is tracked before any of its work starts and completes
 //! only after every notification was delivered (204) or parked (dead-letter acked); records of
-//! partitions we do not own are refused untouched.
+//! partitions we do not own are refused untouched; records a previous owner finished (in the
+//! partition's seeded done map) are done at once, sending nothing, counted as
+//! `skipped_total{reason="already_delivered"}`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::config::{Config, MappingConfig, Secret};
+use crate::config::{Config, Secret};
 use crate::deadletter::{DeadLetter, ParkCause, ParkReason};
-use crate::decode::Invalid;
 use crate::kafka::{producer_config, SourceRecord};
-use crate::ledger::{Claim, Ledger};
-use crate::metrics::{label, Metrics};
+use crate::ledger::{Claim, Ledger, Track};
+use crate::metrics::{label, route_labels, Metrics};
 use crate::replay::Ages;
-use crate::select::{map_record, Mapped, SkipReason};
+use crate::route::{RouteInvalid, RouteTag, Routes};
+use crate::select::{Mapped, Notification, SkipReason};
 use crate::send::{Outcome, Sender};
 use crate::util::{lock, now_ms};
+
+/// The `skipped_total` reason of a record a previous owner of its partition finished.
+pub const ALREADY_DELIVERED: &str = "already_delivered";
+
+/// Why the work of `run` or `replay` could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    /// The dead-letter producer could not be created.
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The routes are misconfigured.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
 
 /// A partition key: (topic, partition).
 pub type Tp = (String, i32);
@@ -28,8 +44,10 @@ pub type SharedLedger = Arc<Mutex<Ledger<Tp>>>;
 
 /// Everything a record needs on its way; share it in an `Arc`.
 pub struct Work {
-    /// Where fields live in an event.
-    pub mapping: MappingConfig,
+    /// Which routes each topic feeds and where their fields live.
+    pub routes: Routes,
+    /// Per-route quotas (`routes.requests_per_second`), by route name.
+    pub route_quotas: crate::route::quota::RouteQuotas,
     /// Sends notifications.
     pub sender: Arc<Sender>,
     /// Parks records.
@@ -47,21 +65,28 @@ pub struct Work {
     pub ages: Option<Mutex<Ages>>,
 }
 
-/// Maps one record as `run` and `replay` both do: decode + select + map, then the `--max-age`
+/// Maps one record as `run` and `replay` both do: decode + select + map for every route its
+/// topic feeds, the record's W3C trace headers onto each notification, then the `--max-age`
 /// rule (an event older than `max_age` at `now_ms`, by its event time or else the record's
 /// timestamp, has its notifications skipped as `too_old`). Pure.
 pub fn plan(
-    mapping: &MappingConfig,
+    routes: &Routes,
     src: &SourceRecord,
     max_age: Option<Duration>,
     now_ms: i64,
-) -> Result<Mapped, Invalid> {
-    let mut mapped = map_record(mapping, src.value.as_deref())?;
+) -> Result<Mapped, RouteInvalid> {
+    let mut mapped = routes.map(&src.topic, src.value.as_deref())?;
+    let trace = crate::route::trace::context(&src.headers);
+    for n in &mut mapped.notifications {
+        n.trace = trace.clone();
+    }
     let event_ms = mapped.event_time_ms.or(src.timestamp_ms);
     if let (Some(max_age), Some(t)) = (max_age, event_ms) {
         if now_ms - t > max_age.as_millis() as i64 {
-            let too_old = mapped.notifications.drain(..).map(|_| SkipReason::TooOld);
-            mapped.skipped.extend(too_old);
+            for n in mapped.notifications.drain(..) {
+                mapped.skipped.push(SkipReason::TooOld);
+                mapped.route_skips.push((n.route, SkipReason::TooOld));
+            }
         }
     }
     Ok(mapped)
@@ -77,10 +102,12 @@ impl Work {
         ledger: SharedLedger,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
-    ) -> rdkafka::error::KafkaResult<Self> {
+    ) -> Result<Self, WorkError> {
         let producer: rdkafka::producer::FutureProducer = producer_config(cfg, secrets).create()?;
+        let routes = Routes::from_config(cfg)?;
         Ok(Work {
-            mapping: cfg.mapping.clone(),
+            route_quotas: crate::route::quota::RouteQuotas::new(&routes),
+            routes,
             sender,
             dead_letter: Arc::new(DeadLetter::new(
                 producer,
@@ -102,12 +129,14 @@ impl Work {
             .records_consumed
             .get_or_create(&label("topic", &src.topic))
             .inc();
-        let mapped = plan(&self.mapping, &src, self.max_age, now_ms());
+        let mapped = plan(&self.routes, &src, self.max_age, now_ms());
         let mapped = match mapped {
             Ok(m) => m,
-            Err(invalid) => {
-                let Some(generation) = lock(&self.ledger).track(&key, src.offset, 1) else {
-                    return false;
+            Err(RouteInvalid { route, invalid }) => {
+                let generation = match self.track(&key, src.offset, 1) {
+                    Track::Tracked(generation) => generation,
+                    Track::AlreadyDelivered => return true,
+                    Track::NotOwned | Track::Redelivery => return false,
                 };
                 let why = ParkReason {
                     reason: ParkCause::Invalid(invalid.reason),
@@ -115,7 +144,11 @@ impl Work {
                     status: None,
                     attempts: 0,
                     line: None,
+                    route: route.as_ref().map(|r| r.name.to_string()),
                 };
+                if let Some(route) = &route {
+                    self.count_parked(route, &why);
+                }
                 let claim = Claim {
                     key,
                     generation,
@@ -130,13 +163,21 @@ impl Work {
             }
         };
         let parts = mapped.notifications.len() as u32;
-        let Some(generation) = lock(&self.ledger).track(&key, src.offset, parts) else {
-            return false;
+        let generation = match self.track(&key, src.offset, parts) {
+            Track::Tracked(generation) => generation,
+            Track::AlreadyDelivered => return true,
+            Track::NotOwned | Track::Redelivery => return false,
         };
         for reason in &mapped.skipped {
             self.metrics
                 .skipped
                 .get_or_create(&label("reason", reason.as_str()))
+                .inc();
+        }
+        for (route, reason) in &mapped.route_skips {
+            self.metrics
+                .route_skipped
+                .get_or_create(&route_labels(route, Some(reason.as_str())))
                 .inc();
         }
         if parts == 0 {
@@ -151,23 +192,55 @@ impl Work {
                 generation,
                 offset: src.offset,
             };
-            tokio::spawn(async move {
-                let ledger = this.ledger.clone();
-                let (k, g) = (claim.key.clone(), claim.generation);
-                let outcome = this.sender.send(&n, || lock(&ledger).is_current(&k, g)).await;
-                match outcome {
-                    Outcome::Delivered { .. } => {
-                        if let (Some(ages), Some(t)) = (&this.ages, n.event_time_ms.or(src.timestamp_ms)) {
-                            lock(ages).record(now_ms() - t);
-                        }
-                    }
-                    Outcome::Park(why) => this.dead_letter.park(&src, &why).await,
-                    Outcome::Abandoned => return,
-                }
-                this.finish(&claim);
-            });
+            tokio::spawn(async move { this.deliver(n, &src, claim).await });
         }
         true
+    }
+
+    /// Tracks a record in the ledger ([`Ledger::track_record`]), counting one a previous owner
+    /// finished as `skipped_total{reason="already_delivered"}`.
+    pub(crate) fn track(&self, key: &Tp, offset: i64, parts: u32) -> Track {
+        let track = lock(&self.ledger).track_record(key, offset, parts);
+        if track == Track::AlreadyDelivered {
+            self.metrics
+                .skipped
+                .get_or_create(&label("reason", ALREADY_DELIVERED))
+                .inc();
+        }
+        track
+    }
+
+    /// Sends one notification (after its route's quota) and completes its claim once delivered
+    /// or parked.
+    async fn deliver(self: Arc<Self>, n: Notification, src: &SourceRecord, claim: Claim<Tp>) {
+        self.route_quotas.wait(&n.route.name).await;
+        let ledger = self.ledger.clone();
+        let (k, g) = (claim.key.clone(), claim.generation);
+        let outcome = self.sender.send(&n, || lock(&ledger).is_current(&k, g)).await;
+        match outcome {
+            Outcome::Delivered { .. } => {
+                self.metrics
+                    .route_delivered
+                    .get_or_create(&route_labels(&n.route, None))
+                    .inc();
+                if let (Some(ages), Some(t)) = (&self.ages, n.event_time_ms.or(src.timestamp_ms)) {
+                    lock(ages).record(now_ms() - t);
+                }
+            }
+            Outcome::Park(why) => {
+                self.count_parked(&n.route, &why);
+                self.dead_letter.park(src, &why).await
+            }
+            Outcome::Abandoned => return,
+        }
+        self.finish(&claim);
+    }
+
+    fn count_parked(&self, route: &RouteTag, why: &ParkReason) {
+        self.metrics
+            .route_dead_lettered
+            .get_or_create(&route_labels(route, Some(why.reason.as_str())))
+            .inc();
     }
 
     fn finish(&self, claim: &Claim<Tp>) {
@@ -181,5 +254,14 @@ impl Work {
             .set(ledger.parts_in_flight() as i64);
         drop(ledger);
         self.wake.notify_one();
+    }
+}
+
+impl From<WorkError> for crate::pipeline::PipelineError {
+    fn from(e: WorkError) -> Self {
+        match e {
+            WorkError::Kafka(k) => crate::pipeline::PipelineError::Kafka(k),
+            WorkError::Config(c) => crate::pipeline::PipelineError::Config(c),
+        }
     }
 }

@@ -305,8 +305,11 @@ fn check_mapped(event: &CartEvent, mapped: &Mapped) {
     assert_eq!(lines, expected_lines);
     let ctx = event.user_context.unwrap_or(UserContext::Personalized);
     for n in &mapped.notifications {
-        assert!(!n.ticket.is_empty(), "empty ticket mapped");
-        assert_eq!(Some(&n.ticket), event.lines[n.line].ticket.as_ref());
+        assert!(!n.ticket().unwrap_or_default().is_empty(), "empty ticket mapped");
+        assert_eq!(
+            n.ticket().map(str::to_string).as_ref(),
+            event.lines[n.line].ticket.as_ref()
+        );
         assert!(!n.market.is_empty());
         assert_eq!(Some(&n.market), event.market.as_ref());
         assert_eq!(n.user_context, event.user_context);

@@ -18,7 +18,8 @@ CONFIG_KEYS = {
     "rate": {"requests_per_second", "burst", "share_by_partitions", "markets"},
     "retry": {"initial_backoff", "max_backoff", "max_attempts", "max_elapsed", "max_retry_after"},
     "dead_letter": {"topic", "properties"},
-    "pipeline": {"max_in_flight_records", "max_pending_notifications", "commit_interval"},
+    "pipeline": {"max_in_flight_records", "max_pending_notifications", "commit_interval",
+                 "commit_metadata_max_bytes"},
     "shutdown": {"drain_deadline", "grace_period"},
     "admin": {"listen", "wedged_after"},
     "log": {"format", "level"},
@@ -26,6 +27,7 @@ CONFIG_KEYS = {
 INTEGER_KEYS = {
     ("elevate", "max_in_flight_requests"), ("rate", "burst"), ("retry", "max_attempts"),
     ("pipeline", "max_in_flight_records"), ("pipeline", "max_pending_notifications"),
+    ("pipeline", "commit_metadata_max_bytes"),
 }
 
 

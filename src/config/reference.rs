@@ -180,6 +180,24 @@ pub const SECTIONS: &[Section] = &[
                 default: Some(concat!("\"elevate-sink/", env!("CARGO_PKG_VERSION"), "\"")),
                 doc: "User-Agent of our own requests when the event carries none.",
             },
+            Key {
+                name: "skip_bots",
+                ty: Ty::Boolean,
+                default: Some("true"),
+                doc: "Skip events whose visitor User-Agent is a known bot (the maintained `isbot` list plus `bot_patterns`), counted as `skipped{reason=\"bot\"}`: Elevate cannot tell bots from people on server-side calls.",
+            },
+            Key {
+                name: "bot_patterns",
+                ty: Ty::ArrayOf(&Ty::String),
+                default: Some("[]"),
+                doc: "Extra bot patterns: regular expressions matched case-insensitively against the visitor's User-Agent.",
+            },
+            Key {
+                name: "payment_api_key",
+                ty: Ty::Optional(&Ty::Secret),
+                default: None,
+                doc: "The Admin API key the `payment` kind sends as `Api-Key`, read from a file or an env var; required when a payment route exists. Never logged, never printed by `check`, never in dead-letter headers.",
+            },
         ],
     },
     Section {
@@ -263,6 +281,84 @@ pub const SECTIONS: &[Section] = &[
                 ty: Ty::String,
                 default: Some("\"/ticket\""),
                 doc: "Inside a line: the Elevate ticket (string).",
+            },
+            Key {
+                name: "product_key",
+                ty: Ty::String,
+                default: Some("\"/productKey\""),
+                doc: "Favourite events: the product key (string); exactly one of it and `variant_key`.",
+            },
+            Key {
+                name: "variant_key",
+                ty: Ty::String,
+                default: Some("\"/variantKey\""),
+                doc: "Favourite events: the variant key (string); exactly one of it and `product_key`.",
+            },
+            Key {
+                name: "line_variant_key",
+                ty: Ty::String,
+                default: Some("\"/variantKey\""),
+                doc: "Inside an order line (payment): the variant key (string).",
+            },
+            Key {
+                name: "line_quantity",
+                ty: Ty::String,
+                default: Some("\"/quantity\""),
+                doc: "Inside an order line (payment): the quantity (positive integer).",
+            },
+            Key {
+                name: "line_selling_price",
+                ty: Ty::String,
+                default: Some("\"/sellingPrice\""),
+                doc: "Inside an order line (payment): the selling price (finite, non-negative number).",
+            },
+            Key {
+                name: "line_cost",
+                ty: Ty::String,
+                default: Some("\"/cost\""),
+                doc: "Inside an order line (payment): the cost (finite, non-negative number).",
+            },
+        ],
+    },
+    Section {
+        name: "routes",
+        doc: "`[[routes]]`, an array of tables: which topics and event types feed which Elevate notification. None given: one route named `add-to-cart`, kind `add-to-cart`, fed by every topic under `[mapping]` (the behaviour before routes existed). Each route's mapping is `[mapping]`, then its kind's defaults (a `click` event is itself the one line: `lines` and `line_source` empty), then its own `mapping` keys. Environment variables cannot set routes: give them in the file.",
+        keys: &[
+            Key {
+                name: "name",
+                ty: Ty::String,
+                default: None,
+                doc: "Required, unique: the `elevate-sink-route` dead-letter header and the `route` metric label.",
+            },
+            Key {
+                name: "kind",
+                ty: Ty::OneOf(&["add-to-cart", "click", "add-favorite", "remove-favorite", "end", "payment"]),
+                default: None,
+                doc: "Required: the notification it sends.",
+            },
+            Key {
+                name: "topics",
+                ty: Ty::ArrayOf(&Ty::String),
+                default: Some("[]"),
+                doc: "Topics that feed it, each one of `kafka.topics`; empty: every topic.",
+            },
+            Key {
+                name: "event_types",
+                ty: Ty::ArrayOf(&Ty::String),
+                default: Some("[]"),
+                doc: "Event types (at the mapping's `event_type`) that feed it; empty: the kind's defaults (add-to-cart: `mapping.add_to_cart_types`; click: `click`; add-favorite: `add_favorite`; remove-favorite: `remove_favorite`; end: `session_end`, `logout`; payment: `order_placed`).",
+            },
+            Key {
+                name: "mapping",
+                ty: Ty::TableOf(&Ty::String),
+                default: Some("{}"),
+                doc: "`[mapping]` keys overridden for this route (JSON Pointers), e.g. `{ lines = \"/items\" }`.",
+            },
+            Key {
+                name: "requests_per_second",
+                ty: Ty::Optional(&Ty::Number),
+                default: None,
+                doc: "This route's own quota on this replica (notifications per second, retries not counted), on top of `[rate]`; not shared by partitions.",
             },
         ],
     },
@@ -369,8 +465,14 @@ pub const SECTIONS: &[Section] = &[
             Key {
                 name: "commit_interval",
                 ty: Ty::Duration,
-                default: Some("\"2s\""),
-                doc: "How often done offsets are committed (asynchronously).",
+                default: Some("\"1s\""),
+                doc: "How often done offsets are committed (asynchronously), each commit carrying the partition's done-offset map; only partitions whose position or map changed are committed. A crash re-sends what completed since the last commit: at most this long of throughput (measured in docs/performance.md: 1 s costs one commit per second per replica).",
+            },
+            Key {
+                name: "commit_metadata_max_bytes",
+                ty: Ty::Integer,
+                default: Some("4096"),
+                doc: "Largest commit metadata (the done-offset map) in bytes, at least 128; at most the broker's `offset.metadata.max.bytes`. A map that does not fit is cut to a prefix and counted.",
             },
         ],
     },
@@ -459,22 +561,35 @@ pub fn markdown() -> String {
     );
     for section in SECTIONS {
         let env_section = section.name.to_ascii_uppercase();
-        let _ = writeln!(s, "\n## `[{}]`\n\n{}\n", section.name, cell(section.doc));
+        let array = section.name == "routes";
+        let heading = if array {
+            format!("[[{}]]", section.name)
+        } else {
+            format!("[{}]", section.name)
+        };
+        let _ = writeln!(s, "\n## `{heading}`\n\n{}\n", cell(section.doc));
         s.push_str("| key | type | default | environment variable | meaning |\n");
         s.push_str("|---|---|---|---|---|\n");
         for k in section.keys {
+            let env = if array {
+                "(file only)".to_string()
+            } else {
+                format!(
+                    "`{ENV_PREFIX}{env_section}__{}{}`",
+                    k.name.to_ascii_uppercase(),
+                    if matches!(k.ty, Ty::TableOf(_)) {
+                        "__<NAME>"
+                    } else {
+                        ""
+                    }
+                )
+            };
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | `{ENV_PREFIX}{env_section}__{}{}` | {} |",
+                "| `{}` | {} | {} | {env} | {} |",
                 k.name,
                 k.ty.text(),
                 k.default.map_or("(none)".into(), |d| format!("`{}`", cell(d))),
-                k.name.to_ascii_uppercase(),
-                if matches!(k.ty, Ty::TableOf(_)) {
-                    "__<NAME>"
-                } else {
-                    ""
-                },
                 cell(k.doc)
             );
         }
@@ -569,6 +684,7 @@ mod tests {
             ("kafka", fields::<KafkaConfig>()),
             ("elevate", fields::<ElevateConfig>()),
             ("mapping", fields::<MappingConfig>()),
+            ("routes", fields::<crate::route::RouteConfig>()),
             ("rate", fields::<RateConfig>()),
             ("retry", fields::<RetryConfig>()),
             ("dead_letter", fields::<DeadLetterConfig>()),
@@ -606,9 +722,16 @@ mod tests {
     #[test]
     fn the_table_states_every_default_and_its_type() {
         let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes");
+        let route = toml::Table::try_from(crate::route::RouteConfig::default()).expect("a route serializes");
         for section in SECTIONS {
-            let values = defaults.get(section.name).and_then(|v| v.as_table());
+            let values = match section.name {
+                "routes" => Some(&route),
+                name => defaults.get(name).and_then(|v| v.as_table()),
+            };
             for k in section.keys {
+                if section.name == "routes" && matches!(k.name, "name" | "kind") {
+                    continue; // required: the serialized default is a placeholder
+                }
                 let path = format!("{}.{}", section.name, k.name);
                 let actual = values.and_then(|t| t.get(k.name));
                 assert_eq!(
@@ -642,7 +765,12 @@ mod tests {
                     } else {
                         format!("\"{v}\"")
                     };
-                    toml::from_str::<Config>(&format!("[{}]\n{} = {v}\n", section.name, k.name))
+                    let head = if section.name == "routes" {
+                        "[[routes]]\nname = \"r\"".to_string()
+                    } else {
+                        format!("[{}]", section.name)
+                    };
+                    toml::from_str::<Config>(&format!("{head}\n{} = {v}\n", k.name))
                 };
                 for v in values {
                     assert!(parse(v).is_ok(), "{}.{} = {v:?} is refused", section.name, k.name);

@@ -6,6 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::offsetmap::{to_fingerprint, ReplayWindow};
+
 /// One end of the window as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -85,9 +87,6 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     Ok(ms - offset_min * 60_000)
 }
 
-/// Milliseconds since the epoch, now (kept reachable here for replay.rs until its split).
-pub use crate::util::now_ms;
-
 /// What the broker told us about one partition, as the resolution needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marks {
@@ -165,32 +164,24 @@ pub fn check_bounds(from: Bound, to: Bound) -> Result<(), String> {
     }
 }
 
-/// Metadata committed with each checkpoint: the window as the first start resolved it (`first`,
-/// `end`) and the `--to` it was resolved from, in canonical form.
-pub fn checkpoint_metadata(w: &PartitionWindow, to: Bound) -> String {
-    format!("elevate-sink-replay first={} end={} to={to}", w.first, w.end)
-}
-
-fn metadata_field<'a>(meta: &'a str, key: &str) -> Option<&'a str> {
-    let rest = meta.strip_prefix("elevate-sink-replay ")?;
-    rest.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// The `end=` recorded in checkpoint metadata, if it is ours.
-pub fn metadata_end(meta: &str) -> Option<i64> {
-    metadata_field(meta, "end").and_then(|v| v.parse().ok())
-}
-
-/// The end recorded in checkpoint metadata for a replay up to `to`: None when the metadata is
-/// not ours or names another `--to` (a `--checkpoint-group` reused for another window).
-/// Metadata written before the `to=` field existed counts as matching.
-fn recorded_end(meta: &str, to: Bound) -> Option<i64> {
-    let end = metadata_end(meta)?;
-    match metadata_field(meta, "to") {
-        Some(recorded) if recorded != to.to_string() => None,
-        _ => Some(end),
+/// The window committed with each checkpoint (in the commit metadata, beside the done map, see
+/// [`crate::offsetmap`]): as the first start resolved it (`first`, `end`), with a fingerprint of
+/// the canonical `--to` it was resolved from.
+pub fn checkpoint_window(w: &PartitionWindow, to: Bound) -> ReplayWindow {
+    ReplayWindow {
+        first: w.first,
+        end: w.end,
+        to: Some(to_fingerprint(&to.to_string())),
     }
+}
+
+/// The end recorded with a checkpoint for a replay up to `to`: None when there is none or it
+/// names another `--to` (a `--checkpoint-group` reused for another window). A window recorded
+/// without its `--to` (before the field existed) counts as matching.
+fn recorded_end(recorded: Option<ReplayWindow>, to: Bound) -> Option<i64> {
+    let r = recorded?;
+    r.to.is_none_or(|f| f == to_fingerprint(&to.to_string()))
+        .then_some(r.end)
 }
 
 /// What applying a checkpoint did to a window.
@@ -204,7 +195,8 @@ pub enum CheckpointUse {
     Ignored(i64),
 }
 
-/// Applies the checkpoint group's committed position (and its metadata) to a window.
+/// Applies the checkpoint group's committed position (and the window recorded with it) to a
+/// window.
 ///
 /// The end recorded by the first start is kept, whatever form `--to` has (`now`, a timestamp
 /// with no record at or after it, an offset past the high watermark: all resolve against the
@@ -214,13 +206,13 @@ pub enum CheckpointUse {
 pub fn apply_checkpoint(
     w: &mut PartitionWindow,
     committed: Option<i64>,
-    meta: &str,
+    recorded: Option<ReplayWindow>,
     to: Bound,
 ) -> CheckpointUse {
     let Some(c) = committed else {
         return CheckpointUse::None;
     };
-    if let Some(e) = recorded_end(meta, to) {
+    if let Some(e) = recorded_end(recorded, to) {
         if e >= w.first {
             w.end = w.end.min(e);
         }
@@ -335,26 +327,26 @@ mod tests {
     #[test]
     fn checkpoint_resumes_and_keeps_the_first_end() {
         let mut w = resolve_window(1, Bound::Earliest, Bound::Now, &marks(0, 80));
-        let meta = checkpoint_metadata(&PartitionWindow { end: 50, ..w }, Bound::Now);
-        assert_eq!(metadata_end(&meta), Some(50));
+        let meta = Some(checkpoint_window(&PartitionWindow { end: 50, ..w }, Bound::Now));
+        assert_eq!(meta.map(|m| m.end), Some(50));
         assert_eq!(
-            apply_checkpoint(&mut w, Some(30), &meta, Bound::Now),
+            apply_checkpoint(&mut w, Some(30), meta, Bound::Now),
             CheckpointUse::Resumed
         );
         assert_eq!((w.first, w.start, w.end, w.resumed_from), (0, 30, 50, Some(30)));
         let mut w = resolve_window(1, Bound::Offset(10), Bound::Offset(20), &marks(0, 80));
         assert_eq!(
-            apply_checkpoint(&mut w, Some(5), "", Bound::Offset(20)),
+            apply_checkpoint(&mut w, Some(5), None, Bound::Offset(20)),
             CheckpointUse::Ignored(5)
         );
         assert_eq!((w.start, w.end), (10, 20));
         assert_eq!(
-            apply_checkpoint(&mut w, Some(20), "x", Bound::Offset(20)),
+            apply_checkpoint(&mut w, Some(20), None, Bound::Offset(20)),
             CheckpointUse::Resumed
         );
         assert!(w.is_empty());
         assert_eq!(
-            apply_checkpoint(&mut w, None, "", Bound::Now),
+            apply_checkpoint(&mut w, None, None, Bound::Now),
             CheckpointUse::None
         );
     }
@@ -372,10 +364,10 @@ mod tests {
         for to in [Bound::Time(t), Bound::Offset(500), Bound::Now] {
             let first = resolve_window(0, Bound::Earliest, to, &at_start);
             assert_eq!(first.end, 50, "{to}");
-            let meta = checkpoint_metadata(&first, to);
+            let meta = Some(checkpoint_window(&first, to));
             let mut w = resolve_window(0, Bound::Earliest, to, &at_restart);
             assert_eq!(
-                apply_checkpoint(&mut w, Some(20), &meta, to),
+                apply_checkpoint(&mut w, Some(20), meta, to),
                 CheckpointUse::Resumed,
                 "{to}"
             );
@@ -385,6 +377,25 @@ mod tests {
                 "--to {to}: the end must not move on resume"
             );
         }
+    }
+
+    /// A checkpoint group reused for another `--to` does not impose its end; one recorded
+    /// before `--to` was kept (the legacy metadata without `to=`) does.
+    #[test]
+    fn a_recorded_end_applies_only_to_the_same_to() {
+        let first = resolve_window(0, Bound::Earliest, Bound::Offset(30), &marks(0, 80));
+        let meta = Some(checkpoint_window(&first, Bound::Offset(30)));
+        let mut w = resolve_window(0, Bound::Earliest, Bound::Offset(60), &marks(0, 80));
+        apply_checkpoint(&mut w, Some(20), meta, Bound::Offset(60));
+        assert_eq!((w.start, w.end), (20, 60), "another --to: its own end");
+        let legacy = crate::offsetmap::decode("elevate-sink-replay first=0 end=30", 20).window;
+        let mut w = resolve_window(0, Bound::Earliest, Bound::Offset(60), &marks(0, 80));
+        apply_checkpoint(&mut w, Some(20), legacy, Bound::Offset(60));
+        assert_eq!((w.start, w.end), (20, 30), "no --to recorded: the recorded end");
+        let with_to = crate::offsetmap::decode("elevate-sink-replay first=0 end=30 to=60", 20).window;
+        let mut w = resolve_window(0, Bound::Earliest, Bound::Offset(60), &marks(0, 80));
+        apply_checkpoint(&mut w, Some(20), with_to, Bound::Offset(60));
+        assert_eq!((w.start, w.end), (20, 30), "a legacy checkpoint of the same --to");
     }
 
     #[test]

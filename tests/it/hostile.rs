@@ -65,7 +65,11 @@ fn check_entry(e: &Entry) -> Result<(), String> {
             Ok(())
         }
         ("mapped" | "skipped", Ok(m)) => {
-            let tickets: Vec<String> = m.notifications.iter().map(|n| n.ticket.clone()).collect();
+            let tickets: Vec<String> = m
+                .notifications
+                .iter()
+                .map(|n| n.ticket().unwrap_or_default().to_string())
+                .collect();
             let skipped: Vec<String> = m.skipped.iter().map(|s| s.as_str().to_string()).collect();
             if tickets != e.tickets {
                 let short: Vec<String> = tickets

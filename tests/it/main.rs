@@ -6,6 +6,7 @@
 mod support;
 
 mod broker;
+mod handoff;
 mod hostile;
 mod kafka_edges;
 mod mapping_edges;
@@ -13,6 +14,7 @@ mod ops;
 mod pipeline;
 mod registry;
 mod replay;
+mod routes;
 mod send_edges;
 mod standin;
 mod wire;

@@ -26,7 +26,7 @@ use crate::support::kafka::{
 };
 
 /// A config TOML for a test; `extra` is appended (more sections or keys of new sections).
-fn config_toml(bs: &str, n: &Names, base_url: &str, extra: &str) -> String {
+pub(crate) fn config_toml(bs: &str, n: &Names, base_url: &str, extra: &str) -> String {
     format!(
         r#"
 [kafka]
@@ -53,14 +53,14 @@ level = "warn"
     )
 }
 
-fn parse(toml: &str) -> Config {
+pub(crate) fn parse(toml: &str) -> Config {
     Config::from_toml_with_env(toml, "", Vec::new()).expect("test config is valid")
 }
 
 /// A pipeline running in this process.
-struct InProcess {
+pub(crate) struct InProcess {
     /// Its series.
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Turn true to shut it down.
     stop: watch::Sender<bool>,
     /// The running pipeline.
@@ -68,7 +68,7 @@ struct InProcess {
 }
 
 impl InProcess {
-    fn start(cfg: Config) -> Self {
+    pub(crate) fn start(cfg: Config) -> Self {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(Duration::from_secs(30)));
         let (stop, rx) = watch::channel(false);
@@ -78,12 +78,12 @@ impl InProcess {
         InProcess { metrics, stop, task }
     }
 
-    async fn stop(self) -> RunSummary {
+    pub(crate) async fn stop(self) -> RunSummary {
         let _ = self.stop.send(true);
         self.task.await.expect("pipeline task")
     }
 
-    fn series(&self, needle: &str) -> f64 {
+    pub(crate) fn series(&self, needle: &str) -> f64 {
         metrics::sum(&self.metrics.encode(), needle)
     }
 }
@@ -103,11 +103,11 @@ fn event(ticket_lines: &[(&str, Option<&str>)], ctx: Option<&str>) -> serde_json
     e
 }
 
-fn simple(ticket: &str) -> Rec {
+pub(crate) fn simple(ticket: &str) -> Rec {
     Rec::json(&event(&[("elevate", Some(ticket))], None))
 }
 
-fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
+pub(crate) fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for t in tickets {
         *m.entry(t).or_default() += 1;
@@ -115,7 +115,7 @@ fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
     m
 }
 
-async fn committed_reach_end(bs: &str, n: &Names) -> bool {
+pub(crate) async fn committed_reach_end(bs: &str, n: &Names) -> bool {
     let high = high_watermarks(bs, &n.topic).await;
     let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
     high.iter()
@@ -452,9 +452,9 @@ commit_interval = "100ms"
 }
 
 /// A sink process (the real binary) with its config file and captured stderr.
-struct Proc {
+pub(crate) struct Proc {
     /// The child.
-    child: tokio::process::Child,
+    pub(crate) child: tokio::process::Child,
     /// Keeps the config file and log alive.
     _dir: tempfile::TempDir,
     /// Where stderr goes.
@@ -462,7 +462,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(toml: &str) -> Proc {
+    pub(crate) fn spawn(toml: &str) -> Proc {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.toml");
         std::fs::write(&cfg, toml).unwrap();
@@ -483,13 +483,13 @@ impl Proc {
         }
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY: sending a signal to our own child process.
         assert_eq!(unsafe { libc_kill(pid, sig) }, 0);
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -498,8 +498,8 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
-const SIGKILL: i32 = 9;
-const SIGTERM: i32 = 15;
+pub(crate) const SIGKILL: i32 = 9;
+pub(crate) const SIGTERM: i32 = 15;
 
 /// 6. SIGKILL mid-stream, restart: every ticket arrives at least once; duplicates are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,12 +544,14 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
 }
 
 /// 7. Two instances in one group, one stopped mid-stream: nothing lost.
+///
+/// The records are produced only once both members own partitions: produced before, the first
+/// member to join could finish them all before the second one joined (it did, now and then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_one_stopped_mid_stream_lose_nothing() {
     let (bs, n) = setup("pair", 6).await;
     let standin = StandIn::start().await.unwrap();
     let tickets: Vec<String> = (0..1200).map(|i| format!("p{i}")).collect();
-    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
     let toml = config_toml(
         &bs,
         &n,
@@ -559,6 +561,19 @@ async fn two_instances_one_stopped_mid_stream_lose_nothing() {
     .replace("[kafka.properties]\n", "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n");
     let a = InProcess::start(parse(&toml));
     let b = InProcess::start(parse(&toml));
+    wait_until(
+        Duration::from_secs(60),
+        "the six partitions are split between both members",
+        || {
+            let (pa, pb) = (
+                a.series("elevate_sink_assigned_partitions"),
+                b.series("elevate_sink_assigned_partitions"),
+            );
+            pa > 0.0 && pb > 0.0 && pa + pb == 6.0
+        },
+    )
+    .await;
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
     wait_until(Duration::from_secs(60), "both members took work", || {
         a.series("elevate_sink_notifications_total") > 0.0
             && b.series("elevate_sink_notifications_total") > 0.0

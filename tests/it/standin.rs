@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use elevate_standin::{Accepted, Faults, Limits, StandIn, UserContext, ADD_TO_CART_PATH};
+use elevate_standin::{Accepted, Faults, Kind, Limits, StandIn, UserContext, ADD_TO_CART_PATH};
 use serde_json::Value;
 
 const JSON: &str = "application/json;charset=utf-8";
@@ -314,7 +314,7 @@ async fn wrong_path_is_404_and_wrong_method_is_405() {
     let c = client();
     let body = ticket_body("T1");
     for path in [
-        "/api/storefront/v3/notifications/click",
+        "/api/storefront/v3/notifications/remove-recently-viewed",
         "/api/storefront/v3/notifications/add-to-cart/",
         "/",
     ] {
@@ -943,4 +943,58 @@ async fn size_limits_answer_413_414_431_like_a_real_server() {
     assert_eq!(r.status(), 400, "unknown field");
     s.set_limits(Limits::default());
     assert_eq!(send(&c, &s, "too-long").await.unwrap(), 204);
+}
+
+#[tokio::test]
+async fn every_kind_is_served_and_recorded_with_its_kind_and_trace_headers() {
+    let s = StandIn::start_with_api_key("k-123").await.unwrap();
+    let c = client();
+    let q = "customerKey=c1&market=SE&sessionKey=s1";
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let payment = r#"{"lines":[{"variantKey":"v1","quantity":2,"sellingPrice":39.0,"cost":15.2}]}"#;
+    let cases = [
+        (Kind::Click, r#"{"ticket":"T1"}"#),
+        (Kind::AddFavorite, r#"{"productKey":"p1"}"#),
+        (Kind::RemoveFavorite, r#"{"variantKey":"v1"}"#),
+        (Kind::End, ""),
+        (Kind::Payment, payment),
+    ];
+    for (kind, body) in cases {
+        let mut r = c
+            .post(format!("{}?{q}", s.url_of(kind)))
+            .header("traceparent", tp)
+            .header("api-key", "k-123")
+            .body(body);
+        if !body.is_empty() {
+            r = r.header("content-type", JSON);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 204, "{kind:?}");
+    }
+    let r = c
+        .post(format!("{}?{q}", s.url_of(Kind::Payment)))
+        .header("content-type", JSON)
+        .header("api-key", "k-124")
+        .body(payment)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!message_of(r).await.contains("k-12"));
+    let accepted = s.accepted();
+    let kinds: Vec<Kind> = accepted.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, cases.map(|c| c.0).to_vec());
+    assert!(accepted.iter().all(|a| a.traceparent.as_deref() == Some(tp)));
+    assert_eq!(s.accepted_of(Kind::Click)[0].ticket, "T1");
+    assert_eq!(s.accepted_of(Kind::End)[0].body, Value::Null);
+    assert_eq!(
+        s.accepted_of(Kind::Payment)[0].body,
+        serde_json::from_str::<Value>(payment).unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kinds.jsonl");
+    assert_eq!(s.dump_jsonl(&path).await.unwrap(), 5);
+    let dumped = std::fs::read_to_string(&path).unwrap();
+    assert!(!dumped.contains("k-123"), "the Api-Key is never recorded");
+    let first: Accepted = serde_json::from_str(dumped.lines().next().unwrap()).unwrap();
+    assert_eq!(first, accepted[0]);
 }

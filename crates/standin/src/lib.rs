@@ -1,7 +1,10 @@
-//! Elevate stand-in: a real HTTP/1.1 server for `POST /api/storefront/v3/notifications/add-to-cart`.
-//! Guarantees: 204 only to a request that follows the contract (`../shared/elevate-api.md`), each such
-//! request recorded once in arrival order; anything else 400 `{"message"}` naming the problem (404 path,
-//! 405 method) and never recorded; faults only when commanded; every answered request counted by status.
+//! Elevate stand-in: a real HTTP/1.1 server for the notification family: `POST
+//! /api/storefront/v3/notifications/{add-to-cart,click,add-favorite,remove-favorite,end}` and the Admin
+//! API's `POST /api/admin/v4/notifications/payment` (with the `Api-Key` set by [`StandIn::set_api_key`]).
+//! Guarantees: 204 only to a request that follows its kind's contract (`../shared/elevate-api.md`),
+//! each such request recorded once in arrival order with its kind; anything else 400 `{"message"}`
+//! naming the problem (401 Api-Key, 404 path, 405 method) and never recorded; faults only when
+//! commanded; every answered request counted by status. The Api-Key is never recorded or echoed.
 //!
 //! Use it in-process ([`StandIn::start`]) or as the `elevate-standin` binary, which adds nothing but
 //! flags, signal handling and a dump on exit. Both expose a control API under `/_standin/` on the same
@@ -32,13 +35,22 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use validate::{validate, Rejection, UserContext, Valid, ADD_TO_CART_PATH};
+pub use validate::{
+    check, validate, Kind, Parts, Rejection, UserContext, Valid, ADD_FAVORITE_PATH, ADD_TO_CART_PATH,
+    CLICK_PATH, END_PATH, PAYMENT_PATH, REMOVE_FAVORITE_PATH,
+};
 
 /// One request the stand-in answered 204 and counted as delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
-    /// The body's `ticket`.
+    /// Which endpoint (absent in dumps from before kinds: add-to-cart).
+    #[serde(default)]
+    pub kind: Kind,
+    /// The body's `ticket` (add-to-cart, click); empty for the other kinds.
     pub ticket: String,
+    /// The body as received (`null` for end).
+    #[serde(default)]
+    pub body: serde_json::Value,
     /// The `market` query parameter.
     pub market: String,
     /// The `customerKey` query parameter, if sent.
@@ -51,6 +63,12 @@ pub struct Accepted {
     pub user_agent: Option<String>,
     /// The `X-Forwarded-For` header, if sent and valid UTF-8.
     pub forwarded_for: Option<String>,
+    /// The W3C `traceparent` header, if sent and valid UTF-8.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` header, if sent and valid UTF-8.
+    #[serde(default)]
+    pub tracestate: Option<String>,
     /// When the request was accepted, milliseconds since the Unix epoch.
     pub received_at_ms: u64,
 }
@@ -187,6 +205,8 @@ pub struct Options {
     pub listen: SocketAddr,
     /// File that [`StandIn::dump`] and `POST /_standin/dump` write JSON lines to.
     pub dump_path: Option<PathBuf>,
+    /// The `Api-Key` payment requests must carry; `None` refuses every payment (401).
+    pub api_key: Option<String>,
 }
 
 impl Default for Options {
@@ -194,6 +214,7 @@ impl Default for Options {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dump_path: None,
+            api_key: None,
         }
     }
 }
@@ -234,6 +255,8 @@ struct State {
     scripts_active: AtomicBool,
     /// Remaining scripted statuses per ticket.
     scripts: Mutex<HashMap<String, VecDeque<u16>>>,
+    /// The `Api-Key` payment requests must carry (configuration: reset keeps it).
+    api_key: RwLock<Option<String>>,
 }
 
 /// Locks, ignoring poisoning (the data stays consistent: every critical section is one operation).
@@ -298,7 +321,12 @@ impl State {
             rng: Mutex::new(StdRng::seed_from_u64(0)),
             scripts_active: AtomicBool::new(false),
             scripts: Mutex::new(HashMap::new()),
+            api_key: RwLock::new(None),
         }
+    }
+
+    fn api_key(&self) -> Option<String> {
+        self.api_key.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn count_status(&self, status: u16) {
@@ -486,14 +514,25 @@ impl StandIn {
         .await
     }
 
+    /// Starts on 127.0.0.1 on a free port, taking payments that carry `api_key`.
+    pub async fn start_with_api_key(api_key: impl Into<String>) -> io::Result<StandIn> {
+        Self::start_with(Options {
+            api_key: Some(api_key.into()),
+            ..Options::default()
+        })
+        .await
+    }
+
     /// Starts with full options. Must be called within a tokio runtime.
     pub async fn start_with(options: Options) -> io::Result<StandIn> {
         let listener = server::bind(options.listen)?;
         let addr = listener.local_addr()?;
+        let state = State::new();
+        *state.api_key.write().unwrap_or_else(|e| e.into_inner()) = options.api_key;
         let inner = Arc::new(Inner {
             addr,
             dump_path: options.dump_path,
-            state: State::new(),
+            state,
             lifecycle: tokio::sync::Mutex::new(Lifecycle {
                 listening: None,
                 shut_down: false,
@@ -520,9 +559,34 @@ impl StandIn {
         format!("http://{}{ADD_TO_CART_PATH}", self.inner.addr)
     }
 
+    /// Full URL of `kind`'s endpoint (no query).
+    pub fn url_of(&self, kind: Kind) -> String {
+        format!("http://{}{}", self.inner.addr, kind.path())
+    }
+
+    /// Sets the `Api-Key` payment requests must carry; `None` refuses every payment (401).
+    /// Configuration like the address: [`StandIn::reset`] keeps it.
+    pub fn set_api_key(&self, api_key: Option<String>) {
+        *self
+            .inner
+            .state
+            .api_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = api_key;
+    }
+
     /// Everything accepted so far, in arrival order.
     pub fn accepted(&self) -> Vec<Accepted> {
         lock(&self.inner.state.accepted).clone()
+    }
+
+    /// Everything of `kind` accepted so far, in arrival order.
+    pub fn accepted_of(&self, kind: Kind) -> Vec<Accepted> {
+        lock(&self.inner.state.accepted)
+            .iter()
+            .filter(|a| a.kind == kind)
+            .cloned()
+            .collect()
     }
 
     /// Number of accepted requests.

@@ -12,7 +12,7 @@ use clap::Parser;
 use elevate_standin::{Faults, Options, StandIn};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Elevate v3 add-to-cart stand-in with fault injection.
+/// Elevate notification stand-in (add-to-cart, click, favourites, end, payment) with fault injection.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -25,6 +25,9 @@ struct Args {
     /// Initial faults as JSON, same form as `POST /_standin/faults`.
     #[arg(long, env = "STANDIN_FAULTS")]
     faults: Option<String>,
+    /// The `Api-Key` payment notifications must carry; without it every payment gets 401.
+    #[arg(long, env = "STANDIN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[tokio::main]
@@ -53,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let standin = StandIn::start_with(Options {
         listen: args.listen,
         dump_path: args.dump.clone(),
+        api_key: args.api_key.clone(),
     })
     .await
     .with_context(|| format!("listening on {}", args.listen))?;

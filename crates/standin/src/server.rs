@@ -21,8 +21,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    check_status, now_ms, validate, Accepted, Faults, Inner, Limits, Listening, StandIn, State,
-    ADD_TO_CART_PATH,
+    check, check_status, now_ms, Accepted, Faults, Inner, Kind, Limits, Listening, Parts, StandIn, State,
 };
 
 /// Largest request body read when no body limit is set; larger ones get 400.
@@ -170,7 +169,7 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
 
     let path = parts.uri.path();
     let mut scripted_204 = false;
-    if path == ADD_TO_CART_PATH && state.scripts_active.load(Ordering::Acquire) {
+    if Kind::from_path(path).is_some() && state.scripts_active.load(Ordering::Acquire) {
         if let Some(ticket) = peek_ticket(&body) {
             match state.next_scripted(&ticket) {
                 None => {}
@@ -193,13 +192,19 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
         .headers
         .get(CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
-    let valid = match validate(
-        parts.method.as_str(),
+    let api_key = parts
+        .headers
+        .get("api-key")
+        .map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
+    let request = Parts {
+        method: parts.method.as_str(),
         path,
         content_type,
-        parts.uri.query(),
-        &body,
-    ) {
+        query: parts.uri.query(),
+        api_key,
+        body: &body,
+    };
+    let valid = match check(&request, state.api_key().as_deref()) {
         Ok(v) => v,
         Err(rejection) => {
             let mut resp = message(rejection.status, &rejection.message);
@@ -219,13 +224,17 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
     }
 
     state.record(Accepted {
+        kind: valid.kind,
         ticket: valid.ticket,
+        body: valid.body,
         market: valid.market,
         customer_key: valid.customer_key,
         session_key: valid.session_key,
         user_context: valid.user_context,
         user_agent: header_text(&parts.headers, &USER_AGENT),
         forwarded_for: header_text(&parts.headers, &HeaderName::from_static("x-forwarded-for")),
+        traceparent: header_text(&parts.headers, &HeaderName::from_static("traceparent")),
+        tracestate: header_text(&parts.headers, &HeaderName::from_static("tracestate")),
         received_at_ms: now_ms(),
     });
     let mut resp = Response::new(Full::new(Bytes::new()));

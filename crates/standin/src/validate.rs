@@ -1,13 +1,93 @@
-//! The v3 add-to-cart contract as a pure function: no I/O, no clock, no state.
-//! Written from elevate-api.md apart from the product (own `UserContext`, own path) on purpose: a
-//! shared type would let a product mistake agree with the stand-in that is meant to catch it.
+//! The notification contract (add-to-cart, click, favourites, end, payment) as a pure function:
+//! no I/O, no clock, no state. Written from elevate-api.md apart from the product (own `Kind`,
+//! `UserContext`, paths) on purpose: a shared type would let a product mistake agree with the
+//! stand-in that is meant to catch it.
+
+mod body;
+#[cfg(test)]
+mod kinds_tests;
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-/// The only path the stand-in serves as Elevate.
+/// The add-to-cart path, the one the stand-in started with.
 pub const ADD_TO_CART_PATH: &str = "/api/storefront/v3/notifications/add-to-cart";
+/// The click path.
+pub const CLICK_PATH: &str = "/api/storefront/v3/notifications/click";
+/// The add-favorite path.
+pub const ADD_FAVORITE_PATH: &str = "/api/storefront/v3/notifications/add-favorite";
+/// The remove-favorite path.
+pub const REMOVE_FAVORITE_PATH: &str = "/api/storefront/v3/notifications/remove-favorite";
+/// The end (session) path.
+pub const END_PATH: &str = "/api/storefront/v3/notifications/end";
+/// The payment path (Admin API, needs the `Api-Key` header).
+pub const PAYMENT_PATH: &str = "/api/admin/v4/notifications/payment";
+
+/// The notification kinds the stand-in serves, one path each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `{"ticket"}`.
+    #[default]
+    AddToCart,
+    /// `{"ticket"}`.
+    Click,
+    /// Exactly one of `{"productKey"}` / `{"variantKey"}`.
+    AddFavorite,
+    /// Exactly one of `{"productKey"}` / `{"variantKey"}`.
+    RemoveFavorite,
+    /// No body.
+    End,
+    /// `{"lines": [..]}` with the `Api-Key` header.
+    Payment,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::AddToCart,
+        Kind::Click,
+        Kind::AddFavorite,
+        Kind::RemoveFavorite,
+        Kind::End,
+        Kind::Payment,
+    ];
+
+    /// The exact path of this kind.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::AddToCart => ADD_TO_CART_PATH,
+            Kind::Click => CLICK_PATH,
+            Kind::AddFavorite => ADD_FAVORITE_PATH,
+            Kind::RemoveFavorite => REMOVE_FAVORITE_PATH,
+            Kind::End => END_PATH,
+            Kind::Payment => PAYMENT_PATH,
+        }
+    }
+
+    /// The kind served at exactly `path`.
+    pub fn from_path(path: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.path() == path)
+    }
+}
+
+/// The parts of a request the contract looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parts<'a> {
+    /// The method, e.g. `POST`.
+    pub method: &'a str,
+    /// The path, without query.
+    pub path: &'a str,
+    /// The raw `Content-Type` header value.
+    pub content_type: Option<&'a str>,
+    /// The raw query string without `?`.
+    pub query: Option<&'a str>,
+    /// The raw `Api-Key` header value.
+    pub api_key: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+}
 
 /// Consent level sent in the `userContext` query parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,8 +147,12 @@ enum Rule {
 /// What a request that follows the contract carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Valid {
-    /// The body's `ticket`, non-empty.
+    /// Which endpoint.
+    pub kind: Kind,
+    /// The body's `ticket`, non-empty for add-to-cart and click; empty for the other kinds.
     pub ticket: String,
+    /// The body as parsed (`null` for end).
+    pub body: serde_json::Value,
     /// The `market` query parameter, non-empty.
     pub market: String,
     /// The `customerKey` query parameter, if sent.
@@ -82,7 +166,7 @@ pub struct Valid {
 /// Why a request does not follow the contract: the status to answer and a short message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// 400, 404 or 405.
+    /// 400, 401, 404 or 405.
     pub status: u16,
     /// Short, human-readable reason naming the parameter, header or field.
     pub message: String,
@@ -112,10 +196,7 @@ fn short(s: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}…", &s[..end]))
 }
 
-/// Checks one request against the add-to-cart contract.
-///
-/// `query` is the raw query string without `?`; `content_type` the raw header value.
-/// Checks run in this order: path (404), method (405), content type, query, body (400).
+/// Checks one request without an `Api-Key` against the contract (see [`check`]).
 pub fn validate(
     method: &str,
     path: &str,
@@ -123,28 +204,79 @@ pub fn validate(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Valid, Rejection> {
-    if path != ADD_TO_CART_PATH {
+    let parts = Parts {
+        method,
+        path,
+        content_type,
+        query,
+        api_key: None,
+        body,
+    };
+    check(&parts, None)
+}
+
+/// Checks one request against the contract of the kind its path names.
+///
+/// Checks run in this order: path (404), method (405), `Api-Key` for payment (401: missing, or not
+/// `expected_api_key`; always 401 when none is expected), content type (not for end), query, body
+/// (400). Messages never echo the key.
+pub fn check(req: &Parts<'_>, expected_api_key: Option<&str>) -> Result<Valid, Rejection> {
+    let Some(kind) = Kind::from_path(req.path) else {
         return Err(Rejection {
             status: 404,
-            message: format!("no such endpoint `{}`", short(path)),
+            message: format!("no such endpoint `{}`", short(req.path)),
         });
-    }
-    if method != "POST" {
+    };
+    if req.method != "POST" {
         return Err(Rejection {
             status: 405,
-            message: format!("method `{}` not allowed; use POST", short(method)),
+            message: format!("method `{}` not allowed; use POST", short(req.method)),
         });
     }
-    check_content_type(content_type).map_err(Rejection::bad)?;
-    let q = check_query(query.unwrap_or("")).map_err(Rejection::bad)?;
-    let ticket = check_body(body).map_err(Rejection::bad)?;
+    if kind == Kind::Payment {
+        check_api_key(req.api_key, expected_api_key)?;
+    }
+    if kind != Kind::End {
+        check_content_type(req.content_type).map_err(Rejection::bad)?;
+    }
+    let q = check_query(req.query.unwrap_or("")).map_err(Rejection::bad)?;
+    let (ticket, body) = body::check(kind, req.body).map_err(Rejection::bad)?;
     Ok(Valid {
+        kind,
         ticket,
+        body,
         market: q.market,
         customer_key: q.customer_key,
         session_key: q.session_key,
         user_context: q.user_context,
     })
+}
+
+/// 401 unless `given` equals `expected` (compared without an early exit).
+fn check_api_key(given: Option<&str>, expected: Option<&str>) -> Result<(), Rejection> {
+    let unauthorized = |m: &str| Rejection {
+        status: 401,
+        message: m.into(),
+    };
+    let Some(expected) = expected else {
+        return Err(unauthorized(
+            "no Api-Key is configured in the stand-in; payment refused",
+        ));
+    };
+    let Some(given) = given else {
+        return Err(unauthorized("missing Api-Key header"));
+    };
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(unauthorized("wrong Api-Key"))
+    }
 }
 
 fn check_content_type(content_type: Option<&str>) -> Result<(), String> {
@@ -267,54 +399,6 @@ fn check_key(name: &str, value: &Option<String>, rule: Rule, context: UserContex
     }
 }
 
-/// Only the field the contract cares about; other fields are ignored.
-#[derive(Deserialize)]
-struct Body {
-    /// Missing and `null` both land as `Value::Null`.
-    #[serde(default)]
-    ticket: serde_json::Value,
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-fn check_body(body: &[u8]) -> Result<String, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty body; expected a JSON object with a `ticket`".into());
-    }
-    // A derived struct would also take a JSON array; only an object is a valid body.
-    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let parsed: Body = match serde_json::from_slice(body) {
-        Ok(parsed) if is_object => parsed,
-        result => {
-            return Err(match serde_json::from_slice::<serde_json::Value>(body) {
-                Err(syntax) => format!("malformed JSON body: {syntax}"),
-                Ok(v) if !v.is_object() => {
-                    format!("body must be a JSON object, got {}", json_kind(&v))
-                }
-                Ok(_) => match result {
-                    Err(e) => format!("invalid body: {e}"),
-                    Ok(_) => "invalid body".into(),
-                },
-            });
-        }
-    };
-    match parsed.ticket {
-        serde_json::Value::Null => Err("missing `ticket` in body".into()),
-        serde_json::Value::String(t) if t.is_empty() => Err("`ticket` must not be empty".into()),
-        serde_json::Value::String(t) => Ok(t),
-        other => Err(format!("`ticket` must be a string, got {}", json_kind(&other))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,7 +426,9 @@ mod tests {
         assert_eq!(
             ok,
             Valid {
+                kind: Kind::AddToCart,
                 ticket: "T1".into(),
+                body: serde_json::json!({"ticket": "T1"}),
                 market: "SE".into(),
                 customer_key: Some("c1".into()),
                 session_key: Some("s1".into()),
@@ -439,7 +525,13 @@ mod tests {
     fn path_and_method() {
         let q = Some("market=SE&userContext=ANONYMOUS");
         rejected(
-            validate("POST", "/api/storefront/v3/notifications/click", JSON, q, BODY),
+            validate(
+                "POST",
+                "/api/storefront/v3/notifications/remove-recently-viewed",
+                JSON,
+                q,
+                BODY,
+            ),
             404,
             "no such endpoint",
         );

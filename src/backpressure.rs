@@ -1,0 +1,171 @@
+//! The backpressure policy of `run` and `replay`, pure: when to stop taking records, when to
+//! pause the partitions and when to resume them. Guarantees: at the in-flight bound nothing more
+//! is taken; partitions are paused only once the bound stayed full for `pause_after`, and resumed
+//! at half the bound (hysteresis). Limits: it decides, the caller pauses (and keeps polling).
+//!
+//! Two steps, because pausing at once made librdkafka drop and re-fetch its prefetched batch on
+//! every resume (far below the HTTP ceiling in the benchmark); stopping to take costs nothing while
+//! librdkafka's bounded prefetch queue waits, and the pause keeps the consumer polling so the group
+//! never sees it as stuck (`max.poll.interval.ms`).
+
+use std::time::{Duration, Instant};
+
+/// What the caller does to the partitions after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing changes.
+    Hold,
+    /// Pause the partitions.
+    Pause,
+    /// Resume the partitions.
+    Resume,
+}
+
+/// The policy's state over the in-flight bounds (records, notifications).
+#[derive(Debug, Clone)]
+pub struct Backpressure {
+    max_records: usize,
+    max_parts: u64,
+    pause_after: Duration,
+    /// Since when the bound has been full (reset once it is not, or on resume).
+    full_since: Option<Instant>,
+    /// Whether the partitions are paused.
+    paused: bool,
+}
+
+impl Backpressure {
+    /// At most `max_records` records and `max_parts` notifications in flight; partitions paused
+    /// once the bound stayed full for `pause_after` (zero: at once).
+    pub fn new(max_records: usize, max_parts: u64, pause_after: Duration) -> Self {
+        Backpressure {
+            max_records,
+            max_parts,
+            pause_after,
+            full_since: None,
+            paused: false,
+        }
+    }
+
+    /// Whether the loop takes records now: not while the bound is full and the partitions are not
+    /// paused yet (once paused, what librdkafka still hands over is taken; the bound is soft).
+    pub fn take(&self) -> bool {
+        self.full_since.is_none() || self.paused
+    }
+
+    /// Whether the partitions are paused (the tests' view: callers act on [`Action`]s).
+    #[cfg(test)]
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// After a turn with `records` records and `parts` notifications in flight, at `now`: what to
+    /// do with the partitions.
+    pub fn observe(&mut self, records: usize, parts: u64, now: Instant) -> Action {
+        let full = records >= self.max_records || parts >= self.max_parts;
+        if full {
+            let since = *self.full_since.get_or_insert(now);
+            if !self.paused && now.saturating_duration_since(since) >= self.pause_after {
+                self.paused = true;
+                return Action::Pause;
+            }
+        } else if !self.paused {
+            self.full_since = None;
+        } else if records <= self.max_records / 2 && parts <= self.max_parts / 2 {
+            self.paused = false;
+            self.full_since = None;
+            return Action::Resume;
+        }
+        Action::Hold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AFTER: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn below_the_bound_it_takes_and_holds() {
+        let t = Instant::now();
+        let mut bp = Backpressure::new(10, 100, AFTER);
+        assert!(bp.take());
+        assert_eq!(bp.observe(9, 99, t), Action::Hold);
+        assert!(bp.take());
+        assert!(!bp.paused());
+    }
+
+    #[test]
+    fn at_the_bound_it_stops_taking_then_pauses_after_the_delay() {
+        let t = Instant::now();
+        let mut bp = Backpressure::new(10, 100, AFTER);
+        assert_eq!(bp.observe(10, 0, t), Action::Hold);
+        assert!(!bp.take(), "full: stop taking, not paused yet");
+        assert_eq!(
+            bp.observe(10, 0, t + AFTER - Duration::from_millis(1)),
+            Action::Hold
+        );
+        assert!(!bp.take());
+        assert_eq!(bp.observe(10, 0, t + AFTER), Action::Pause);
+        assert!(bp.paused());
+        assert!(bp.take(), "paused: the loop polls and takes what still arrives");
+        assert_eq!(bp.observe(11, 0, t + AFTER * 2), Action::Hold, "paused once");
+    }
+
+    #[test]
+    fn the_notification_bound_counts_too() {
+        let t = Instant::now();
+        let mut bp = Backpressure::new(10, 100, AFTER);
+        assert_eq!(bp.observe(1, 100, t), Action::Hold);
+        assert!(!bp.take());
+    }
+
+    #[test]
+    fn leaving_the_bound_before_the_delay_takes_again_and_restarts_the_clock() {
+        let t = Instant::now();
+        let mut bp = Backpressure::new(10, 100, AFTER);
+        bp.observe(10, 0, t);
+        assert_eq!(bp.observe(9, 0, t + Duration::from_secs(4)), Action::Hold);
+        assert!(bp.take());
+        assert_eq!(
+            bp.observe(10, 0, t + Duration::from_secs(6)),
+            Action::Hold,
+            "a new full spell"
+        );
+        assert_eq!(bp.observe(10, 0, t + Duration::from_secs(11)), Action::Pause);
+    }
+
+    #[test]
+    fn resumes_only_at_half_of_both_bounds() {
+        let t = Instant::now();
+        let mut bp = Backpressure::new(10, 100, Duration::ZERO);
+        assert_eq!(bp.observe(10, 0, t), Action::Pause);
+        assert_eq!(bp.observe(6, 0, t), Action::Hold, "below the bound, above half");
+        assert_eq!(
+            bp.observe(5, 51, t),
+            Action::Hold,
+            "records at half, notifications above"
+        );
+        assert!(bp.paused());
+        assert_eq!(bp.observe(5, 50, t), Action::Resume);
+        assert!(!bp.paused());
+        assert!(bp.take());
+        assert_eq!(bp.observe(9, 0, t), Action::Hold);
+    }
+
+    #[test]
+    fn with_no_delay_it_pauses_at_the_bound_and_never_stops_taking() {
+        let t = Instant::now();
+        let mut bp = Backpressure::new(10, 100, Duration::ZERO);
+        for (records, want) in [
+            (3, Action::Hold),
+            (10, Action::Pause),
+            (12, Action::Hold),
+            (7, Action::Hold),
+        ] {
+            assert_eq!(bp.observe(records, 0, t), want, "{records} in flight");
+            assert!(bp.take(), "{records} in flight");
+        }
+        assert_eq!(bp.observe(5, 0, t), Action::Resume);
+    }
+}

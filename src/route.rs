@@ -1,0 +1,399 @@
+//! Routes: which topics and event types feed which Elevate notification kind, and how one record
+//! becomes the notifications of every route it feeds. Pure, no I/O. Guarantees: a config without
+//! `[[routes]]` is one route named `add-to-cart` of kind `add-to-cart`, fed by every topic under
+//! `[mapping]`, mapping exactly as before; every kind goes through the same consent rules; a
+//! record that breaks any route's contract is invalid as a whole, naming the route and the field.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{Config, ConfigError, MappingConfig};
+use crate::decode::{decode_value, event_type, parse, require_object, Invalid};
+use crate::select::{select, Mapped, SkipReason};
+
+pub mod payload;
+pub mod quota;
+pub mod trace;
+
+/// Name of the route a config without `[[routes]]` has.
+pub const DEFAULT_ROUTE: &str = "add-to-cart";
+
+/// The Elevate notification a route sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `add-to-cart`: `{"ticket"}` per Elevate cart line.
+    #[default]
+    AddToCart,
+    /// `click`: `{"ticket"}` of a product clicked in an Elevate listing.
+    Click,
+    /// `add-favorite`: exactly one of `{"productKey"}` / `{"variantKey"}`.
+    AddFavorite,
+    /// `remove-favorite`: exactly one of `{"productKey"}` / `{"variantKey"}`.
+    RemoveFavorite,
+    /// `end`: no body; ends the session.
+    End,
+    /// The Admin API payment call: `{"lines": [..]}` from an order event, with `Api-Key`.
+    Payment,
+}
+
+impl Kind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Kind; 6] = [
+        Kind::AddToCart,
+        Kind::Click,
+        Kind::AddFavorite,
+        Kind::RemoveFavorite,
+        Kind::End,
+        Kind::Payment,
+    ];
+
+    /// The kind's name (config value and metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::AddToCart => "add-to-cart",
+            Kind::Click => "click",
+            Kind::AddFavorite => "add-favorite",
+            Kind::RemoveFavorite => "remove-favorite",
+            Kind::End => "end",
+            Kind::Payment => "payment",
+        }
+    }
+
+    /// The request path relative to the base URL (no leading `/`, so a base path prefix stays).
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::AddToCart => "api/storefront/v3/notifications/add-to-cart",
+            Kind::Click => "api/storefront/v3/notifications/click",
+            Kind::AddFavorite => "api/storefront/v3/notifications/add-favorite",
+            Kind::RemoveFavorite => "api/storefront/v3/notifications/remove-favorite",
+            Kind::End => "api/storefront/v3/notifications/end",
+            Kind::Payment => "api/admin/v4/notifications/payment",
+        }
+    }
+
+    /// Event types that feed a route of this kind when it names none (add-to-cart: `[mapping]
+    /// add_to_cart_types`).
+    pub fn default_event_types(self) -> &'static [&'static str] {
+        match self {
+            Kind::AddToCart => &[],
+            Kind::Click => &["click"],
+            Kind::AddFavorite => &["add_favorite"],
+            Kind::RemoveFavorite => &["remove_favorite"],
+            Kind::End => &["session_end", "logout"],
+            Kind::Payment => &["order_placed"],
+        }
+    }
+
+    /// `[mapping]` keys this kind reads differently by default (before the route's own
+    /// `mapping`): a click event is itself the one "line", carrying the ticket at `/ticket`.
+    fn mapping_defaults(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::Click => &[("lines", ""), ("line_source", "")],
+            _ => &[],
+        }
+    }
+}
+
+/// Which route a notification (or a skip) belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTag {
+    /// The route's name (`elevate-sink-route` header, `route` label).
+    pub name: Arc<str>,
+    /// Its kind.
+    pub kind: Kind,
+}
+
+impl Default for RouteTag {
+    /// The route of a config without `[[routes]]`.
+    fn default() -> Self {
+        RouteTag {
+            name: DEFAULT_ROUTE.into(),
+            kind: Kind::AddToCart,
+        }
+    }
+}
+
+/// One `[[routes]]` entry as configured.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name: the `elevate-sink-route` header and the `route` metric label.
+    pub name: String,
+    /// The notification it sends.
+    pub kind: Kind,
+    /// Topics that feed it (each one of `kafka.topics`); empty: every topic.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Event types (at the mapping's `event_type`) that feed it; empty: the kind's defaults.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// `[mapping]` keys overridden for this route (JSON Pointers), on top of `[mapping]`.
+    #[serde(default)]
+    pub mapping: toml::Table,
+    /// This route's own quota (requests per second, this replica), on top of `[rate]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+}
+
+/// A route resolved from config.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name and kind.
+    pub tag: RouteTag,
+    /// Topics that feed it.
+    pub topics: Vec<String>,
+    /// Where its fields live; `add_to_cart_types` holds the event types that feed it.
+    pub mapping: MappingConfig,
+    /// Its own quota, if any.
+    pub requests_per_second: Option<f64>,
+}
+
+/// Every route, plus the bot filter they share.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// In config order.
+    pub routes: Vec<Route>,
+    /// Known-bot User-Agents to skip (`elevate.skip_bots`), None when off.
+    bots: Option<Arc<isbot::Bots>>,
+}
+
+impl Routes {
+    /// The routes `cfg` says (see the module doc for a config without `[[routes]]`).
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
+        let routes = if cfg.routes.is_empty() {
+            vec![Route {
+                tag: RouteTag::default(),
+                topics: cfg.kafka.topics.clone(),
+                mapping: cfg.mapping.clone(),
+                requests_per_second: None,
+            }]
+        } else {
+            let mut out: Vec<Route> = Vec::new();
+            for (i, rc) in cfg.routes.iter().enumerate() {
+                let route = resolve(cfg, i, rc)?;
+                if out.iter().any(|r| r.tag.name == route.tag.name) {
+                    return Err(ConfigError::invalid(
+                        &format!("routes[{i}].name"),
+                        format!("{:?} is used by another route", rc.name),
+                    ));
+                }
+                out.push(route);
+            }
+            out
+        };
+        for topic in &cfg.kafka.topics {
+            if !routes.iter().any(|r| r.topics.contains(topic)) {
+                return Err(ConfigError::invalid(
+                    "routes",
+                    format!("kafka.topics has {topic:?}, which feeds no route"),
+                ));
+            }
+        }
+        if routes.iter().any(|r| r.tag.kind == Kind::Payment) && cfg.elevate.payment_api_key.is_none() {
+            return Err(ConfigError::invalid(
+                "elevate.payment_api_key",
+                "is required by a payment route ({ file = \"..\" } or { env = \"..\" })",
+            ));
+        }
+        Ok(Routes {
+            routes,
+            bots: bots(&cfg.elevate)?,
+        })
+    }
+
+    /// The routes `topic` feeds.
+    pub fn for_topic<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
+        self.routes
+            .iter()
+            .filter(move |r| r.topics.iter().any(|t| t == topic))
+    }
+
+    /// Decodes a record of `topic` and maps it for every route it feeds: their notifications
+    /// together (the record is done when all are), skips labelled by route. An invalid record
+    /// names the route at fault (when the value got that far).
+    pub fn map(&self, topic: &str, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+        self.map_for(self.for_topic(topic).collect(), value)
+    }
+
+    /// As [`Routes::map`], trying every route whatever its topics (`check --sample`).
+    pub fn map_any(&self, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+        self.map_for(self.routes.iter().collect(), value)
+    }
+
+    fn map_for(&self, candidates: Vec<&Route>, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+        let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
+        let fail = |route: Option<RouteTag>| {
+            move |invalid| RouteInvalid {
+                route: route.clone(),
+                invalid,
+            }
+        };
+        let root = parse(value).map_err(fail(only.clone()))?;
+        require_object(&root).map_err(fail(only.clone()))?;
+        let mut out = Mapped::default();
+        let mut matched = false;
+        for route in &candidates {
+            let fail = fail(Some(route.tag.clone()));
+            let ty = event_type(&route.mapping, &root).map_err(fail.clone())?;
+            if !route.mapping.add_to_cart_types.contains(&ty) {
+                continue;
+            }
+            matched = true;
+            let mapped = self.without_bots(map_one(route, &root).map_err(fail)?);
+            out.event_time_ms = out.event_time_ms.or(mapped.event_time_ms);
+            out.notifications.extend(mapped.notifications);
+            for reason in mapped.skipped {
+                out.skipped.push(reason);
+                out.route_skips.push((route.tag.clone(), reason));
+            }
+        }
+        if !matched {
+            let reason = if candidates.iter().all(|r| r.tag.kind == Kind::AddToCart) {
+                SkipReason::NotAddToCart
+            } else {
+                SkipReason::NoRoute
+            };
+            out.skipped.push(reason);
+            if let Some(tag) = only {
+                out.route_skips.push((tag, reason));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A bot visitor's notifications become `bot` skips.
+    fn without_bots(&self, mut m: Mapped) -> Mapped {
+        let Some(bots) = &self.bots else { return m };
+        let is_bot =
+            |n: &crate::select::Notification| n.user_agent.as_deref().is_some_and(|ua| bots.is_bot(ua));
+        if m.notifications.iter().any(is_bot) {
+            let before = m.notifications.len();
+            m.notifications.retain(|n| !is_bot(n));
+            let dropped = before - m.notifications.len();
+            m.skipped.extend(std::iter::repeat_n(SkipReason::Bot, dropped));
+        }
+        m
+    }
+
+    /// Whether any route sends payments (and so needs the Api-Key).
+    pub fn has_payment(&self) -> bool {
+        self.routes.iter().any(|r| r.tag.kind == Kind::Payment)
+    }
+}
+
+/// An invalid record and the route whose contract it breaks (None: it is not even JSON and its
+/// topic feeds several routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInvalid {
+    /// The route at fault.
+    pub route: Option<RouteTag>,
+    /// What is wrong, naming the field.
+    pub invalid: Invalid,
+}
+
+/// One route's notifications for a record whose event type feeds it.
+fn map_one(route: &Route, root: &Value) -> Result<Mapped, Invalid> {
+    let mut mapped = match route.tag.kind {
+        Kind::AddToCart | Kind::Click => select(&decode_value(&route.mapping, root)?)?,
+        kind => payload::map(kind, &route.mapping, root)?,
+    };
+    for n in &mut mapped.notifications {
+        n.route = route.tag.clone();
+    }
+    Ok(mapped)
+}
+
+/// Resolves `[[routes]]` entry `i`: its mapping is `[mapping]`, then the kind's defaults, then the
+/// entry's own `mapping` keys; its event types the entry's, else the kind's defaults.
+fn resolve(cfg: &Config, i: usize, rc: &RouteConfig) -> Result<Route, ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    if rc.name.trim().is_empty() {
+        return Err(ConfigError::invalid(&key("name"), "must not be empty"));
+    }
+    let mut table = toml::Table::try_from(&cfg.mapping)
+        .map_err(|e| ConfigError::invalid(&key("mapping"), e.to_string()))?;
+    for (k, v) in rc.kind.mapping_defaults() {
+        table.insert((*k).into(), toml::Value::String((*v).into()));
+    }
+    for (k, v) in &rc.mapping {
+        if k == "add_to_cart_types" {
+            return Err(ConfigError::invalid(
+                &key("mapping.add_to_cart_types"),
+                "is the route's event_types here",
+            ));
+        }
+        table.insert(k.clone(), v.clone());
+    }
+    let mut mapping: MappingConfig = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::invalid(&key("mapping"), e.message().to_string()))?;
+    if !rc.event_types.is_empty() {
+        mapping.add_to_cart_types = rc.event_types.clone();
+    } else if rc.kind != Kind::AddToCart {
+        mapping.add_to_cart_types = rc
+            .kind
+            .default_event_types()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    mapping
+        .validate()
+        .map_err(|e| ConfigError::invalid(&key("mapping"), e.to_string()))?;
+    for t in &rc.topics {
+        if !cfg.kafka.topics.contains(t) {
+            return Err(ConfigError::invalid(
+                &key("topics"),
+                format!("{t:?} is not one of kafka.topics"),
+            ));
+        }
+    }
+    if let Some(rps) = rc.requests_per_second {
+        if !(rps > 0.0 && rps.is_finite()) {
+            return Err(ConfigError::invalid(
+                &key("requests_per_second"),
+                "must be a number above 0",
+            ));
+        }
+    }
+    Ok(Route {
+        tag: RouteTag {
+            name: rc.name.as_str().into(),
+            kind: rc.kind,
+        },
+        topics: if rc.topics.is_empty() {
+            cfg.kafka.topics.clone()
+        } else {
+            rc.topics.clone()
+        },
+        mapping,
+        requests_per_second: rc.requests_per_second,
+    })
+}
+
+/// The bot filter: isbot's maintained list plus `bot_patterns` (each checked as a regex first).
+fn bots(elevate: &crate::config::ElevateConfig) -> Result<Option<Arc<isbot::Bots>>, ConfigError> {
+    if !elevate.skip_bots {
+        return Ok(None);
+    }
+    for p in &elevate.bot_patterns {
+        regex::Regex::new(&p.to_ascii_lowercase()).map_err(|e| {
+            ConfigError::invalid(
+                "elevate.bot_patterns",
+                format!("{p:?} is not a regular expression: {e}"),
+            )
+        })?;
+    }
+    let mut bots = isbot::Bots::default();
+    if !elevate.bot_patterns.is_empty() {
+        let extra: Vec<&str> = elevate.bot_patterns.iter().map(String::as_str).collect();
+        bots.append(&extra);
+    }
+    Ok(Some(Arc::new(bots)))
+}
+
+#[cfg(test)]
+mod tests;
