@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use elevate_sink::offsetmap::{self, DoneMap};
 use elevate_standin::StandIn;
@@ -19,6 +18,7 @@ use crate::pipeline::{
     committed_reach_end, config_toml, multiset, parse, simple, InProcess, Proc, SIGKILL, SIGTERM,
 };
 use crate::support::kafka::{client_config, produce, setup, wait_until, wait_until_async, Landed, Names};
+use crate::support::mock::Mock;
 
 /// Answers for a ticket kept in retry: far more 503s than a test's hand-off takes (each attempt
 /// costs 10-40 ms of backoff), so it is still in retry when the partition changes hands.
@@ -233,46 +233,6 @@ async fn a_crash_resends_at_most_what_completed_after_the_last_commit() {
     assert!(second.child.wait().await.unwrap().success());
 }
 
-/// A librdkafka mock cluster that can refuse requests on cue.
-struct Mock {
-    host: FutureProducer,
-    bootstrap: String,
-}
-
-impl Mock {
-    fn new(topics: &[(&str, i32)]) -> Mock {
-        let host: FutureProducer = ClientConfig::new()
-            .set("test.mock.num.brokers", "1")
-            .set("log_level", "3")
-            .create()
-            .expect("start a mock cluster");
-        let bootstrap = {
-            let mock = host.client().mock_cluster().expect("mock cluster");
-            // SAFETY: the handle is the live client that owns the mock cluster; the call only
-            // sets a number on it (the first join otherwise waits ~3 s).
-            unsafe {
-                rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
-                    rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()),
-                    50,
-                );
-            }
-            for (t, p) in topics {
-                mock.create_topic(t, *p, 1).expect("mock topic");
-            }
-            mock.bootstrap_servers()
-        };
-        Mock { host, bootstrap }
-    }
-
-    fn refuse(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
-        self.host
-            .client()
-            .mock_cluster()
-            .expect("mock cluster")
-            .request_errors(api, errors);
-    }
-}
-
 /// The final commit overlapping a rebalance (seen in the chaos run: `IllegalGeneration` on the
 /// final commit, `UnknownMemberId` on the revoke commit at close, so everything since the last
 /// tick was sent again): the broker refuses the final commit twice; the run polls so the group
@@ -303,7 +263,7 @@ async fn the_final_commit_is_retried_when_a_rebalance_refuses_it() {
         .wait_for_tickets(&fast, Duration::from_secs(60))
         .await
         .expect("fast tickets");
-    mock.refuse(
+    mock.request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::ClientConfig;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -32,6 +30,7 @@ use crate::support::kafka::{
     bootstrap, client_config, committed_offsets, consume_all, create_topic, create_topic_with, produce,
     unique, wait_until, wait_until_async, Names, Rec,
 };
+use crate::support::mock::Mock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elevate-sink");
 
@@ -603,46 +602,6 @@ async fn fenced_static_member_exits_with_code_3() {
         .await
         .expect("the second member delivers");
     second.stop().await;
-}
-
-/// Guard for a librdkafka mock cluster: the client that owns it, and its bootstrap address.
-struct Mock {
-    host: FutureProducer,
-    bootstrap: String,
-}
-
-impl Mock {
-    fn new(topics: &[(&str, i32)]) -> Mock {
-        let host: FutureProducer = ClientConfig::new()
-            .set("test.mock.num.brokers", "1")
-            .set("log_level", "3")
-            .create()
-            .expect("start a mock cluster");
-        let bootstrap = {
-            let mock = host.client().mock_cluster().expect("mock cluster");
-            // SAFETY: the handle is the live client that owns the mock cluster; the call only
-            // sets a number on it (the first join otherwise waits ~3 s).
-            unsafe {
-                rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
-                    rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()),
-                    50,
-                );
-            }
-            for (t, p) in topics {
-                mock.create_topic(t, *p, 1).expect("mock topic");
-            }
-            mock.bootstrap_servers()
-        };
-        Mock { host, bootstrap }
-    }
-
-    fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
-        self.host
-            .client()
-            .mock_cluster()
-            .expect("mock cluster")
-            .request_errors(api, errors);
-    }
 }
 
 /// Mock cluster: the dead-letter producer's first produce is answered with an out-of-order

@@ -5,4 +5,5 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod mock;
 pub mod registry;
