@@ -122,6 +122,15 @@ pub fn request(points: &[Point], meta: &Metadata<'_>, metrics: &Metrics) -> Topi
     tpl
 }
 
+/// `points` for a debug log line: `topic/partition@position+done` each.
+fn describe(points: &[Point]) -> String {
+    points
+        .iter()
+        .map(|p| format!("{}/{}@{}+{}", p.key.0, p.key.1, p.position(), p.done.offsets()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Marks `points` acknowledged in the ledger (each only if its partition is still owned under
 /// the generation it was sent with).
 fn mark(ledger: &SharedLedger, points: &[Point]) {
@@ -143,7 +152,9 @@ pub fn commit_points<C: ConsumerContext, K: Consumer<C>>(
     if points.is_empty() {
         return Ok(());
     }
-    match consumer.commit(&request(points, meta, metrics), CommitMode::Sync) {
+    let result = consumer.commit(&request(points, meta, metrics), CommitMode::Sync);
+    tracing::debug!(points = %describe(points), ?result, "synchronous commit");
+    match result {
         Ok(()) => {
             mark(ledger, points);
             metrics.commits.inc();
@@ -212,7 +223,9 @@ pub fn commit_revoked<C: ConsumerContext, K: Consumer<C>>(
         return Ok(());
     }
     let tpl = request(points, &Metadata::run(budget), metrics);
-    match consumer.commit(&tpl, CommitMode::Sync) {
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    tracing::debug!(points = %describe(points), ?result, "revoke commit");
+    match result {
         Ok(()) => {
             metrics.commits.inc();
             Ok(())
@@ -245,6 +258,7 @@ pub fn commit_async<C: ConsumerContext, K: Consumer<C>>(
         return;
     }
     let tpl = request(&points, &Metadata::run(budget), metrics);
+    tracing::debug!(points = %describe(&points), "asynchronous commit");
     match commit_to_consumer_queue(consumer, &tpl) {
         Ok(()) => {
             let mut sent = lock(&in_flight.sent);
@@ -322,6 +336,7 @@ pub fn acknowledged(
             }
         }
     }
+    tracing::debug!(acknowledged = %describe(&acked), answered = offsets.count(), ?result, "asynchronous commit answered");
     mark(ledger, &acked);
     if failed {
         metrics.commit_failures.inc();
@@ -337,6 +352,59 @@ pub fn acknowledged(
     } else {
         metrics.commits.inc();
     }
+}
+
+/// How often `run` reads its partitions' committed offsets back (see [`reconcile`]): every ten
+/// commit intervals, at least every 60 s and at most every 2 s.
+pub fn reconcile_every(commit_interval: std::time::Duration) -> std::time::Duration {
+    use std::time::Duration;
+    (commit_interval * 10).clamp(Duration::from_secs(2), Duration::from_secs(60))
+}
+
+/// The read-back check: reads the committed offsets of the assigned partitions and makes every
+/// one below its committable position due again ([`crate::ledger::Ledger::reconcile`]), so a
+/// late commit that moved a partition back (another member's, a retried one of ours) is mended
+/// at the next tick instead of leaving the partition's lag, and its re-sends, until it changes.
+/// Moved-back partitions are counted in `commit_regressions_total` and logged. Blocking (one
+/// request to the coordinator); a failed read changes nothing. Returns how many moved back.
+pub fn reconcile<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    ledger: &SharedLedger,
+    metrics: &Metrics,
+    timeout: std::time::Duration,
+) -> usize {
+    let owned = match consumer.assignment() {
+        Ok(tpl) if tpl.count() > 0 => tpl,
+        _ => return 0,
+    };
+    let committed = match consumer.committed_offsets(owned, timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the committed offsets back");
+            return 0;
+        }
+    };
+    let committed: HashMap<Tp, i64> = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(c) => Some(((e.topic().to_string(), e.partition()), c)),
+            _ => None,
+        })
+        .collect();
+    let moved_back = lock(ledger).reconcile(&committed);
+    for (key, read, acked) in &moved_back {
+        metrics.commit_regressions.inc();
+        tracing::warn!(
+            topic = %key.0,
+            partition = key.1,
+            read_back = ?read,
+            acknowledged = acked,
+            "committed offset read back below the position the broker acknowledged (a late commit \
+             moved it back); committing it again"
+        );
+    }
+    moved_back.len()
 }
 
 /// What the committed metadata of one partition, read back on assignment, says: the done map to

@@ -254,6 +254,30 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         self.owned.iter().filter_map(|(k, o)| o.point(k)).collect()
     }
 
+    /// The read-back check: every owned partition whose committed offset read back from the
+    /// broker (`committed`; absent: none) is below its committable position becomes due again at
+    /// the next commit, whatever the ledger saw acknowledged. Returns the partitions the broker
+    /// had acknowledged further than it now says (moved back by a late commit: another member's,
+    /// or a retried one of ours), with (read back, acknowledged).
+    pub fn reconcile(&mut self, committed: &HashMap<K, i64>) -> Vec<(K, Option<i64>, i64)> {
+        let mut moved_back = Vec::new();
+        for (k, o) in &mut self.owned {
+            let Some(pos) = o.tracker.committable() else {
+                continue;
+            };
+            let broker = committed.get(k).copied();
+            if broker >= Some(pos) {
+                continue;
+            }
+            o.acked_revision = None;
+            if let Some(acked) = o.committed.filter(|&a| Some(a) > broker) {
+                moved_back.push((k.clone(), broker, acked));
+                o.committed = broker;
+            }
+        }
+        moved_back
+    }
+
     /// Records that the broker acknowledged `point` (ignored if its partition was revoked since).
     pub fn acknowledge(&mut self, point: &CommitPoint<K>) {
         if let Some(o) = self.owned.get_mut(&point.key) {
@@ -381,6 +405,41 @@ mod tests {
             .expect("changed since the last acknowledgement");
         assert_eq!((point.position(), point.done.is_empty()), (14, true));
         assert_eq!(l.track(&0, 14, 1), None);
+    }
+
+    /// A partition acknowledged at 3 that reads back lower (moved back by a late commit) is due
+    /// again, although nothing changed since the acknowledgement; at its position it is not.
+    #[test]
+    fn a_partition_moved_back_after_its_acknowledgement_is_due_again() {
+        let mut l: Ledger<i32> = Ledger::new();
+        l.assign(0);
+        l.assign(1);
+        for o in 0..3 {
+            let g = l.track(&0, o, 1).unwrap();
+            assert!(l.complete(&Claim {
+                key: 0,
+                generation: g,
+                offset: o
+            }));
+        }
+        for point in l.commit_points() {
+            l.acknowledge(&point);
+        }
+        assert!(l.commit_points().is_empty(), "acknowledged: nothing due");
+        assert!(l.reconcile(&HashMap::from([(0, 3)])).is_empty());
+        assert!(l.commit_points().is_empty(), "at its position: still nothing due");
+        assert_eq!(l.reconcile(&HashMap::from([(0, 1)])), vec![(0, Some(1), 3)]);
+        let due = l.commit_points();
+        assert_eq!(due.len(), 1, "moved back: due again");
+        assert_eq!((due[0].key, due[0].position()), (0, 3));
+        l.acknowledge(&due[0]);
+        assert!(l.commit_points().is_empty());
+        assert_eq!(
+            l.reconcile(&HashMap::new()),
+            vec![(0, None, 3)],
+            "nothing committed at all"
+        );
+        assert_eq!(l.commit_points().len(), 1);
     }
 
     #[test]

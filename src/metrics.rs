@@ -46,6 +46,8 @@ pub struct Metrics {
     pub commit_failures: Counter,
     /// Offset commits the broker acknowledged.
     pub commits: Counter,
+    /// Partitions whose committed offset read back below what the broker had acknowledged.
+    pub commit_regressions: Counter,
     /// Consumer lag per partition (from librdkafka statistics).
     pub consumer_lag: Family<Labels, Gauge>,
     /// Partitions currently paused for backpressure.
@@ -95,6 +97,7 @@ impl Metrics {
             limiter_wait_seconds: Counter::default(),
             request_duration: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             commit_failures: Counter::default(),
+            commit_regressions: Counter::default(),
             commits: Counter::default(),
             consumer_lag: Family::default(),
             paused_partitions: Gauge::default(),
@@ -196,6 +199,11 @@ impl Metrics {
             "commit_failures",
             "Offset commits that failed (synchronous or asynchronous)",
             self.commit_failures.clone(),
+        );
+        r.register(
+            "commit_regressions",
+            "Partitions whose committed offset read back below the position the broker had acknowledged (moved back by a late commit); committed again",
+            self.commit_regressions.clone(),
         );
         r.register(
             "commits",

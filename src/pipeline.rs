@@ -21,6 +21,7 @@ use tokio::time::{interval, MissedTickBehavior};
 
 use crate::admin::{self, Health};
 use crate::backpressure::{Action, Backpressure};
+use crate::commit;
 use crate::config::Config;
 use crate::consumer::{self, fatal_client, on_consume_error, set_paused, SinkContext};
 use crate::kafka::{consumer_config, SourceRecord};
@@ -136,12 +137,22 @@ fn start(cfg: &Config, metrics: &Arc<Metrics>, health: &Arc<Health>) -> Result<R
         wake.clone(),
     )?);
     let total_partitions = Arc::new(AtomicUsize::new(0));
-    let background = tokio::spawn(refresh_partition_count(
-        consumer.clone(),
-        cfg.kafka.topics.clone(),
-        total_partitions.clone(),
-        wake.clone(),
-    ));
+    let background = tokio::spawn({
+        let refresh = refresh_partition_count(
+            consumer.clone(),
+            cfg.kafka.topics.clone(),
+            total_partitions.clone(),
+            wake.clone(),
+        );
+        let check = reconcile_commits(
+            consumer.clone(),
+            metrics.clone(),
+            commit::reconcile_every(cfg.pipeline.commit_interval),
+        );
+        async move {
+            tokio::join!(refresh, check);
+        }
+    });
     Ok(Running {
         consumer,
         work,
@@ -247,6 +258,26 @@ fn pause_after(cfg: &Config) -> Duration {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
     Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(5))
+}
+
+/// Reads the committed offsets back every `every` (see [`commit::reconcile`]) and wakes the loop
+/// when a partition is due again (the next commit tick commits it, from the polling thread).
+async fn reconcile_commits(
+    consumer: Arc<StreamConsumer<SinkContext>>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) {
+    let mut tick = interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: nothing committed yet
+    loop {
+        tick.tick().await;
+        let (c, m) = (consumer.clone(), metrics.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            commit::reconcile(&*c, c.context().ledger(), &m, Duration::from_secs(10))
+        })
+        .await;
+    }
 }
 
 /// Keeps the total partition count of the topics fresh (for the quota share).

@@ -80,7 +80,9 @@ pub(crate) async fn leave(
 /// yet, and orphaned ones (see [`SinkContext`]) the broker has not moved past. When a rebalance
 /// overlaps it (`IllegalGeneration`, `UnknownMemberId`, ...), the consumer is polled so the
 /// rebalance completes, and the commit is retried under the new generation until `within` has
-/// passed. True when the broker acknowledged it (or there was nothing to commit).
+/// passed. Acknowledged, the committed offsets are read back ([`commit::reconcile`]) and any
+/// partition read back below its position is committed again, within `within` too. True when
+/// the broker acknowledged it (or there was nothing to commit) and nothing read back behind.
 async fn final_commit(consumer: &StreamConsumer<SinkContext>, metrics: &Metrics, within: Duration) -> bool {
     let ctx = consumer.context();
     let meta = Metadata::run(ctx.budget());
@@ -91,7 +93,13 @@ async fn final_commit(consumer: &StreamConsumer<SinkContext>, metrics: &Metrics,
         match commit::commit_points(consumer, ctx.ledger(), metrics, &meta, &points) {
             Ok(()) => {
                 ctx.forget_orphans(&points);
-                return true;
+                commit::reconcile(consumer, ctx.ledger(), metrics, SEED_TIMEOUT);
+                if commit::due(ctx.ledger()).is_empty() {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
             }
             Err(e) if commit::is_retriable(&e) && Instant::now() < deadline => {
                 attempt += 1;

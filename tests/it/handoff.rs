@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -15,9 +15,10 @@ use elevate_sink::offsetmap::{self, DoneMap};
 use elevate_standin::StandIn;
 
 use crate::pipeline::{
-    committed_reach_end, config_toml, multiset, parse, simple, InProcess, Proc, SIGKILL, SIGTERM,
+    committed_reach_end, config_toml, multiset, parse, simple, wait_commit_reaches_end, InProcess, Proc,
+    SIGKILL, SIGTERM,
 };
-use crate::support::kafka::{client_config, produce, setup, wait_until, wait_until_async, Landed, Names};
+use crate::support::kafka::{client_config, committed_offsets, produce, setup, wait_until, Landed, Names};
 use crate::support::mock::Mock;
 
 /// Answers for a ticket kept in retry: far more 503s than a test's hand-off takes (each attempt
@@ -212,10 +213,9 @@ async fn a_crash_resends_at_most_what_completed_after_the_last_commit() {
         .wait_for_tickets(&expected, Duration::from_secs(60))
         .await
         .unwrap_or_else(|m| panic!("{} tickets lost; log:\n{}", m.len(), second.log()));
-    wait_until_async(Duration::from_secs(30), "commit reaches the end", || {
-        committed_reach_end(&bs, &n)
-    })
-    .await;
+    wait_commit_reaches_end(&bs, &n, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", second.log()));
     let (resent, twice) = resent_after_204(&standin);
     println!(
         "crash: {} tickets, {} delivered before the kill, {uncovered_done} of them after the last \
@@ -374,4 +374,70 @@ async fn scrape(port: u16, name: &str) -> f64 {
         .await
         .unwrap();
     testkit::metrics::sum(&text, name)
+}
+
+/// A late commit of another member moves a partition back after the sink committed its end
+/// (the stalled commit once seen in CI: every ticket delivered, one partition's committed offset
+/// left behind for good): the sink reads its committed offsets back, commits that partition
+/// again, and counts it in `commit_regressions_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_back_by_a_late_commit_is_committed_again() {
+    let (bs, n) = setup("moved-back", 2).await;
+    let standin = StandIn::start().await.unwrap();
+    let tickets: Vec<String> = (0..40).map(|i| format!("mb{i}")).collect();
+    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    let toml = config_toml(
+        &bs,
+        &n,
+        &standin.base_url(),
+        "[pipeline]\ncommit_interval = \"200ms\"\n",
+    );
+    let sink = InProcess::start(parse(&toml));
+    let expected: HashSet<String> = tickets.iter().cloned().collect();
+    standin
+        .wait_for_tickets(&expected, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|m| panic!("{} lost", m.len()));
+    wait_commit_reaches_end(&bs, &n, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Another member joins and, under its own current generation, commits offset 0 for the
+    // partition the sink kept: the broker takes it (it checks membership, not ownership).
+    let other: BaseConsumer = client_config(&bs)
+        .set("group.id", &n.group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    other.subscribe(&[&n.topic]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let theirs = loop {
+        let _ = other.poll(Duration::from_millis(100));
+        let a = other.assignment().unwrap();
+        if a.count() == 1 && sink.series("elevate_sink_assigned_partitions") == 1.0 {
+            break a.elements()[0].partition();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partitions never split between both members"
+        );
+    };
+    let ours = 1 - theirs;
+    let mut back = TopicPartitionList::new();
+    back.add_partition_offset(&n.topic, ours, Offset::Offset(0))
+        .unwrap();
+    other.commit(&back, CommitMode::Sync).unwrap();
+    let committed = committed_offsets(&bs, &n.group, &n.topic, [ours]).await;
+    assert_eq!(
+        committed[&ours],
+        Some(0),
+        "the late commit moved the partition back"
+    );
+    wait_commit_reaches_end(&bs, &n, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: the sink never committed the moved-back partition again"));
+    assert!(sink.series("elevate_sink_commit_regressions_total") >= 1.0);
+    assert_eq!(standin.accepted_count(), tickets.len(), "nothing sent twice");
+    drop(other);
+    sink.stop().await;
 }

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use elevate_sink::admin::Health;
 use elevate_sink::config::Config;
@@ -69,12 +70,17 @@ pub(crate) struct InProcess {
 
 impl InProcess {
     pub(crate) fn start(cfg: Config) -> Self {
+        crate::support::init_test_log();
+        static MEMBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let member = MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = tracing::error_span!("member", id = member);
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(Duration::from_secs(30)));
         let (stop, rx) = watch::channel(false);
         let m = metrics.clone();
-        let task =
-            tokio::spawn(async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") });
+        let task = tokio::spawn(
+            async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") }.instrument(span),
+        );
         InProcess { metrics, stop, task }
     }
 
@@ -113,6 +119,32 @@ pub(crate) fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
         *m.entry(t).or_default() += 1;
     }
     m
+}
+
+/// Committed offset vs high watermark per partition (`p: committed/high`), for failure messages.
+pub(crate) async fn committed_vs_end(bs: &str, n: &Names) -> String {
+    let high = high_watermarks(bs, &n.topic).await;
+    let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
+    high.iter()
+        .map(|(p, h)| format!("{p}: {:?}/{h}", committed.get(p).copied().flatten()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits until every partition's committed offset reaches its high watermark; the error names
+/// the partitions' committed offsets and ends.
+pub(crate) async fn wait_commit_reaches_end(bs: &str, n: &Names, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    while !committed_reach_end(bs, n).await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the committed offsets never reached the end within {within:?} (committed/high: {})",
+                committed_vs_end(bs, n).await
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 pub(crate) async fn committed_reach_end(bs: &str, n: &Names) -> bool {
@@ -589,10 +621,9 @@ async fn two_instances_one_stopped_mid_stream_lose_nothing() {
         .wait_for_tickets(&expected, Duration::from_secs(90))
         .await
         .unwrap_or_else(|m| panic!("{} lost", m.len()));
-    wait_until_async(Duration::from_secs(30), "commit reaches the end", || {
-        committed_reach_end(&bs, &n)
-    })
-    .await;
+    wait_commit_reaches_end(&bs, &n, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     println!("pair: {} duplicates", standin.accepted_count() - expected.len());
     a.stop().await;
 }
