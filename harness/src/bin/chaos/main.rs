@@ -9,7 +9,7 @@
 //! duplicates by cause (clean hand-off, crash, other), rebalances, secrets in the logs.
 //!
 //! ```text
-//! cargo build --release --bin elevate-sink -p harness --bin chaos
+//! cargo build --release -p elevate-sink -p harness --bins
 //! cargo run --release -p harness --bin chaos -- --short    # ~3 minutes, one of each fault (CI: .ci/chaos-short)
 //! cargo run --release -p harness --bin chaos -- --long     # ~15 minutes, three rounds, longer faults
 //! ```
