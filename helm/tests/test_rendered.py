@@ -13,7 +13,8 @@ CONFIG_KEYS = {
     "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties"},
     "elevate": {"cluster_id", "base_url", "host", "connect_timeout", "request_timeout",
                 "max_in_flight_requests", "forward_visitor_headers", "forward_ip_for",
-                "user_agent"},
+                "user_agent", "skip_bots", "bot_patterns", "payment_api_key"},
+    "routes": set(),  # a list of route tables (see values.schema.json), checked by the service
     "mapping": None,  # free-form JSON Pointers, passed through
     "rate": {"requests_per_second", "burst", "share_by_partitions", "markets"},
     "retry": {"initial_backoff", "max_backoff", "max_attempts", "max_elapsed", "max_retry_after"},
@@ -197,6 +198,7 @@ def test_schema_and_key_list_match_the_service_defaults():
         pytest.skip(f"{binary} check --print-defaults is not available: {proc.stderr.strip()[:200]}")
     defaults = tomllib.loads(proc.stdout)
     defaults["elevate"].update(cluster_id="", base_url="")  # documented as commented-out keys
+    defaults["elevate"].update(payment_api_key="")  # an optional secret source, never printed
     service = {s: set(keys) for s, keys in defaults.items() if s != "mapping"}
     ours = {s: keys for s, keys in CONFIG_KEYS.items() if keys is not None}
     assert ours == service
