@@ -260,8 +260,8 @@ fn pause_after(cfg: &Config) -> Duration {
     Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(5))
 }
 
-/// Reads the committed offsets back every `every` (see [`commit::reconcile`]) and wakes the loop
-/// when a partition is due again (the next commit tick commits it, from the polling thread).
+/// Reads the committed offsets back every `every` (see [`commit::reconcile`]); a partition due
+/// again is committed by the loop's next commit tick, from the polling thread.
 async fn reconcile_commits(
     consumer: Arc<StreamConsumer<SinkContext>>,
     metrics: Arc<Metrics>,
@@ -274,7 +274,7 @@ async fn reconcile_commits(
         tick.tick().await;
         let (c, m) = (consumer.clone(), metrics.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            commit::reconcile(&*c, c.context().ledger(), &m, Duration::from_secs(10))
+            commit::reconcile(&*c, c.context().ledger(), &m, consumer::SEED_TIMEOUT)
         })
         .await;
     }
