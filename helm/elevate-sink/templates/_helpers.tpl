@@ -88,22 +88,18 @@ workload, so `helm template` fails with a message that names the values to chang
 {{- fail (printf "config.rate.markets has a key %q: YAML reads unquoted NO, YES, ON, OFF as booleans. Quote the market code, e.g. \"NO\": 10" $k) }}
 {{- end }}
 {{- end }}
-{{- $secretDir := include "elevate-sink.secretDir" . }}
 {{- range $k, $v := ($kafka.secret_properties | default dict) }}
-{{- if not (kindIs "map" $v) }}
-{{- fail (printf "config.kafka.secret_properties.%s must be {file: PATH} or {env: VAR}, not a value: secret values never go in values" $k) }}
+{{- include "elevate-sink.validateSecretSource" (dict "root" $ "name" (printf "config.kafka.secret_properties.%s" $k) "source" $v) }}
 {{- end }}
-{{- $file := $v.file | default "" }}
-{{- if hasPrefix (printf "%s/" $secretDir) $file }}
-{{- if not $.Values.existingSecret }}
-{{- fail (printf "config.kafka.secret_properties.%s reads %s, but existingSecret is not set" $k $file) }}
+{{- $elevate := $cfg.elevate | default dict }}
+{{- $apiKey := $elevate.payment_api_key }}
+{{- if $apiKey }}
+{{- include "elevate-sink.validateSecretSource" (dict "root" $ "name" "config.elevate.payment_api_key" "source" $apiKey) }}
 {{- end }}
-{{- $key := trimPrefix (printf "%s/" $secretDir) $file }}
-{{- if and $.Values.existingSecretKeys (not (has $key $.Values.existingSecretKeys)) }}
-{{- fail (printf "config.kafka.secret_properties.%s reads %s, but %q is not in existingSecretKeys" $k $file $key) }}
+{{- range .Values.extraEnv }}
+{{- if eq (upper (.name | default "")) "ELEVATE_SINK__ELEVATE__PAYMENT_API_KEY" }}{{ $apiKey = "from extraEnv" }}{{ end }}
 {{- end }}
-{{- end }}
-{{- end }}
+{{- include "elevate-sink.validateRoutes" (dict "cfg" $cfg "apiKey" $apiKey) }}
 {{- if .Values.keda.enabled }}
 {{- $parts := int .Values.keda.partitionCount }}
 {{- $max := int .Values.keda.maxReplicaCount }}
@@ -131,8 +127,64 @@ workload, so `helm template` fails with a message that names the values to chang
 {{- end }}
 
 {{/*
-Copy .in into .out without empty strings, lists and maps, recursively. Works on dicts in place
-(no JSON round trip) so integers stay integers in toToml.
+A secret reference (.source, named .name in messages): {file: PATH} or {env: VAR}, never a value.
+A file under the secret dir must be a mounted key of existingSecret.
+*/}}
+{{- define "elevate-sink.validateSecretSource" -}}
+{{- $secretDir := include "elevate-sink.secretDir" .root }}
+{{- if not (kindIs "map" .source) }}
+{{- fail (printf "%s must be {file: PATH} or {env: VAR}, not a value: secret values never go in values" .name) }}
+{{- end }}
+{{- $file := .source.file | default "" }}
+{{- if hasPrefix (printf "%s/" $secretDir) $file }}
+{{- if not .root.Values.existingSecret }}
+{{- fail (printf "%s reads %s, but existingSecret is not set" .name $file) }}
+{{- end }}
+{{- $key := trimPrefix (printf "%s/" $secretDir) $file }}
+{{- if and .root.Values.existingSecretKeys (not (has $key .root.Values.existingSecretKeys)) }}
+{{- fail (printf "%s reads %s, but %q is not in existingSecretKeys" .name $file $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+config.routes (.cfg the config, .apiKey elevate.payment_api_key or its extraEnv override
+ELEVATE_SINK__ELEVATE__PAYMENT_API_KEY): what the service refuses at
+start and the schema cannot say. Unique names, topics of kafka.topics, every topic feeding a
+route, and a payment route only with a payment_api_key.
+*/}}
+{{- define "elevate-sink.validateRoutes" -}}
+{{- $routes := .cfg.routes | default list }}
+{{- $topics := (.cfg.kafka | default dict).topics | default list }}
+{{- $names := list }}
+{{- $fed := list }}
+{{- range $i, $r := $routes }}
+{{- if has $r.name $names }}
+{{- fail (printf "config.routes[%d].name %q is used by another route: route names must be unique" $i $r.name) }}
+{{- end }}
+{{- $names = append $names $r.name }}
+{{- range ($r.topics | default list) }}
+{{- if not (has . $topics) }}
+{{- fail (printf "config.routes[%d].topics has %q, which is not one of config.kafka.topics" $i .) }}
+{{- end }}
+{{- end }}
+{{- $fed = concat $fed ($r.topics | default $topics) }}
+{{- if and (eq $r.kind "payment") (not $.apiKey) }}
+{{- fail (printf "config.routes[%d] (%s) is a payment route: it needs config.elevate.payment_api_key, a {file: ...} key of existingSecret or an {env: ...} variable (the service refuses the config without it)" $i $r.name) }}
+{{- end }}
+{{- end }}
+{{- if $routes }}
+{{- range $topics }}
+{{- if not (has . $fed) }}
+{{- fail (printf "config.kafka.topics has %q, which feeds no route of config.routes: give it a route (or a route without topics)" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Copy .in into .out without empty strings, lists and maps, recursively (into the maps of a list
+too: config.routes). Works on dicts in place (no JSON round trip) so integers stay integers in toToml.
 */}}
 {{- define "elevate-sink.prune" -}}
 {{- $out := .out }}
@@ -142,7 +194,17 @@ Copy .in into .out without empty strings, lists and maps, recursively. Works on 
 {{- include "elevate-sink.prune" (dict "in" $v "out" $sub) }}
 {{- if $sub }}{{- $_ := set $out $k $sub }}{{- end }}
 {{- else if kindIs "slice" $v }}
-{{- if $v }}{{- $_ := set $out $k $v }}{{- end }}
+{{- $items := list }}
+{{- range $v }}
+{{- if kindIs "map" . }}
+{{- $sub := dict }}
+{{- include "elevate-sink.prune" (dict "in" . "out" $sub) }}
+{{- $items = append $items $sub }}
+{{- else }}
+{{- $items = append $items . }}
+{{- end }}
+{{- end }}
+{{- if $items }}{{- $_ := set $out $k $items }}{{- end }}
 {{- else if kindIs "string" $v }}
 {{- if ne $v "" }}{{- $_ := set $out $k $v }}{{- end }}
 {{- else if kindIs "float64" $v }}
