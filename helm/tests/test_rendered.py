@@ -1,6 +1,7 @@
 """Checks over the rendered manifests that helm-unittest cannot express: the config file parsed as
 TOML, values read the way real helm reads them, and properties that hold for every pod."""
 import json
+import re
 import subprocess
 import tomllib
 
@@ -8,14 +9,17 @@ import pytest
 
 from conftest import ALL_FEATURES, CHART, HERE, REPO, by_kind, helm_template, render
 
-# The keys the service accepts (unknown keys are errors in the service).
+# The keys the service accepts (unknown keys are errors in the service). `routes` is an array of
+# tables: its set is the keys of one entry.
+ROUTE_KEYS = {"name", "kind", "topics", "event_types", "mapping", "requests_per_second"}
+ROUTE_KINDS = {"add-to-cart", "click", "add-favorite", "remove-favorite", "end", "payment"}
 CONFIG_KEYS = {
     "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties"},
     "elevate": {"cluster_id", "base_url", "host", "connect_timeout", "request_timeout",
                 "max_in_flight_requests", "forward_visitor_headers", "forward_ip_for",
                 "user_agent", "skip_bots", "bot_patterns", "payment_api_key"},
-    "routes": set(),  # a list of route tables (see values.schema.json), checked by the service
     "mapping": None,  # free-form JSON Pointers, passed through
+    "routes": ROUTE_KEYS,
     "rate": {"requests_per_second", "burst", "share_by_partitions", "markets"},
     "retry": {"initial_backoff", "max_backoff", "max_attempts", "max_elapsed", "max_retry_after"},
     "dead_letter": {"topic", "properties"},
@@ -47,7 +51,11 @@ def test_config_parses_as_toml_with_only_known_keys(docs):
     cfg = config_of(docs)
     assert set(cfg) <= set(CONFIG_KEYS), set(cfg) - set(CONFIG_KEYS)
     for section, keys in cfg.items():
-        if CONFIG_KEYS[section] is not None:
+        if section == "routes":
+            for route in keys:
+                assert set(route) <= ROUTE_KEYS, set(route) - ROUTE_KEYS
+                assert {"name", "kind"} <= set(route) and route["kind"] in ROUTE_KINDS, route
+        elif CONFIG_KEYS[section] is not None:
             assert set(keys) <= CONFIG_KEYS[section], (section, set(keys) - CONFIG_KEYS[section])
     for section, key in INTEGER_KEYS:
         assert type(cfg[section][key]) is int, (section, key, cfg[section][key])
@@ -85,6 +93,20 @@ def test_all_features_config_sections(all_docs):
         "sasl.password": {"file": "/var/run/secrets/elevate-sink/kafka-sasl-password"}}
     assert cfg["rate"]["markets"] == {"SE": 40, "NO": 20}
     assert cfg["elevate"]["cluster_id"] == "w12345"
+    assert cfg["elevate"]["payment_api_key"] == {
+        "file": "/var/run/secrets/elevate-sink/elevate-payment-api-key"}
+    assert [(r["name"], r["kind"]) for r in cfg["routes"]] == [
+        ("cart", "add-to-cart"), ("clicks", "click"), ("favourites", "add-favorite"),
+        ("payments", "payment")]
+    payments = cfg["routes"][3]
+    assert payments["mapping"] == {"lines": "/orderLines"} and payments["requests_per_second"] == 5
+    assert "topics" not in cfg["routes"][2], "an empty list is not rendered (every topic feeds it)"
+
+
+def test_default_config_has_no_routes(default_docs):
+    """No routes: the service's legacy single add-to-cart route over every topic."""
+    cfg = config_of(default_docs)
+    assert "routes" not in cfg and "payment_api_key" not in cfg["elevate"]
 
 
 def test_no_secret_values_in_configmap(docs):
@@ -93,6 +115,8 @@ def test_no_secret_values_in_configmap(docs):
         assert "password" not in key and "secret" not in key, key
     for value in cfg["kafka"].get("secret_properties", {}).values():
         assert set(value) in ({"file"}, {"env"}), value
+    if "payment_api_key" in cfg["elevate"]:
+        assert set(cfg["elevate"]["payment_api_key"]) in ({"file"}, {"env"})
 
 
 def test_every_pod_is_hardened(docs):
@@ -174,6 +198,10 @@ def test_unquoted_no_market_code_fails():
     (["--set", "config.log.format=xml"], "format"),
     (["--set", "config.kafka.bogus=1"], "bogus"),
     (["--set", "keda.enabled=maybe"], "keda"),
+    (["--set", "config.routes[0].name=r", "--set", "config.routes[0].kind=purchase"],
+     "at '/config/routes/0/kind': value must be one of"),
+    (["--set", "config.routes[0].kind=click"], "missing property 'name'"),
+    (["--set", "config.elevate.payment_api_key=hunter2"], "payment_api_key"),
 ])
 def test_schema_rejects(args, message):
     proc = helm_template(*args, check=False)
@@ -187,8 +215,16 @@ def test_owned_keys_merge_with_the_rest_of_their_section():
     assert proc.returncode != 0 and "config.admin.listen is owned by the chart" in proc.stderr
 
 
+def reference_rows(markdown, heading):
+    """{key: row} of one section's table in the service's generated reference (`--print-reference`)."""
+    section = markdown.split(f"## `{heading}`", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `([a-z_]+)` \| (.*)$", section, re.M))
+
+
 def test_schema_and_key_list_match_the_service_defaults():
-    """The config keys the chart knows (schema, CONFIG_KEYS) are the ones the service prints."""
+    """The config keys the chart knows (schema, CONFIG_KEYS) are the ones the service prints, with
+    the keys --print-defaults leaves out (optional ones without a default, the `[[routes]]` entry's)
+    taken from its --print-reference."""
     binary = next((p for p in (REPO / "target" / "release" / "elevate-sink",
                                REPO / "target" / "debug" / "elevate-sink") if p.exists()), None)
     if binary is None:
@@ -197,11 +233,24 @@ def test_schema_and_key_list_match_the_service_defaults():
     if proc.returncode != 0:
         pytest.skip(f"{binary} check --print-defaults is not available: {proc.stderr.strip()[:200]}")
     defaults = tomllib.loads(proc.stdout)
-    defaults["elevate"].update(cluster_id="", base_url="")  # documented as commented-out keys
-    defaults["elevate"].update(payment_api_key="")  # an optional secret source, never printed
+    ref = subprocess.run([str(binary), "check", "--print-reference"], capture_output=True, text=True,
+                         check=True).stdout
+    assert defaults.pop("routes") == []
     service = {s: set(keys) for s, keys in defaults.items() if s != "mapping"}
+    service["elevate"] |= set(reference_rows(ref, "[elevate]"))  # cluster_id, base_url, payment_api_key
+    routes = reference_rows(ref, "[[routes]]")
+    service["routes"] = set(routes)
+    assert service["routes"], "no [[routes]] table in --print-reference"
     ours = {s: keys for s, keys in CONFIG_KEYS.items() if keys is not None}
     assert ours == service
-    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]
-    in_schema = {s: set(v.get("properties", {})) for s, v in schema.items() if s != "mapping"}
+    full = json.loads((CHART / "values.schema.json").read_text())
+    schema = full["properties"]["config"]["properties"]
+    in_schema = {s: set(v.get("properties", {})) for s, v in schema.items()
+                 if s not in ("mapping", "routes")}
+    assert schema["routes"]["items"] == {"$ref": "#/definitions/route"}
+    route_schema = full["definitions"]["route"]
+    in_schema["routes"] = set(route_schema["properties"])
     assert in_schema == service
+    kind_type = routes["kind"].split(" | (none) |")[0]
+    assert set(re.findall(r'"([a-z-]+)"', kind_type)) == ROUTE_KINDS == set(route_schema["properties"]["kind"]["enum"])
+    assert set(route_schema["required"]) == {k for k, row in routes.items() if "Required" in row}

@@ -96,6 +96,9 @@ workload, so `helm template` fails with a message that names the values to chang
 {{- if $apiKey }}
 {{- include "elevate-sink.validateSecretSource" (dict "root" $ "name" "config.elevate.payment_api_key" "source" $apiKey) }}
 {{- end }}
+{{- range .Values.extraEnv }}
+{{- if eq (upper (.name | default "")) "ELEVATE_SINK__ELEVATE__PAYMENT_API_KEY" }}{{ $apiKey = "from extraEnv" }}{{ end }}
+{{- end }}
 {{- include "elevate-sink.validateRoutes" (dict "cfg" $cfg "apiKey" $apiKey) }}
 {{- if .Values.keda.enabled }}
 {{- $parts := int .Values.keda.partitionCount }}
@@ -145,7 +148,8 @@ A file under the secret dir must be a mounted key of existingSecret.
 {{- end }}
 
 {{/*
-config.routes (.cfg the config, .apiKey elevate.payment_api_key): what the service refuses at
+config.routes (.cfg the config, .apiKey elevate.payment_api_key or its extraEnv override
+ELEVATE_SINK__ELEVATE__PAYMENT_API_KEY): what the service refuses at
 start and the schema cannot say. Unique names, topics of kafka.topics, every topic feeding a
 route, and a payment route only with a payment_api_key.
 */}}
