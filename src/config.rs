@@ -71,6 +71,8 @@ impl ConfigError {
 pub struct Config {
     /// Where cart events come from.
     pub kafka: KafkaConfig,
+    /// The schema registry of Avro and Protobuf values.
+    pub registry: SchemaRegistryConfig,
     /// Where notifications go.
     pub elevate: ElevateConfig,
     /// Where each field lives in a cart event.
@@ -108,6 +110,81 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties whose values are secrets, read from a file or an env var.
     pub secret_properties: BTreeMap<String, SecretSource>,
+    /// How record values are encoded, on every topic not in `value_format_per_topic`.
+    pub value_format: ValueFormat,
+    /// Per-topic overrides of `value_format`: topic name (one of `topics`) → format.
+    pub value_format_per_topic: BTreeMap<String, ValueFormat>,
+}
+
+impl KafkaConfig {
+    /// The value format of records of `topic`.
+    pub fn value_format_of(&self, topic: &str) -> ValueFormat {
+        self.value_format_per_topic
+            .get(topic)
+            .copied()
+            .unwrap_or(self.value_format)
+    }
+}
+
+/// How a topic's record values are encoded.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFormat {
+    /// UTF-8 JSON (no registry).
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format, schema from `[registry]`.
+    Avro,
+    /// Protobuf in the Confluent wire format, schema from `[registry]`.
+    Protobuf,
+}
+
+impl ValueFormat {
+    /// The format's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueFormat::Json => "json",
+            ValueFormat::Avro => "avro",
+            ValueFormat::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// `[registry]`: the Confluent-compatible schema registry Avro and Protobuf values name by id.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistryConfig {
+    /// Base URL of the Confluent Schema Registry API (Apicurio: `…/apis/ccompat/v7`); required
+    /// when a topic is `avro` or `protobuf`. No credentials in it.
+    pub url: Option<String>,
+    /// Basic auth user (Confluent Cloud: the API key); needs `password`.
+    pub username: Option<String>,
+    /// Basic auth password (Confluent Cloud: the API secret).
+    pub password: Option<SecretSource>,
+    /// Bearer token; exclusive with `username`.
+    pub token: Option<SecretSource>,
+    /// Extra root certificates (PEM file) for a registry behind a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// TCP (+TLS) connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout of one whole registry request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for SchemaRegistryConfig {
+    fn default() -> Self {
+        SchemaRegistryConfig {
+            url: None,
+            username: None,
+            password: None,
+            token: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -118,6 +195,8 @@ impl Default for KafkaConfig {
             topics: vec!["cart-events".into()],
             properties: BTreeMap::new(),
             secret_properties: BTreeMap::new(),
+            value_format: ValueFormat::Json,
+            value_format_per_topic: BTreeMap::new(),
         }
     }
 }
@@ -600,6 +679,62 @@ impl Config {
         Ok(())
     }
 
+    /// The value formats and `[registry]`: a registry URL wherever a topic needs one,
+    /// credentials of one kind, complete.
+    fn validate_registry(&self) -> Result<(), ConfigError> {
+        for topic in self.kafka.value_format_per_topic.keys() {
+            if !self.kafka.topics.contains(topic) {
+                return Err(ConfigError::invalid(
+                    &format!("kafka.value_format_per_topic.\"{topic}\""),
+                    "is not one of kafka.topics",
+                ));
+            }
+        }
+        let r = &self.registry;
+        let needs = self.kafka.topics.iter().find_map(|t| {
+            let f = self.kafka.value_format_of(t);
+            (f != ValueFormat::Json).then_some((t, f))
+        });
+        match (&r.url, needs) {
+            (None, Some((topic, format))) => {
+                return Err(ConfigError::invalid(
+                    "registry.url",
+                    format!(
+                        "is required: topic {topic} is {} (kafka.value_format)",
+                        format.as_str()
+                    ),
+                ))
+            }
+            (Some(url), _) => check_registry_url(url)?,
+            (None, None) => {}
+        }
+        if r.username.is_some() != r.password.is_some() {
+            return Err(ConfigError::invalid(
+                if r.username.is_some() {
+                    "registry.password"
+                } else {
+                    "registry.username"
+                },
+                "basic auth needs both registry.username and registry.password",
+            ));
+        }
+        if r.username.is_some() && r.token.is_some() {
+            return Err(ConfigError::invalid(
+                "registry.token",
+                "give either registry.token or registry.username + password, not both",
+            ));
+        }
+        for (key, d) in [
+            ("registry.connect_timeout", r.connect_timeout),
+            ("registry.request_timeout", r.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::invalid(key, "must be longer than 0s"));
+            }
+        }
+        Ok(())
+    }
+
     /// The checks of what sending needs: `[elevate]`, `[mapping]`, `[rate]` and `[retry]`.
     fn validate_sending(&self) -> Result<(), ConfigError> {
         self.elevate.base_url()?;
@@ -646,6 +781,7 @@ impl Config {
     /// Checks combinations and values that types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_kafka()?;
+        self.validate_registry()?;
         self.validate_sending()?;
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
@@ -716,6 +852,25 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// `registry.url`: http or https, and no credentials in it.
+fn check_registry_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url.trim())
+        .map_err(|e| ConfigError::invalid("registry.url", format!("does not parse: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(
+            "registry.url",
+            "must be http:// or https://",
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::invalid(
+            "registry.url",
+            "must not carry credentials: give registry.username + registry.password, or registry.token",
+        ));
+    }
+    Ok(())
 }
 
 /// librdkafka properties elevate-sink sets itself and refuses from config.
@@ -1005,6 +1160,41 @@ mod tests {
             c.kafka.secret_properties.get("sasl.password"),
             Some(&SecretSource::Env("PW".into()))
         );
+    }
+
+    #[test]
+    fn value_formats_and_the_registry_are_checked_naming_the_key() {
+        let load = |extra: &str| Config::from_toml_with_env(&(base() + extra), "", env(&[]));
+        let err = |extra: &str| load(extra).unwrap_err().to_string();
+        let c = load("").unwrap();
+        assert_eq!(c.kafka.value_format_of("cart-events"), ValueFormat::Json);
+        assert!(err("[kafka]\nvalue_format = \"avro\"\n")
+            .starts_with("registry.url: is required: topic cart-events is avro"));
+        let per_topic = "[kafka]\ntopics = [\"a\", \"b\"]\nvalue_format_per_topic = { b = \"protobuf\" }\n";
+        assert!(
+            err(per_topic).contains("topic b is protobuf"),
+            "{}",
+            err(per_topic)
+        );
+        let c = load(&format!("{per_topic}[registry]\nurl = \"http://r:8081\"\n")).unwrap();
+        assert_eq!(c.kafka.value_format_of("a"), ValueFormat::Json);
+        assert_eq!(c.kafka.value_format_of("b"), ValueFormat::Protobuf);
+        let stray = "[kafka]\nvalue_format_per_topic = { other = \"avro\" }\n";
+        assert!(err(stray).starts_with("kafka.value_format_per_topic.\"other\": is not one of kafka.topics"));
+        let url = |u: &str| err(&format!("[registry]\nurl = \"{u}\"\n"));
+        assert!(url("ftp://r").starts_with("registry.url: must be http"));
+        let with_creds = url("https://key:hunter2@r");
+        assert!(
+            with_creds.starts_with("registry.url: must not carry credentials"),
+            "{with_creds}"
+        );
+        assert!(!with_creds.contains("hunter2"), "{with_creds}");
+        assert!(err("[registry]\nusername = \"k\"\n").starts_with("registry.password:"));
+        assert!(err("[registry]\npassword = { env = \"P\" }\n").starts_with("registry.username:"));
+        let both = "[registry]\nusername = \"k\"\npassword = { env = \"P\" }\ntoken = { env = \"T\" }\n";
+        assert!(err(both).starts_with("registry.token:"));
+        assert!(err("[registry]\nrequest_timeout = \"0s\"\n").starts_with("registry.request_timeout:"));
+        assert!(err("[kafka]\nvalue_format = \"json-schema\"\n").contains("value_format"));
     }
 
     #[test]

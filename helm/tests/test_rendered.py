@@ -14,7 +14,10 @@ from conftest import ALL_FEATURES, CHART, HERE, REPO, by_kind, helm_template, re
 ROUTE_KEYS = {"name", "kind", "topics", "event_types", "mapping", "requests_per_second"}
 ROUTE_KINDS = {"add-to-cart", "click", "add-favorite", "remove-favorite", "end", "payment"}
 CONFIG_KEYS = {
-    "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties"},
+    "kafka": {"bootstrap_servers", "group_id", "topics", "properties", "secret_properties",
+              "value_format", "value_format_per_topic"},
+    "registry": {"url", "username", "password", "token", "ca_file", "connect_timeout",
+                 "request_timeout"},
     "elevate": {"cluster_id", "base_url", "host", "connect_timeout", "request_timeout",
                 "max_in_flight_requests", "forward_visitor_headers", "forward_ip_for",
                 "user_agent", "skip_bots", "bot_patterns", "payment_api_key"},

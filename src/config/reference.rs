@@ -120,6 +120,66 @@ pub const SECTIONS: &[Section] = &[
                 default: Some("{}"),
                 doc: "librdkafka properties whose values are secrets, read from a file or an env var.",
             },
+            Key {
+                name: "value_format",
+                ty: Ty::OneOf(&["json", "avro", "protobuf"]),
+                default: Some("\"json\""),
+                doc: "How record values are encoded, on every topic not in `value_format_per_topic`: `json` (UTF-8 JSON), or `avro` / `protobuf` in the Confluent wire format (magic byte, schema id, payload) with the schema from `[registry]`. The decoded record is read by the same `[mapping]` pointers (README, \"Avro and Protobuf\").",
+            },
+            Key {
+                name: "value_format_per_topic",
+                ty: Ty::TableOf(&Ty::OneOf(&["json", "avro", "protobuf"])),
+                default: Some("{}"),
+                doc: "Per-topic overrides of `value_format`: topic name (one of `topics`) → format.",
+            },
+        ],
+    },
+    Section {
+        name: "registry",
+        doc: "The Confluent-compatible schema registry Avro and Protobuf values name by id. Schemas are cached by id for the life of the process; a record whose schema cannot be fetched (registry unreachable, 5xx, 401/403, timeout) waits with `[retry]`'s backoff, never parked, and `/readyz` says so; an unknown id parks the record.",
+        keys: &[
+            Key {
+                name: "url",
+                ty: Ty::Optional(&Ty::String),
+                default: None,
+                doc: "Base URL of the Confluent Schema Registry API (Apicurio: `…/apis/ccompat/v7`); required when a topic is `avro` or `protobuf`. No credentials in it.",
+            },
+            Key {
+                name: "username",
+                ty: Ty::Optional(&Ty::String),
+                default: None,
+                doc: "Basic auth user (Confluent Cloud: the API key); needs `password`.",
+            },
+            Key {
+                name: "password",
+                ty: Ty::Optional(&Ty::Secret),
+                default: None,
+                doc: "Basic auth password (Confluent Cloud: the API secret).",
+            },
+            Key {
+                name: "token",
+                ty: Ty::Optional(&Ty::Secret),
+                default: None,
+                doc: "Bearer token; exclusive with `username`.",
+            },
+            Key {
+                name: "ca_file",
+                ty: Ty::Optional(&Ty::String),
+                default: None,
+                doc: "Extra root certificates (PEM file) for a registry behind a private CA.",
+            },
+            Key {
+                name: "connect_timeout",
+                ty: Ty::Duration,
+                default: Some("\"5s\""),
+                doc: "TCP (+TLS) connect timeout.",
+            },
+            Key {
+                name: "request_timeout",
+                ty: Ty::Duration,
+                default: Some("\"10s\""),
+                doc: "Timeout of one whole registry request.",
+            },
         ],
     },
     Section {
@@ -604,7 +664,7 @@ mod tests {
     use super::*;
     use crate::config::{
         AdminConfig, Config, DeadLetterConfig, ElevateConfig, KafkaConfig, LogConfig, MappingConfig,
-        PipelineConfig, RateConfig, RetryConfig, ShutdownConfig,
+        PipelineConfig, RateConfig, RetryConfig, SchemaRegistryConfig, ShutdownConfig,
     };
 
     /// A deserializer that only records the field names a `Deserialize` struct asks for.
@@ -682,6 +742,7 @@ mod tests {
     fn section_fields() -> Vec<(&'static str, &'static [&'static str])> {
         vec![
             ("kafka", fields::<KafkaConfig>()),
+            ("registry", fields::<SchemaRegistryConfig>()),
             ("elevate", fields::<ElevateConfig>()),
             ("mapping", fields::<MappingConfig>()),
             ("routes", fields::<crate::route::RouteConfig>()),
