@@ -1,10 +1,10 @@
 //! Admin HTTP listener: `/healthz` (the process is alive), `/readyz` (the consumer joined its
 //! group — with or without partitions —, the broker is reachable, the loop is not wedged, parking
-//! works, and the process is not stopping for good), `/metrics` (Prometheus text). Guarantees:
+//! works, no record waits for the schema registry, and the process is not stopping for good), `/metrics` (Prometheus text). Guarantees:
 //! readiness facts are plain atomics written by the pipeline; the listener never blocks the
 //! pipeline.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct Health {
     /// Since when (epoch ms) parking in the dead-letter topic has failed without a success; 0
     /// while it works.
     dead_letter_failing_since_ms: AtomicI64,
+    /// Records waiting for the schema registry right now.
+    registry_waiting: AtomicUsize,
     /// Why the process is stopping for good (a fatal client error, unreadable records), once it is.
     stopping: OnceLock<&'static str>,
 }
@@ -40,6 +42,9 @@ pub const NOT_READY_FATAL: &str = "a Kafka client failed fatally; the process is
 /// `/readyz` reason: records could not be read and the process is exiting.
 pub const NOT_READY_UNREADABLE: &str =
     "records could not be read: stalled, nothing is committed past them (see docs/operations.md)";
+/// `/readyz` reason: records wait for the schema registry (unreachable, 5xx, timeout).
+pub const NOT_READY_REGISTRY: &str =
+    "records are waiting for the schema registry (unreachable or failing; see elevate_sink_registry_waits_total)";
 /// `/readyz` reason: parking keeps failing.
 pub const NOT_READY_DEAD_LETTER: &str =
     "writing to the dead-letter topic has failed for longer than admin.wedged_after";
@@ -53,6 +58,7 @@ impl Health {
             broker_ok: AtomicBool::new(true),
             wedged_after,
             dead_letter_failing_since_ms: AtomicI64::new(0),
+            registry_waiting: AtomicUsize::new(0),
             stopping: OnceLock::new(),
         }
     }
@@ -67,6 +73,11 @@ impl Health {
     pub fn dead_letter_failing_since(&self, since_ms: Option<i64>) {
         self.dead_letter_failing_since_ms
             .store(since_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// How many records wait for the schema registry ([`crate::wire::Sources::waiting`]).
+    pub fn registry_waiting(&self, records: usize) {
+        self.registry_waiting.store(records, Ordering::Relaxed);
     }
 
     /// The loop turned just now.
@@ -92,6 +103,9 @@ impl Health {
         let failing_since = self.dead_letter_failing_since_ms.load(Ordering::Relaxed);
         if failing_since > 0 && now_ms() - failing_since > self.wedged_after.as_millis() as i64 {
             return Err(NOT_READY_DEAD_LETTER);
+        }
+        if self.registry_waiting.load(Ordering::Relaxed) > 0 {
+            return Err(NOT_READY_REGISTRY);
         }
         Ok(())
     }
@@ -169,6 +183,15 @@ mod tests {
         h.dead_letter_failing_since(Some(now_ms() - 31_000));
         assert_eq!(h.ready(), Err(NOT_READY_DEAD_LETTER));
         h.dead_letter_failing_since(None);
+        assert_eq!(h.ready(), Ok(()));
+    }
+
+    #[test]
+    fn records_waiting_for_the_registry_make_it_unready() {
+        let h = ready_health();
+        h.registry_waiting(2);
+        assert_eq!(h.ready(), Err(NOT_READY_REGISTRY));
+        h.registry_waiting(0);
         assert_eq!(h.ready(), Ok(()));
     }
 

@@ -17,6 +17,7 @@ use rdkafka::util::Timeout;
 use crate::decode::InvalidReason;
 use crate::kafka::SourceRecord;
 use crate::metrics::{label, LabelValue, Metrics};
+use crate::wire::WireReason;
 
 /// Why a record (or one of its lines) is parked: the closed set behind the reason header and
 /// the `reason` label of `elevate_sink_dead_lettered_total`.
@@ -28,11 +29,13 @@ pub enum ParkCause {
     RetriesExhausted,
     /// The record could not be decoded or breaks the request contract.
     Invalid(InvalidReason),
+    /// The record's wire-format value (Avro, Protobuf) could not be decoded, for good.
+    Wire(WireReason),
 }
 
 impl ParkCause {
     /// Every cause, in declaration order.
-    pub const ALL: [ParkCause; 8] = [
+    pub const ALL: [ParkCause; 15] = [
         ParkCause::Rejected,
         ParkCause::RetriesExhausted,
         ParkCause::Invalid(InvalidReason::ALL[0]),
@@ -41,6 +44,13 @@ impl ParkCause {
         ParkCause::Invalid(InvalidReason::ALL[3]),
         ParkCause::Invalid(InvalidReason::ALL[4]),
         ParkCause::Invalid(InvalidReason::ALL[5]),
+        ParkCause::Wire(WireReason::ALL[0]),
+        ParkCause::Wire(WireReason::ALL[1]),
+        ParkCause::Wire(WireReason::ALL[2]),
+        ParkCause::Wire(WireReason::ALL[3]),
+        ParkCause::Wire(WireReason::ALL[4]),
+        ParkCause::Wire(WireReason::ALL[5]),
+        ParkCause::Wire(WireReason::ALL[6]),
     ];
 
     /// The stable value of the reason header and the metric label.
@@ -49,6 +59,7 @@ impl ParkCause {
             ParkCause::Rejected => "rejected",
             ParkCause::RetriesExhausted => "retries_exhausted",
             ParkCause::Invalid(r) => r.as_str(),
+            ParkCause::Wire(r) => r.as_str(),
         }
     }
 }
@@ -349,11 +360,21 @@ mod tests {
                 "not_an_object",
                 "wrong_type",
                 "missing_field",
-                "bad_value"
+                "bad_value",
+                "wire_too_short",
+                "wire_unknown_magic",
+                "wire_bad_message_indexes",
+                "unknown_schema_id",
+                "bad_schema",
+                "wrong_schema_format",
+                "schema_mismatch"
             ]
         );
         for r in InvalidReason::ALL {
             assert!(ParkCause::ALL.contains(&ParkCause::Invalid(r)), "{r}");
+        }
+        for r in WireReason::ALL {
+            assert!(ParkCause::ALL.contains(&ParkCause::Wire(r)), "{r:?}");
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub route_skipped: Family<Labels, Counter>,
     /// Notifications (or records) parked, by route, kind and reason.
     pub route_dead_lettered: Family<Labels, Counter>,
+    /// Waits of a record whose schema the registry could not give (unreachable, 5xx, timeout).
+    pub registry_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -111,6 +113,7 @@ impl Metrics {
             route_delivered: Family::default(),
             route_skipped: Family::default(),
             route_dead_lettered: Family::default(),
+            registry_waits: Counter::default(),
         };
         m.register_flow();
         m.register_operations();
@@ -250,6 +253,11 @@ impl Metrics {
             "offset_map_ignored",
             "Committed metadata read back on assignment that gave no usable done map, by reason",
             self.offset_map_ignored.clone(),
+        );
+        r.register(
+            "registry_waits",
+            "Waits of a record whose schema the registry could not give (unreachable, 5xx, timeout)",
+            self.registry_waits.clone(),
         );
     }
 

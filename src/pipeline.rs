@@ -233,6 +233,7 @@ async fn consume(
 /// records and notifications in flight.
 fn after_turn(cfg: &Config, r: &Running, metrics: &Metrics, health: &Health) -> (usize, u64) {
     health.dead_letter_failing_since(r.work.dead_letter.failing_since_ms());
+    health.registry_waiting(r.work.sources.waiting());
     let (records, parts, owned) = {
         let l = lock(&r.ledger);
         (l.records_in_flight(), l.parts_in_flight(), l.len())

@@ -223,7 +223,18 @@ impl Routes {
         self.map_for(self.routes.iter().collect(), value)
     }
 
+    /// As [`Routes::map`], for a value already decoded (an Avro or Protobuf record as JSON).
+    pub fn map_value(&self, topic: &str, root: &Value) -> Result<Mapped, RouteInvalid> {
+        self.map_root(self.for_topic(topic).collect(), root)
+    }
+
     fn map_for(&self, candidates: Vec<&Route>, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+        let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
+        let root = parse(value).map_err(|invalid| RouteInvalid { route: only, invalid })?;
+        self.map_root(candidates, &root)
+    }
+
+    fn map_root(&self, candidates: Vec<&Route>, root: &Value) -> Result<Mapped, RouteInvalid> {
         let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
         let fail = |route: Option<RouteTag>| {
             move |invalid| RouteInvalid {
@@ -231,18 +242,17 @@ impl Routes {
                 invalid,
             }
         };
-        let root = parse(value).map_err(fail(only.clone()))?;
-        require_object(&root).map_err(fail(only.clone()))?;
+        require_object(root).map_err(fail(only.clone()))?;
         let mut out = Mapped::default();
         let mut matched = false;
         for route in &candidates {
             let fail = fail(Some(route.tag.clone()));
-            let ty = event_type(&route.mapping, &root).map_err(fail.clone())?;
+            let ty = event_type(&route.mapping, root).map_err(fail.clone())?;
             if !route.mapping.add_to_cart_types.contains(&ty) {
                 continue;
             }
             matched = true;
-            let mapped = self.without_bots(map_one(route, &root).map_err(fail)?);
+            let mapped = self.without_bots(map_one(route, root).map_err(fail)?);
             out.event_time_ms = out.event_time_ms.or(mapped.event_time_ms);
             out.notifications.extend(mapped.notifications);
             for reason in mapped.skipped {

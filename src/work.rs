@@ -21,6 +21,9 @@ use crate::route::{RouteInvalid, RouteTag, Routes};
 use crate::select::{Mapped, Notification, SkipReason};
 use crate::send::{Outcome, Sender};
 use crate::util::{lock, now_ms};
+use crate::wire::Sources;
+
+mod framed;
 
 /// The `skipped_total` reason of a record a previous owner of its partition finished.
 pub const ALREADY_DELIVERED: &str = "already_delivered";
@@ -31,7 +34,7 @@ pub enum WorkError {
     /// The dead-letter producer could not be created.
     #[error(transparent)]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// The routes are misconfigured.
+    /// The routes (or the value formats) are misconfigured.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -63,6 +66,8 @@ pub struct Work {
     /// Ages of delivered notifications' events, when collected (replay's summary): a bounded
     /// histogram, the same size whatever the window.
     pub ages: Option<Mutex<Ages>>,
+    /// Topics whose values are Avro or Protobuf, and their decoders (`work/framed.rs`).
+    pub sources: Arc<Sources>,
 }
 
 /// Maps one record as `run` and `replay` both do: decode + select + map for every route its
@@ -75,7 +80,17 @@ pub fn plan(
     max_age: Option<Duration>,
     now_ms: i64,
 ) -> Result<Mapped, RouteInvalid> {
-    let mut mapped = routes.map(&src.topic, src.value.as_deref())?;
+    let mapped = routes.map(&src.topic, src.value.as_deref())?;
+    Ok(trace_and_age(mapped, src, max_age, now_ms))
+}
+
+/// The trace headers and the `--max-age` rule of [`plan`] on a mapped record.
+pub(crate) fn trace_and_age(
+    mut mapped: Mapped,
+    src: &SourceRecord,
+    max_age: Option<Duration>,
+    now_ms: i64,
+) -> Mapped {
     let trace = crate::route::trace::context(&src.headers);
     for n in &mut mapped.notifications {
         n.trace = trace.clone();
@@ -89,7 +104,7 @@ pub fn plan(
             }
         }
     }
-    Ok(mapped)
+    mapped
 }
 
 impl Work {
@@ -119,6 +134,7 @@ impl Work {
             wake,
             max_age: None,
             ages: None,
+            sources: Arc::new(Sources::from_config(cfg)?),
         })
     }
 
@@ -129,6 +145,9 @@ impl Work {
             .records_consumed
             .get_or_create(&label("topic", &src.topic))
             .inc();
+        if self.sources.decoder(&src.topic).is_some() {
+            return self.take_framed(src);
+        }
         let mapped = plan(&self.routes, &src, self.max_age, now_ms());
         let mapped = match mapped {
             Ok(m) => m,
@@ -192,7 +211,11 @@ impl Work {
                 generation,
                 offset: src.offset,
             };
-            tokio::spawn(async move { this.deliver(n, &src, claim).await });
+            tokio::spawn(async move {
+                if this.deliver(&n, &src, &claim).await {
+                    this.finish(&claim);
+                }
+            });
         }
         true
     }
@@ -210,13 +233,12 @@ impl Work {
         track
     }
 
-    /// Sends one notification (after its route's quota) and completes its claim once delivered
-    /// or parked.
-    async fn deliver(self: Arc<Self>, n: Notification, src: &SourceRecord, claim: Claim<Tp>) {
+    /// Sends one notification (after its route's quota), or parks it; false when abandoned (the
+    /// partition was revoked). The caller completes the claim.
+    async fn deliver(&self, n: &Notification, src: &SourceRecord, claim: &Claim<Tp>) -> bool {
         self.route_quotas.wait(&n.route.name).await;
-        let ledger = self.ledger.clone();
-        let (k, g) = (claim.key.clone(), claim.generation);
-        let outcome = self.sender.send(&n, || lock(&ledger).is_current(&k, g)).await;
+        let (k, g) = (&claim.key, claim.generation);
+        let outcome = self.sender.send(n, || lock(&self.ledger).is_current(k, g)).await;
         match outcome {
             Outcome::Delivered { .. } => {
                 self.metrics
@@ -231,9 +253,9 @@ impl Work {
                 self.count_parked(&n.route, &why);
                 self.dead_letter.park(src, &why).await
             }
-            Outcome::Abandoned => return,
+            Outcome::Abandoned => return false,
         }
-        self.finish(&claim);
+        true
     }
 
     fn count_parked(&self, route: &RouteTag, why: &ParkReason) {

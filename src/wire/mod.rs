@@ -38,11 +38,13 @@ pub mod avro;
 pub mod frame;
 pub mod protobuf;
 pub mod registry;
+pub mod source;
 
 use serde_json::Value;
 
 pub use frame::FrameError;
 pub use registry::{Credentials, Registry, RegistryConfig, RegistryError};
+pub use source::Sources;
 
 /// A value format that goes through a registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -154,15 +156,66 @@ impl WireError {
 
     /// Short machine-readable reason (a metric label, a dead-letter header value).
     pub fn reason(&self) -> &'static str {
+        self.park_reason()
+            .map_or("registry_unavailable", WireReason::as_str)
+    }
+
+    /// Why the record is parked; None for a transient failure (the record waits).
+    pub fn park_reason(&self) -> Option<WireReason> {
+        Some(match self {
+            WireError::Frame(FrameError::TooShort { .. }) => WireReason::TooShort,
+            WireError::Frame(FrameError::UnknownMagic { .. }) => WireReason::UnknownMagic,
+            WireError::Frame(FrameError::MessageIndexes(_)) => WireReason::BadMessageIndexes,
+            WireError::Registry(RegistryError::UnknownId { .. }) => WireReason::UnknownSchemaId,
+            WireError::Registry(RegistryError::BadSchema { .. }) => WireReason::BadSchema,
+            WireError::Registry(_) => return None,
+            WireError::WrongFormat { .. } => WireReason::WrongSchemaFormat,
+            WireError::Mismatch { .. } => WireReason::SchemaMismatch,
+        })
+    }
+}
+
+/// The permanent wire failures: the closed set of dead-letter reasons a wire-format value adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WireReason {
+    /// Shorter than the 5-byte header.
+    TooShort,
+    /// The first byte is not the wire format's 0 (a JSON record on an Avro topic).
+    UnknownMagic,
+    /// Protobuf message indexes that do not parse or name no message.
+    BadMessageIndexes,
+    /// The registry has no schema of that id.
+    UnknownSchemaId,
+    /// The schema does not parse, or is of an unsupported type.
+    BadSchema,
+    /// The schema is of another format than the topic's.
+    WrongSchemaFormat,
+    /// The payload does not match its schema.
+    SchemaMismatch,
+}
+
+impl WireReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [WireReason; 7] = [
+        WireReason::TooShort,
+        WireReason::UnknownMagic,
+        WireReason::BadMessageIndexes,
+        WireReason::UnknownSchemaId,
+        WireReason::BadSchema,
+        WireReason::WrongSchemaFormat,
+        WireReason::SchemaMismatch,
+    ];
+
+    /// Stable label, used in headers and metrics.
+    pub fn as_str(self) -> &'static str {
         match self {
-            WireError::Frame(FrameError::TooShort { .. }) => "wire_too_short",
-            WireError::Frame(FrameError::UnknownMagic { .. }) => "wire_unknown_magic",
-            WireError::Frame(FrameError::MessageIndexes(_)) => "wire_bad_message_indexes",
-            WireError::Registry(RegistryError::UnknownId { .. }) => "unknown_schema_id",
-            WireError::Registry(RegistryError::BadSchema { .. }) => "bad_schema",
-            WireError::Registry(_) => "registry_unavailable",
-            WireError::WrongFormat { .. } => "wrong_schema_format",
-            WireError::Mismatch { .. } => "schema_mismatch",
+            WireReason::TooShort => "wire_too_short",
+            WireReason::UnknownMagic => "wire_unknown_magic",
+            WireReason::BadMessageIndexes => "wire_bad_message_indexes",
+            WireReason::UnknownSchemaId => "unknown_schema_id",
+            WireReason::BadSchema => "bad_schema",
+            WireReason::WrongSchemaFormat => "wrong_schema_format",
+            WireReason::SchemaMismatch => "schema_mismatch",
         }
     }
 }
