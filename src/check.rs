@@ -1,14 +1,15 @@
 //! `check`: loads a configuration exactly as `run` does and says what it would do. Guarantees:
 //! an invalid config or an unreadable secret exits 1 with `error: <message>` naming the key;
 //! secret values are never printed, only where they come from; `--sample` runs the real mapping
-//! and request builder, so what it prints is what `run` would send, skip or dead-letter.
+//! and request builder, so what it prints is what `run` would send, skip or dead-letter; a
+//! wire-format sample (`--sample-format avro|protobuf`) is decoded through the registry first.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Config, ElevateConfig, KafkaConfig, SecretSource, ENV_PREFIX};
+use crate::config::{Config, ElevateConfig, KafkaConfig, SecretSource, ValueFormat, ENV_PREFIX};
 use crate::request::{build, endpoint};
 
 /// Arguments of `elevate-sink check`.
@@ -18,9 +19,17 @@ pub struct CheckArgs {
     #[arg(long, short, env = "ELEVATE_SINK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Sample cart events (JSON lines, one JSON event, or a JSON array): print, per event, the
-    /// requests it would send, or why it would be skipped or dead-lettered.
+    /// requests it would send, or why it would be skipped or dead-lettered. With an Avro or
+    /// Protobuf `--sample-format`, the file is one record value in the Confluent wire format,
+    /// decoded through the configured `[registry]`.
     #[arg(long, value_name = "FILE")]
     pub sample: Option<PathBuf>,
+    /// The sample's value format: json, avro or protobuf (default: `kafka.value_format`).
+    #[arg(long, value_name = "FORMAT", requires = "sample")]
+    pub sample_format: Option<ValueFormat>,
+    /// The schema registry to decode a wire-format sample with, instead of `registry.url`.
+    #[arg(long, value_name = "URL", requires = "sample")]
+    pub registry_url: Option<String>,
     /// Print the default configuration as TOML and exit.
     #[arg(long, conflicts_with_all = ["sample", "print_reference"])]
     pub print_defaults: bool,
@@ -59,7 +68,14 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(b) => b,
             Err(e) => return Ok(fail(&format!("cannot read sample file {}: {e}", path.display()))),
         };
-        let events = split_sample(&bytes);
+        let format = args.sample_format.unwrap_or(cfg.kafka.value_format);
+        let events = match format {
+            ValueFormat::Json => split_sample(&bytes),
+            wire => match wire_sample(&cfg, args.registry_url.as_deref(), wire, &bytes).await {
+                Ok(event) => vec![event],
+                Err(e) => return Ok(fail(&e)),
+            },
+        };
         print!("\n{}", sample_report(&cfg, &path.display().to_string(), &events));
     }
     Ok(ExitCode::SUCCESS)
@@ -237,8 +253,44 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
 pub struct SampleEvent {
     /// Where it is in the file (`line 3`, `item 2`, `file`).
     pub label: String,
-    /// The raw value, as a Kafka record would carry it.
+    /// The raw value, as a Kafka record would carry it (a wire-format value: decoded, as JSON).
     pub value: Vec<u8>,
+    /// Why a wire-format value did not decode (`reason: detail`): `run` would park it.
+    pub undecodable: Option<String>,
+}
+
+/// One wire-format sample value decoded as `run` would, through `registry_url` or else the
+/// configured registry. A permanent failure is the event's `undecodable`; an unreachable
+/// registry is the error (`check` does not wait for it).
+pub async fn wire_sample(
+    cfg: &Config,
+    registry_url: Option<&str>,
+    format: ValueFormat,
+    bytes: &[u8],
+) -> Result<SampleEvent, String> {
+    use crate::wire::{registry::Registry, Decoder, SchemaFormat};
+    let mut registry = cfg.registry.clone();
+    if let Some(url) = registry_url {
+        registry.url = Some(url.to_string());
+    }
+    let client = crate::wire::source::registry_config(&registry)
+        .map_err(|e| e.to_string())
+        .and_then(|c| Registry::new(&c).map_err(|e| e.to_string()))?;
+    let format = match format {
+        ValueFormat::Avro => SchemaFormat::Avro,
+        _ => SchemaFormat::Protobuf,
+    };
+    let mut event = SampleEvent {
+        label: format!("{} wire format", format.as_str().to_ascii_lowercase()),
+        value: Vec::new(),
+        undecodable: None,
+    };
+    match Decoder::new(client, format).decode(bytes).await {
+        Ok(value) => event.value = serde_json::to_vec(&value).expect("a JSON value serializes"),
+        Err(e) if e.is_transient() => return Err(e.to_string()),
+        Err(e) => event.undecodable = Some(format!("{}: {e}", e.reason())),
+    }
+    Ok(event)
 }
 
 /// Splits a sample file: a JSON array (one event per item), one JSON document, or JSON lines
@@ -254,11 +306,13 @@ pub fn split_sample(bytes: &[u8]) -> Vec<SampleEvent> {
                 .map(|(i, item)| SampleEvent {
                     label: format!("item {}", i + 1),
                     value: serde_json::to_vec(item).expect("a JSON value serializes"),
+                    undecodable: None,
                 })
                 .collect(),
             _ => vec![SampleEvent {
                 label: "file".into(),
                 value: trimmed.as_bytes().to_vec(),
+                undecodable: None,
             }],
         };
     }
@@ -270,6 +324,7 @@ pub fn split_sample(bytes: &[u8]) -> Vec<SampleEvent> {
         .map(|(i, line)| SampleEvent {
             label: format!("line {}", i + 1),
             value: line.strip_suffix(b"\r").unwrap_or(line).to_vec(),
+            undecodable: None,
         })
         .collect()
 }
@@ -288,6 +343,11 @@ pub fn sample_report(cfg: &Config, file: &str, events: &[SampleEvent]) -> String
     let _ = writeln!(s, "sample {file}: {}", plural(events.len(), "event"));
     for (i, ev) in events.iter().enumerate() {
         let _ = write!(s, "\nevent {} ({}): ", i + 1, ev.label);
+        if let Some(why) = &ev.undecodable {
+            dead += 1;
+            let _ = writeln!(s, "dead-letter: {why}");
+            continue;
+        }
         match routes.map_any(Some(&ev.value)) {
             Err(crate::route::RouteInvalid { invalid, route }) => {
                 if let Some(r) = route {
@@ -491,7 +551,13 @@ mod tests {
             label: n.to_string(),
             value: serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(example(n)).unwrap())
                 .unwrap(),
+            undecodable: None,
         })
+        .chain([SampleEvent {
+            label: "avro wire format".into(),
+            value: Vec::new(),
+            undecodable: Some("unknown_schema_id: schema 7 is unknown".into()),
+        }])
         .collect();
         let out = sample_report(&cfg(), "x.jsonl", &events);
         assert!(
@@ -508,8 +574,12 @@ mod tests {
         );
         assert!(out.contains("skip: not_add_to_cart"), "{out}");
         assert!(out.contains("dead-letter: wrong_type: lines[0] ticket"), "{out}");
-        assert!(out.contains("3 events -> 2 notifications, 5 skipped"), "{out}");
-        assert!(out.contains("1 dead-lettered"), "{out}");
+        assert!(
+            out.contains("event 4 (avro wire format): dead-letter: unknown_schema_id: schema 7"),
+            "{out}"
+        );
+        assert!(out.contains("4 events -> 2 notifications, 5 skipped"), "{out}");
+        assert!(out.contains("2 dead-lettered"), "{out}");
     }
 
     #[test]

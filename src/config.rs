@@ -127,7 +127,7 @@ impl KafkaConfig {
 }
 
 /// How a topic's record values are encoded.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueFormat {
     /// UTF-8 JSON (no registry).

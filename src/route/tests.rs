@@ -443,6 +443,7 @@ fn check_sample_never_shows_the_api_key() {
     let events = [crate::check::SampleEvent {
         label: "order".into(),
         value: order.as_bytes().to_vec(),
+        undecodable: None,
     }];
     let out = crate::check::sample_report(&c, "orders.jsonl", &events);
     assert!(out.contains("/api/admin/v4/notifications/payment?"), "{out}");
