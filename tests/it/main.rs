@@ -18,3 +18,4 @@ mod routes;
 mod send_edges;
 mod standin;
 mod wire;
+mod wire_pipeline;

@@ -41,7 +41,7 @@ fn run_bin(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> (ExitStat
 }
 
 /// A free local port (bound, read, released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
@@ -49,7 +49,7 @@ fn free_port() -> u16 {
 }
 
 /// `elevate-sink run` as a child process; its stderr is captured; killed if dropped running.
-struct Service {
+pub(crate) struct Service {
     /// The child.
     child: Child,
     /// Everything written to stderr so far.
@@ -57,7 +57,7 @@ struct Service {
 }
 
 impl Service {
-    fn start(config: &Path, env: &[(&str, &str)]) -> Service {
+    pub(crate) fn start(config: &Path, env: &[(&str, &str)]) -> Service {
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--config"])
             .arg(config)
@@ -85,12 +85,12 @@ impl Service {
         Service { child, stderr }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
-    async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -132,7 +132,7 @@ impl Drop for Service {
 }
 
 /// GET `http://addr{path}`: (status, body), or None while nothing answers.
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -144,14 +144,14 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 /// A TCP gate in front of the broker: connections queue until it is opened, then are proxied.
 /// It holds the service "before assignment" for as long as a test needs.
-struct Gate {
+pub(crate) struct Gate {
     /// Where clients connect.
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Opens the gate.
-    open: tokio::sync::watch::Sender<bool>,
+    pub(crate) open: tokio::sync::watch::Sender<bool>,
 }
 
-async fn gate_to(target: String) -> Gate {
+pub(crate) async fn gate_to(target: String) -> Gate {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
     let addr = listener.local_addr().expect("gate address");
     let (open, mut opened) = tokio::sync::watch::channel(false);
@@ -173,7 +173,13 @@ async fn gate_to(target: String) -> Gate {
 
 /// Names for one service run.
 /// A service config: real broker (or gate), stand-in, a fixed admin port, plus `extra` TOML.
-fn service_toml(bootstrap: &str, n: &Names, base_url: &str, admin: SocketAddr, extra: &str) -> String {
+pub(crate) fn service_toml(
+    bootstrap: &str,
+    n: &Names,
+    base_url: &str,
+    admin: SocketAddr,
+    extra: &str,
+) -> String {
     format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{}\"\ntopics = [\"{}\"]\n\
          {extra}\n\

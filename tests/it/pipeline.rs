@@ -288,7 +288,7 @@ async fn retried_ticket_holds_back_the_commit_until_delivered() {
     sink.stop().await;
 }
 
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+pub(crate) fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
     m.headers()?
         .iter()
         .find(|h| h.key == name)

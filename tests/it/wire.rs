@@ -21,12 +21,12 @@ use elevate_sink::wire::{
 
 use crate::support::registry::{self as reg, subject, SchemaType};
 
-const AVSC: &str = include_str!("../../schemas/cart-event.avsc");
-const PROTO: &str = include_str!("../../schemas/cart-event.proto");
+pub(crate) const AVSC: &str = include_str!("../../schemas/cart-event.avsc");
+pub(crate) const PROTO: &str = include_str!("../../schemas/cart-event.proto");
 
 /// Every example but `invalid-ticket-number.json`, whose ticket is a number: no Avro or
 /// Protobuf record of these schemas can carry it (their ticket is a string), so it has no twin.
-const EXAMPLES: &[&str] = &[
+pub(crate) const EXAMPLES: &[&str] = &[
     "add-to-cart-anonymous",
     "add-to-cart-multi-line",
     "add-to-cart-not-from-elevate",
@@ -41,7 +41,7 @@ const EXAMPLES: &[&str] = &[
 /// An id the in-memory test registry never hands out (ids count up from 1).
 const UNKNOWN_ID: u32 = i32::MAX as u32;
 
-fn example(name: &str) -> String {
+pub(crate) fn example(name: &str) -> String {
     let path = format!("{}/schemas/examples/{name}.json", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -66,7 +66,7 @@ fn millis(v: &Value) -> Option<i64> {
 }
 
 /// The Avro record a producer would write for a JSON example (occurredAt as timestamp-millis).
-fn avro_twin(schema: &AvroSchema, json: &Value) -> Vec<u8> {
+pub(crate) fn avro_twin(schema: &AvroSchema, json: &Value) -> Vec<u8> {
     let mut json = json.clone();
     if let Some(ms) = millis(&json) {
         json["occurredAt"] = ms.into();
@@ -78,7 +78,7 @@ fn avro_twin(schema: &AvroSchema, json: &Value) -> Vec<u8> {
 }
 
 /// The Protobuf message a producer would write (occurredAt as a Timestamp), message index [0].
-fn proto_twin(desc: &MessageDescriptor, json: &Value) -> Vec<u8> {
+pub(crate) fn proto_twin(desc: &MessageDescriptor, json: &Value) -> Vec<u8> {
     let mut json = json.clone();
     if let Some(ms) = millis(&json) {
         let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
@@ -92,7 +92,7 @@ fn proto_twin(desc: &MessageDescriptor, json: &Value) -> Vec<u8> {
     out
 }
 
-fn cart_descriptor() -> MessageDescriptor {
+pub(crate) fn cart_descriptor() -> MessageDescriptor {
     ProtoSchema::parse(PROTO, &[])
         .expect("cart-event.proto compiles")
         .message(&[0])

@@ -1,0 +1,257 @@
+//! Avro and Protobuf topics through the whole `run` pipeline, on the real broker, the real
+//! schema registry (`SCHEMA_REGISTRY_URL`) and the Elevate stand-in (issue 16): the wire-format
+//! twins of the examples send exactly the requests their JSON originals send; bad wire input is
+//! parked naming why; a registry that does not answer makes records wait (nothing parked,
+//! `/readyz` says why) until it does; registry credentials never reach the logs.
+
+use std::time::Duration;
+
+use apache_avro::Schema as AvroSchema;
+use serde_json::Value;
+
+use elevate_sink::config::Config;
+use elevate_sink::deadletter::headers;
+use elevate_sink::wire::frame;
+use elevate_standin::StandIn;
+
+use crate::ops::{free_port, gate_to, get, service_toml, Service};
+use crate::pipeline::{committed_reach_end, config_toml, header, InProcess};
+use crate::support::kafka::{
+    bootstrap, consume_all, names, produce, setup, wait_until, wait_until_async, Names, Rec,
+};
+use crate::support::registry::{self as reg, subject, SchemaType};
+use crate::wire::{avro_twin, cart_descriptor, example, proto_twin, AVSC, EXAMPLES, PROTO};
+
+/// The value format of a test topic.
+#[derive(Clone, Copy, Debug)]
+enum Format {
+    Json,
+    Avro,
+    Protobuf,
+}
+
+/// The examples as records of `format`: JSON as is, or the wire-format twins under `id`.
+fn records(format: Format, id: u32) -> Vec<Rec> {
+    let avro = AvroSchema::parse_str(AVSC).unwrap();
+    let desc = cart_descriptor();
+    EXAMPLES
+        .iter()
+        .map(|name| {
+            let text = example(name);
+            let json: Value = serde_json::from_str(&text).unwrap();
+            Rec::new(match format {
+                Format::Json => text.into_bytes(),
+                Format::Avro => frame::frame(id, &avro_twin(&avro, &json)),
+                Format::Protobuf => frame::frame(id, &proto_twin(&desc, &json)),
+            })
+        })
+        .collect()
+}
+
+/// A pipeline config for `n` whose topic has `format`, on the shared registry.
+fn config(bs: &str, n: &Names, base_url: &str, format: &str) -> Config {
+    let extra = format!(
+        "[registry]\nurl = \"{}\"\n[pipeline]\ncommit_interval = \"200ms\"\n",
+        reg::url()
+    );
+    let env = vec![(
+        "ELEVATE_SINK__KAFKA__VALUE_FORMAT".to_string(),
+        format.to_string(),
+    )];
+    Config::from_toml_with_env(&config_toml(bs, n, base_url, &extra), "", env).expect("test config is valid")
+}
+
+/// Runs `records` through a fresh pipeline until committed; returns what the stand-in accepted
+/// (arrival time left out, sorted) and the parked records' "reason: detail", sorted.
+async fn deliver(prefix: &str, format: &str, records: Vec<Rec>) -> (Vec<String>, Vec<String>) {
+    let (bs, n) = setup(prefix, 1).await;
+    let standin = StandIn::start().await.unwrap();
+    produce(&bs, &n.topic, records).await;
+    let sink = InProcess::start(config(&bs, &n, &standin.base_url(), format));
+    wait_until_async(Duration::from_secs(60), "every record committed", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    sink.stop().await;
+    let mut accepted: Vec<String> = standin
+        .accepted()
+        .into_iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap();
+            v.as_object_mut().unwrap().remove("received_at_ms");
+            v.to_string()
+        })
+        .collect();
+    accepted.sort();
+    let parked = consume_all(&bs, &n.dlq, 100, Duration::from_secs(3)).await;
+    let mut reasons: Vec<String> = parked
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}",
+                header(m, headers::REASON).unwrap(),
+                header(m, headers::DETAIL).unwrap()
+            )
+        })
+        .collect();
+    reasons.sort();
+    (accepted, reasons)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals() {
+    let registry = reg::Registry::from_env();
+    let avro_id = registry
+        .register_ok(&subject("wp-twin-a"), SchemaType::Avro, AVSC)
+        .await;
+    let proto_id = registry
+        .register_ok(&subject("wp-twin-p"), SchemaType::Protobuf, PROTO)
+        .await;
+    let json = deliver("wp-json", "json", records(Format::Json, 0)).await;
+    let avro = deliver("wp-avro", "avro", records(Format::Avro, avro_id)).await;
+    let proto = deliver("wp-proto", "protobuf", records(Format::Protobuf, proto_id)).await;
+    assert_eq!(json.0.len(), 6, "the examples send 6 notifications: {:?}", json.0);
+    assert_eq!(json.1.len(), 1, "one example breaks the contract: {:?}", json.1);
+    assert!(json.1[0].starts_with("missing_field: "), "{:?}", json.1);
+    assert_eq!(
+        avro, json,
+        "Avro twins: the same requests and the same parked record"
+    );
+    assert_eq!(
+        proto, json,
+        "Protobuf twins: the same requests and the same parked record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
+    let registry = reg::Registry::from_env();
+    let avro_id = registry
+        .register_ok(&subject("wp-bad-a"), SchemaType::Avro, AVSC)
+        .await;
+    let proto_id = registry
+        .register_ok(&subject("wp-bad-p"), SchemaType::Protobuf, PROTO)
+        .await;
+    let good = &records(Format::Avro, avro_id)[3]; // add-to-cart-single
+    assert_eq!(EXAMPLES[3], "add-to-cart-single");
+    let bad = [
+        ("unknown_schema_id", frame::frame(i32::MAX as u32, b"\x00")),
+        ("schema_mismatch", frame::frame(avro_id, b"\x64abc")),
+        ("wire_unknown_magic", example("add-to-cart-single").into_bytes()),
+        ("wrong_schema_format", frame::frame(proto_id, b"\x00")),
+        ("wire_too_short", vec![0, 0]),
+    ];
+    let mut recs: Vec<Rec> = bad.iter().map(|(_, v)| Rec::new(v.clone())).collect();
+    recs.push(Rec::new(good.value.clone().unwrap()));
+    let (accepted, reasons) = deliver("wp-bad", "avro", recs).await;
+    assert_eq!(
+        accepted.len(),
+        1,
+        "the good record after the bad ones is delivered: {accepted:?}"
+    );
+    let mut want: Vec<&str> = bad.iter().map(|(r, _)| *r).collect();
+    want.sort();
+    let got: Vec<&str> = reasons.iter().map(|r| r.split(':').next().unwrap()).collect();
+    assert_eq!(got, want, "each bad record parked with its reason: {reasons:#?}");
+    let detail = |reason: &str| reasons.iter().find(|r| r.starts_with(reason)).unwrap().clone();
+    let mismatch = detail("schema_mismatch");
+    assert!(
+        mismatch.contains(&format!("payload does not match AVRO schema {avro_id}")),
+        "{mismatch}"
+    );
+    let unknown = detail("unknown_schema_id");
+    assert!(
+        unknown.contains(&format!("schema {} is unknown", i32::MAX)),
+        "{unknown}"
+    );
+    let magic = detail("wire_unknown_magic");
+    assert!(magic.contains("0x7b"), "{magic}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_never_logs_credentials() {
+    let bs = bootstrap().await;
+    let n = names(&bs, "wp-wait", 1).await;
+    let avro_id = reg::Registry::from_env()
+        .register_ok(&subject("wp-wait-a"), SchemaType::Avro, AVSC)
+        .await;
+    let upstream = url::Url::parse(&reg::url()).unwrap();
+    let target = format!(
+        "{}:{}",
+        upstream.host_str().unwrap(),
+        upstream.port_or_known_default().unwrap()
+    );
+    // Connections to the gate queue unanswered (timeouts) until it opens onto the registry.
+    let gate = gate_to(target).await;
+    let standin = StandIn::start().await.unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let password = "sr-pa55-never-logged";
+    let extra = format!(
+        "value_format = \"avro\"\n[registry]\nurl = \"http://{}{}\"\nusername = \"sr-user\"\n\
+         password = {{ env = \"WP_REGISTRY_PASSWORD\" }}\nconnect_timeout = \"1s\"\nrequest_timeout = \"1s\"\n",
+        gate.addr,
+        upstream.path()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, service_toml(&bs, &n, &standin.base_url(), admin, &extra)).unwrap();
+    produce(
+        &bs,
+        &n.topic,
+        records(Format::Avro, avro_id).into_iter().skip(3).take(1),
+    )
+    .await;
+    let mut service = Service::start(&path, &[("WP_REGISTRY_PASSWORD", password)]);
+
+    wait_until_async(Duration::from_secs(60), "/readyz names the registry", || async {
+        matches!(get(admin, "/readyz").await, Some((503, body)) if body.contains("schema registry"))
+    })
+    .await;
+    wait_until_async(Duration::from_secs(30), "registry waits counted", || async {
+        get(admin, "/metrics").await.is_some_and(|(_, m)| {
+            testkit::metrics::value(&m, "elevate_sink_registry_waits_total").is_some_and(|v| v >= 2.0)
+        })
+    })
+    .await;
+    assert_eq!(standin.accepted_count(), 0);
+    assert!(
+        !committed_reach_end(&bs, &n).await,
+        "the partition's commit waits behind the record"
+    );
+    assert!(
+        consume_all(&bs, &n.dlq, 1, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "nothing parked"
+    );
+
+    gate.open.send(true).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "delivered once the registry answers",
+        || standin.accepted_count() == 1,
+    )
+    .await;
+    wait_until_async(Duration::from_secs(30), "committed and ready", || async {
+        committed_reach_end(&bs, &n).await && matches!(get(admin, "/readyz").await, Some((200, _)))
+    })
+    .await;
+    assert!(
+        consume_all(&bs, &n.dlq, 1, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "nothing parked"
+    );
+    service.terminate(Duration::from_secs(20)).await;
+    let log = service.log();
+    assert!(
+        log.contains("schema registry unavailable"),
+        "the wait is logged: {log}"
+    );
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("sr-user:{password}"));
+    assert!(
+        !log.contains(password) && !log.contains(&basic),
+        "credentials in the log: {log}"
+    );
+}
