@@ -21,7 +21,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_elevate-sink");
 // helpers
 
 /// Runs the binary to completion; returns (status, stdout, stderr).
-fn run_bin(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> (ExitStatus, String, String) {
+pub(crate) fn run_bin(
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: Option<&Path>,
+) -> (ExitStatus, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("RUST_LOG")

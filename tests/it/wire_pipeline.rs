@@ -255,3 +255,59 @@ async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_ne
         "credentials in the log: {log}"
     );
 }
+
+#[tokio::test]
+async fn check_decodes_a_wire_format_sample_through_the_registry() {
+    let avro_id = reg::Registry::from_env()
+        .register_ok(&subject("wp-check-a"), SchemaType::Avro, AVSC)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.avro");
+    std::fs::write(&good, records(Format::Avro, avro_id)[3].value.clone().unwrap()).unwrap();
+    let unknown = dir.path().join("unknown.avro");
+    std::fs::write(&unknown, frame::frame(i32::MAX as u32, b"\x00")).unwrap();
+    let url = reg::url();
+    let check = |file: &std::path::Path| {
+        let args = [
+            "check",
+            "--sample",
+            file.to_str().unwrap(),
+            "--sample-format",
+            "avro",
+            "--registry-url",
+            &url,
+        ];
+        crate::ops::run_bin(
+            &args,
+            &[("ELEVATE_SINK__ELEVATE__BASE_URL", "http://127.0.0.1:9")],
+            None,
+        )
+    };
+    let (status, stdout, stderr) = check(&good);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("event 1 (avro wire format): 1 notification"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("customerKey=c-5f2b9a"), "{stdout}");
+    let (status, stdout, stderr) = check(&unknown);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("dead-letter: unknown_schema_id: "), "{stdout}");
+    // A registry that is not there fails check rather than waiting.
+    let args = [
+        "check",
+        "--sample",
+        good.to_str().unwrap(),
+        "--sample-format",
+        "avro",
+        "--registry-url",
+        "http://127.0.0.1:9",
+    ];
+    let (status, _, stderr) = crate::ops::run_bin(
+        &args,
+        &[("ELEVATE_SINK__ELEVATE__BASE_URL", "http://127.0.0.1:9")],
+        None,
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+}
