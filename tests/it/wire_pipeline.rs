@@ -10,7 +10,6 @@ use apache_avro::Schema as AvroSchema;
 use serde_json::Value;
 
 use elevate_sink::config::Config;
-use elevate_sink::deadletter::headers;
 use elevate_sink::wire::frame;
 use elevate_standin::StandIn;
 
@@ -89,8 +88,8 @@ async fn deliver(prefix: &str, format: &str, records: Vec<Rec>) -> (Vec<String>,
         .map(|m| {
             format!(
                 "{}: {}",
-                header(m, headers::REASON).unwrap(),
-                header(m, headers::DETAIL).unwrap()
+                header(m, "elevate-sink-reason").unwrap(),
+                header(m, "elevate-sink-detail").unwrap()
             )
         })
         .collect();
