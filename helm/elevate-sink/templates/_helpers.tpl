@@ -91,6 +91,12 @@ workload, so `helm template` fails with a message that names the values to chang
 {{- range $k, $v := ($kafka.secret_properties | default dict) }}
 {{- include "elevate-sink.validateSecretSource" (dict "root" $ "name" (printf "config.kafka.secret_properties.%s" $k) "source" $v) }}
 {{- end }}
+{{- $registry := $cfg.registry | default dict }}
+{{- range $k := list "password" "token" }}
+{{- with (get $registry $k) }}
+{{- include "elevate-sink.validateSecretSource" (dict "root" $ "name" (printf "config.registry.%s" $k) "source" .) }}
+{{- end }}
+{{- end }}
 {{- $elevate := $cfg.elevate | default dict }}
 {{- $apiKey := $elevate.payment_api_key }}
 {{- if $apiKey }}
