@@ -88,7 +88,12 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<RunSummary, PipelineError> {
     let r = start(cfg, &metrics, &health)?;
-    tracing::info!(topics = ?cfg.kafka.topics, group = %cfg.kafka.group_id, "consuming");
+    // The quota share needs the partition count before the first record is taken: until then
+    // the limiter has the whole fleet's quota (share 1), which a replica joining a running
+    // fleet must never send at.
+    let total = partition_count(r.consumer.clone(), cfg.kafka.topics.clone()).await;
+    r.total_partitions.store(total, Ordering::Relaxed);
+    tracing::info!(topics = ?cfg.kafka.topics, group = %cfg.kafka.group_id, partitions = total, "consuming");
     let (stop, unreadable) = consume(cfg, &r, &metrics, &health, &mut shutdown).await;
     // A stop requested while stalled on unreadable records still says so in the exit code.
     let stop = match (stop, unreadable) {
@@ -289,24 +294,31 @@ async fn refresh_partition_count(
     wake: Arc<Notify>,
 ) {
     let mut tick = interval(Duration::from_secs(60));
+    tick.tick().await; // the first tick is immediate: `run` has just read the count
     loop {
         tick.tick().await;
-        let c = consumer.clone();
-        let t = topics.clone();
-        let n = tokio::task::spawn_blocking(move || {
-            t.iter()
-                .map(|topic| {
-                    c.fetch_metadata(Some(topic), Duration::from_secs(10))
-                        .map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>())
-                        .unwrap_or(0)
-                })
-                .sum::<usize>()
-        })
-        .await
-        .unwrap_or(0);
+        let n = partition_count(consumer.clone(), topics.clone()).await;
         if n > 0 {
             total.store(n, Ordering::Relaxed);
             wake.notify_one();
         }
     }
+}
+
+/// The partition count of `topics` from the broker's metadata (0 when it cannot be read; the
+/// share is then the whole quota, see [`share`]).
+async fn partition_count(consumer: Arc<StreamConsumer<SinkContext>>, topics: Vec<String>) -> usize {
+    tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|topic| {
+                consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    })
+    .await
+    .unwrap_or(0)
 }

@@ -140,19 +140,27 @@ fn fast_retry() -> RetryConfig {
     }
 }
 
+/// How much later than it left a request may be stamped at the stand-in: the sink and the
+/// stand-in share this process's runtime and the test machine's cores, so a request granted at t
+/// can be handled at t + tens of ms while a later one is handled at once. Arrivals inside T
+/// seconds therefore left within T + `DOOR_JITTER` seconds, and the bound is taken over that.
+/// (The fault this guards against was 915 requests in one second at a 100/s quota.)
+const DOOR_JITTER: f64 = 0.1;
+
 /// The quota promise checked on arrival times (µs, sorted): in every window of T seconds at most
-/// `burst + rate × T` requests, for several T. Returns the densest count per window for the log.
+/// `burst + rate × (T + DOOR_JITTER)` requests, for several T. Returns the densest count per
+/// window for the log.
 fn assert_quota_at_the_door(who: &str, arrivals_us: &[u64], burst: f64, rate: f64) -> Vec<(f64, usize)> {
     let seen: Vec<(f64, usize)> = [0.5, 1.0, 2.0, 5.0]
         .into_iter()
         .map(|t| (t, max_in_window(arrivals_us, Duration::from_secs_f64(t))))
         .collect();
     for &(t, densest) in &seen {
-        let bound = burst + rate * t;
+        let bound = burst + rate * (t + DOOR_JITTER);
         assert!(
             densest as f64 <= bound,
-            "{who}: {densest} requests arrived within {t} s; the quota allows {burst} + {rate} × {t} = {bound} \
-             (densest per window: {seen:?}; {} requests in all)",
+            "{who}: {densest} requests arrived within {t} s; the quota allows {burst} + {rate} × \
+             ({t} + {DOOR_JITTER} jitter) = {bound} (densest per window: {seen:?}; {} requests in all)",
             arrivals_us.len()
         );
     }
@@ -366,7 +374,10 @@ async fn quota_holds_at_the_door_across_a_rebalance() {
     let tickets: Vec<String> = (0..600).map(|i| format!("r{i}")).collect();
     produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
     let (rate, burst) = (10.0, 10.0);
-    let extra = "[rate]\nrequests_per_second = 10\nburst = 10\n[pipeline]\ncommit_interval = \"100ms\"\n";
+    // Short drains: each replica holds a backlog it cannot send within a drain at its share, and
+    // the default 20 s drain made each stop take 20 s.
+    let extra = "[rate]\nrequests_per_second = 10\nburst = 10\n[pipeline]\ncommit_interval = \"100ms\"\n\
+                 [shutdown]\ndrain_deadline = \"1s\"\ngrace_period = \"10s\"\n";
     let a = InProcess::start(parse(&config_toml(&bs, &n, &door_a.base_url(), extra)));
     wait_until(Duration::from_secs(60), "replica A alone at full share", || {
         door_a.requests_total() >= 30
