@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use apache_avro::Schema as AvroSchema;
 use serde_json::Value;
 
 use elevate_sink::config::Config;
@@ -19,7 +18,7 @@ use crate::support::kafka::{
     bootstrap, consume_all, names, produce, setup, wait_until, wait_until_async, Names, Rec,
 };
 use crate::support::registry::{self as reg, subject, SchemaType};
-use crate::wire::{avro_twin, cart_descriptor, example, proto_twin, AVSC, EXAMPLES, PROTO};
+use crate::wire::{avro_twin, example, proto_twin, Shape, AVSC, EXAMPLES, PROTO};
 
 /// The value format of a test topic.
 #[derive(Clone, Copy, Debug)]
@@ -29,11 +28,13 @@ enum Format {
     Protobuf,
 }
 
-/// The examples as records of `format`: JSON as is, or the wire-format twins under `id`.
-fn records(format: Format, id: u32) -> Vec<Rec> {
-    let avro = AvroSchema::parse_str(AVSC).unwrap();
-    let desc = cart_descriptor();
-    EXAMPLES
+/// The examples of `shape` as records of `format`: JSON as is, or the wire-format twins under
+/// `id`.
+fn records(shape: Shape, format: Format, id: u32) -> Vec<Rec> {
+    let avro = shape.avro_schema();
+    let desc = shape.descriptor();
+    shape
+        .examples()
         .iter()
         .map(|name| {
             let text = example(name);
@@ -106,9 +107,14 @@ async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals
     let proto_id = registry
         .register_ok(&subject("wp-twin-p"), SchemaType::Protobuf, PROTO)
         .await;
-    let json = deliver("wp-json", "json", records(Format::Json, 0)).await;
-    let avro = deliver("wp-avro", "avro", records(Format::Avro, avro_id)).await;
-    let proto = deliver("wp-proto", "protobuf", records(Format::Protobuf, proto_id)).await;
+    let json = deliver("wp-json", "json", records(Shape::Cart, Format::Json, 0)).await;
+    let avro = deliver("wp-avro", "avro", records(Shape::Cart, Format::Avro, avro_id)).await;
+    let proto = deliver(
+        "wp-proto",
+        "protobuf",
+        records(Shape::Cart, Format::Protobuf, proto_id),
+    )
+    .await;
     assert_eq!(json.0.len(), 6, "the examples send 6 notifications: {:?}", json.0);
     assert_eq!(json.1.len(), 1, "one example breaks the contract: {:?}", json.1);
     assert!(json.1[0].starts_with("missing_field: "), "{:?}", json.1);
@@ -131,7 +137,7 @@ async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
     let proto_id = registry
         .register_ok(&subject("wp-bad-p"), SchemaType::Protobuf, PROTO)
         .await;
-    let good = &records(Format::Avro, avro_id)[3]; // add-to-cart-single
+    let good = &records(Shape::Cart, Format::Avro, avro_id)[3]; // add-to-cart-single
     assert_eq!(EXAMPLES[3], "add-to-cart-single");
     let bad = [
         ("unknown_schema_id", frame::frame(i32::MAX as u32, b"\x00")),
@@ -197,7 +203,10 @@ async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_ne
     produce(
         &bs,
         &n.topic,
-        records(Format::Avro, avro_id).into_iter().skip(3).take(1),
+        records(Shape::Cart, Format::Avro, avro_id)
+            .into_iter()
+            .skip(3)
+            .take(1),
     )
     .await;
     let mut service = Service::start(&path, &[("WP_REGISTRY_PASSWORD", password)]);
@@ -262,7 +271,14 @@ async fn check_decodes_a_wire_format_sample_through_the_registry() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.avro");
-    std::fs::write(&good, records(Format::Avro, avro_id)[3].value.clone().unwrap()).unwrap();
+    std::fs::write(
+        &good,
+        records(Shape::Cart, Format::Avro, avro_id)[3]
+            .value
+            .clone()
+            .unwrap(),
+    )
+    .unwrap();
     let unknown = dir.path().join("unknown.avro");
     std::fs::write(&unknown, frame::frame(i32::MAX as u32, b"\x00")).unwrap();
     let url = reg::url();
