@@ -24,7 +24,8 @@ pub enum Body {
 }
 
 /// One order line of a payment notification, checked: quantity a positive integer, prices
-/// finite and non-negative (kept as the event's JSON numbers).
+/// finite and non-negative, each as the float it denotes (`199` and `199.0` are both `199.0`,
+/// so a JSON order and its Avro or Protobuf twin send the same body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentLine {
     /// The variant key.

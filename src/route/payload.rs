@@ -135,11 +135,14 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<Payment
             ))
         }
     };
+    // A price is the float it denotes: `199` and `199.0` (a JSON integer, an Avro or Protobuf
+    // double) send the same `199.0`, so an order's request is the same whatever its wire format.
     let price = |pointer: &str, field: &str| -> Result<serde_json::Number, Invalid> {
         let n = number(line, pointer, &name(field))?;
-        match n.as_f64() {
-            Some(f) if f.is_finite() && f >= 0.0 => Ok(n),
-            _ => Err(Invalid::new(
+        let canonical = n.as_f64().filter(|f| f.is_finite() && *f >= 0.0);
+        match canonical.and_then(serde_json::Number::from_f64) {
+            Some(price) => Ok(price),
+            None => Err(Invalid::new(
                 InvalidReason::BadValue,
                 format!(
                     "{} at {pointer} must be a finite, non-negative number",

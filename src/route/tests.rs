@@ -140,7 +140,7 @@ fn every_kind_builds_its_contract_request() {
         requests("orders", order),
         vec![(
             format!("http://h/api/admin/v4/notifications/payment{q}"),
-            r#"{"lines":[{"cost":15.2,"quantity":2,"sellingPrice":39.0,"variantKey":"v1"},{"cost":0,"quantity":1,"sellingPrice":0,"variantKey":"v2"}]}"#
+            r#"{"lines":[{"cost":15.2,"quantity":2,"sellingPrice":39.0,"variantKey":"v1"},{"cost":0.0,"quantity":1,"sellingPrice":0.0,"variantKey":"v2"}]}"#
                 .to_string()
         )]
     );
@@ -399,6 +399,30 @@ proptest! {
             }
         }
     }
+}
+
+/// A price is the number it denotes, not its spelling: a JSON integer price (`199`) sends the
+/// same body as the double an Avro or Protobuf twin of the order carries (`199.0`).
+#[test]
+fn whole_prices_send_one_body_whether_written_as_integer_or_float() {
+    let order = |price: serde_json::Value, cost: serde_json::Value| {
+        visitor(json!({"type": "order_placed", "items": [
+            {"variantKey": "v", "quantity": 1, "sellingPrice": price, "cost": cost}]}))
+    };
+    let int = requests("orders", order(json!(199), json!(0)));
+    let float = requests("orders", order(json!(199.0), json!(0.0)));
+    assert_eq!(int, float);
+    assert!(
+        int[0]
+            .1
+            .contains(r#""cost":0.0,"quantity":1,"sellingPrice":199.0"#),
+        "{}",
+        int[0].1
+    );
+    assert_eq!(
+        map("orders", order(json!(199), json!(80))),
+        map("orders", order(json!(199.0), json!(80.0)))
+    );
 }
 
 #[test]

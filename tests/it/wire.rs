@@ -1,8 +1,8 @@
 //! Avro and Protobuf in the Confluent wire format through the real schema registry
 //! (`SCHEMA_REGISTRY_URL`, see `scripts/registry`): the schemas of `schemas/` registered, records
-//! encoded as producers do, decoded by `elevate_sink::wire` into the JSON decode.rs maps. Bad
-//! input gets its classified error; a counting HTTP proxy in front of the registry shows what
-//! the client really asks for. No Kafka needed.
+//! encoded as producers do, decoded by `elevate_sink::wire` into the JSON decode.rs (cart events)
+//! and a payment route (order events) map. Bad input gets its classified error; a counting HTTP
+//! proxy in front of the registry shows what the client really asks for. No Kafka needed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,8 +12,10 @@ use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 
-use elevate_sink::config::{MappingConfig, SecretSource};
+use elevate_sink::config::{Config, MappingConfig, SecretSource};
 use elevate_sink::decode::{decode, decode_value};
+use elevate_sink::route::Routes;
+use elevate_sink::select::Body;
 use elevate_sink::wire::protobuf::ProtoSchema;
 use elevate_sink::wire::{
     frame, Credentials, Decoder, Registry, RegistryConfig, RegistryError, SchemaFormat, WireError,
@@ -23,6 +25,8 @@ use crate::support::registry::{self as reg, subject, SchemaType};
 
 pub(crate) const AVSC: &str = include_str!("../../schemas/cart-event.avsc");
 pub(crate) const PROTO: &str = include_str!("../../schemas/cart-event.proto");
+pub(crate) const ORDER_AVSC: &str = include_str!("../../schemas/order-event.avsc");
+pub(crate) const ORDER_PROTO: &str = include_str!("../../schemas/order-event.proto");
 
 /// Every example but `invalid-ticket-number.json`, whose ticket is a number: no Avro or
 /// Protobuf record of these schemas can carry it (their ticket is a string), so it has no twin.
@@ -37,6 +41,63 @@ pub(crate) const EXAMPLES: &[&str] = &[
     "page-view",
     "remove-from-cart",
 ];
+
+/// Every order example (`schemas/examples/orders/`), each with twins: the bad quantity is an int 0.
+pub(crate) const ORDER_EXAMPLES: &[&str] = &[
+    "orders/invalid-order-quantity",
+    "orders/order-anonymous",
+    "orders/order-placed",
+];
+
+/// The event shapes of `schemas/` that have Avro and Protobuf twins.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Shape {
+    /// `cart-event.{schema.json,avsc,proto}`, the examples of [`EXAMPLES`].
+    Cart,
+    /// `order-event.{schema.json,avsc,proto}`, the examples of [`ORDER_EXAMPLES`].
+    Order,
+}
+
+impl Shape {
+    pub(crate) fn avsc(self) -> &'static str {
+        match self {
+            Shape::Cart => AVSC,
+            Shape::Order => ORDER_AVSC,
+        }
+    }
+
+    pub(crate) fn proto(self) -> &'static str {
+        match self {
+            Shape::Cart => PROTO,
+            Shape::Order => ORDER_PROTO,
+        }
+    }
+
+    /// Its examples that have twins, as [`example`] names them.
+    pub(crate) fn examples(self) -> &'static [&'static str] {
+        match self {
+            Shape::Cart => EXAMPLES,
+            Shape::Order => ORDER_EXAMPLES,
+        }
+    }
+
+    pub(crate) fn avro_schema(self) -> AvroSchema {
+        AvroSchema::parse_str(self.avsc()).unwrap_or_else(|e| panic!("{self:?} .avsc: {e}"))
+    }
+
+    /// The `.proto` file's first message (message index [0]).
+    pub(crate) fn descriptor(self) -> MessageDescriptor {
+        ProtoSchema::parse(self.proto(), &[])
+            .unwrap_or_else(|e| panic!("{self:?} .proto does not compile: {e}"))
+            .message(&[0])
+            .unwrap()
+    }
+}
+
+/// The `[[routes]]` entry of a payment route named `payments` fed by `topic`, default mapping.
+pub(crate) fn payment_route(topic: &str) -> String {
+    format!("[[routes]]\nname = \"payments\"\nkind = \"payment\"\ntopics = [\"{topic}\"]\n")
+}
 
 /// An id the in-memory test registry never hands out (ids count up from 1).
 const UNKNOWN_ID: u32 = i32::MAX as u32;
@@ -73,7 +134,7 @@ pub(crate) fn avro_twin(schema: &AvroSchema, json: &Value) -> Vec<u8> {
     }
     let value = apache_avro::types::Value::from(json)
         .resolve(schema)
-        .unwrap_or_else(|e| panic!("example does not fit cart-event.avsc: {e}"));
+        .unwrap_or_else(|e| panic!("example does not fit the .avsc: {e}"));
     apache_avro::to_avro_datum(schema, value).expect("encode Avro")
 }
 
@@ -86,17 +147,10 @@ pub(crate) fn proto_twin(desc: &MessageDescriptor, json: &Value) -> Vec<u8> {
     }
     let opts = DeserializeOptions::new().deny_unknown_fields(false);
     let msg = DynamicMessage::deserialize_with_options(desc.clone(), json, &opts)
-        .unwrap_or_else(|e| panic!("example does not fit cart-event.proto: {e}"));
+        .unwrap_or_else(|e| panic!("example does not fit the .proto: {e}"));
     let mut out = frame::message_indexes(&[0]);
     out.extend(msg.encode_to_vec());
     out
-}
-
-pub(crate) fn cart_descriptor() -> MessageDescriptor {
-    ProtoSchema::parse(PROTO, &[])
-        .expect("cart-event.proto compiles")
-        .message(&[0])
-        .unwrap()
 }
 
 #[tokio::test]
@@ -111,8 +165,8 @@ async fn avro_and_protobuf_twins_of_every_example_map_to_the_same_cart_event() {
         .await;
     let avro = decoder(&url, SchemaFormat::Avro);
     let proto = decoder(&url, SchemaFormat::Protobuf);
-    let avro_schema = AvroSchema::parse_str(AVSC).unwrap();
-    let desc = cart_descriptor();
+    let avro_schema = Shape::Cart.avro_schema();
+    let desc = Shape::Cart.descriptor();
     let mapping = MappingConfig::default();
     let (mut sendable, mut invalid, mut other_types) = (0, 0, 0);
 
@@ -152,6 +206,80 @@ async fn avro_and_protobuf_twins_of_every_example_map_to_the_same_cart_event() {
 }
 
 #[tokio::test]
+async fn avro_and_protobuf_twins_of_every_order_example_map_to_the_same_payment() {
+    let dir = format!("{}/schemas/examples/orders", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|f| format!("orders/{}", f.trim_end_matches(".json")))
+        .collect();
+    files.sort();
+    assert_eq!(files, ORDER_EXAMPLES, "every order example has twins");
+
+    let registry = reg::Registry::from_env();
+    let avro_id = registry
+        .register_ok(&subject("wire-order-a"), SchemaType::Avro, ORDER_AVSC)
+        .await;
+    let proto_id = registry
+        .register_ok(&subject("wire-order-p"), SchemaType::Protobuf, ORDER_PROTO)
+        .await;
+    let avro = decoder(&reg::url(), SchemaFormat::Avro);
+    let proto = decoder(&reg::url(), SchemaFormat::Protobuf);
+    let (avro_schema, desc) = (Shape::Order.avro_schema(), Shape::Order.descriptor());
+    let toml = format!(
+        "[kafka]\ntopics = [\"orders\"]\n[elevate]\nbase_url = \"http://h\"\n\
+         payment_api_key = {{ env = \"ELEVATE_SINK_TEST_NO_SUCH_VAR\" }}\n{}",
+        payment_route("orders")
+    );
+    let config = Config::from_toml_with_env(&toml, "", Vec::new()).unwrap();
+    let routes = Routes::from_config(&config).unwrap();
+    let (mut payments, mut parked) = (0, Vec::new());
+
+    for name in ORDER_EXAMPLES {
+        let text = example(name);
+        let json: Value = serde_json::from_str(&text).unwrap();
+        let want = routes.map("orders", Some(text.as_bytes()));
+        match &want {
+            Ok(m) => {
+                assert!(
+                    m.notifications.iter().all(|n| matches!(n.body, Body::Payment(_))),
+                    "{name}: {m:?}"
+                );
+                payments += m.notifications.len();
+            }
+            Err(e) => parked.push(e.invalid.detail.clone()),
+        }
+
+        let a = avro
+            .decode(&frame::frame(avro_id, &avro_twin(&avro_schema, &json)))
+            .await
+            .unwrap_or_else(|e| panic!("{name} (Avro): {e}"));
+        assert_eq!(
+            routes.map_value("orders", &a),
+            want,
+            "{name}: Avro twin decoded to {a}"
+        );
+
+        let p = proto
+            .decode(&frame::frame(proto_id, &proto_twin(&desc, &json)))
+            .await
+            .unwrap_or_else(|e| panic!("{name} (Protobuf): {e}"));
+        assert_eq!(
+            routes.map_value("orders", &p),
+            want,
+            "{name}: Protobuf twin decoded to {p}"
+        );
+    }
+    // Two orders paid, one parked naming the line and field (the Protobuf twin's quantity 0 is
+    // set, not left out as missing: the field is `optional`).
+    assert_eq!(payments, 2);
+    assert_eq!(
+        parked,
+        ["lines[0] quantity at /quantity must be a positive integer"]
+    );
+}
+
+#[tokio::test]
 async fn decoded_values_follow_the_documented_mapping() {
     let registry = reg::Registry::from_env();
     let avro_id = registry
@@ -178,7 +306,10 @@ async fn decoded_values_follow_the_documented_mapping() {
     assert_eq!(a["lines"][0]["quantity"], 1);
 
     let p = decoder(&reg::url(), SchemaFormat::Protobuf)
-        .decode(&frame::frame(proto_id, &proto_twin(&cart_descriptor(), &json)))
+        .decode(&frame::frame(
+            proto_id,
+            &proto_twin(&Shape::Cart.descriptor(), &json),
+        ))
         .await
         .unwrap();
     // lowerCamel names, the Timestamp as RFC 3339, unset fields left out.
@@ -466,7 +597,7 @@ async fn each_schema_is_fetched_once_however_many_records_ask_at_once() {
         .await;
     let json: Value = serde_json::from_str(&example("add-to-cart-single")).unwrap();
     let avro_rec = frame::frame(avro_id, &avro_twin(&AvroSchema::parse_str(AVSC).unwrap(), &json));
-    let proto_rec = frame::frame(proto_id, &proto_twin(&cart_descriptor(), &json));
+    let proto_rec = frame::frame(proto_id, &proto_twin(&Shape::Cart.descriptor(), &json));
 
     let proxy = Proxy::start().await;
     let client = Registry::new(&RegistryConfig::new(&proxy.url)).unwrap();

@@ -1,12 +1,12 @@
 //! Avro and Protobuf topics through the whole `run` pipeline, on the real broker, the real
 //! schema registry (`SCHEMA_REGISTRY_URL`) and the Elevate stand-in (issue 16): the wire-format
-//! twins of the examples send exactly the requests their JSON originals send; bad wire input is
-//! parked naming why; a registry that does not answer makes records wait (nothing parked,
-//! `/readyz` says why) until it does; registry credentials never reach the logs.
+//! twins of the cart and order examples (orders through a payment route) send exactly the
+//! requests their JSON originals send and park the same records; bad wire input is parked naming
+//! why; a registry that does not answer makes records wait (nothing parked, `/readyz` says why)
+//! until it does; registry credentials never reach the logs.
 
 use std::time::Duration;
 
-use apache_avro::Schema as AvroSchema;
 use serde_json::Value;
 
 use elevate_sink::config::Config;
@@ -16,10 +16,12 @@ use elevate_standin::StandIn;
 use crate::ops::{free_port, gate_to, get, service_toml, Service};
 use crate::pipeline::{committed_reach_end, config_toml, header, InProcess};
 use crate::support::kafka::{
-    bootstrap, consume_all, names, produce, setup, wait_until, wait_until_async, Names, Rec,
+    bootstrap, consume_all, names, produce, setup, unique, wait_until, wait_until_async, Names, Rec,
 };
 use crate::support::registry::{self as reg, subject, SchemaType};
-use crate::wire::{avro_twin, cart_descriptor, example, proto_twin, AVSC, EXAMPLES, PROTO};
+use crate::wire::{
+    avro_twin, example, payment_route, proto_twin, Shape, AVSC, EXAMPLES, ORDER_AVSC, ORDER_PROTO, PROTO,
+};
 
 /// The value format of a test topic.
 #[derive(Clone, Copy, Debug)]
@@ -29,11 +31,13 @@ enum Format {
     Protobuf,
 }
 
-/// The examples as records of `format`: JSON as is, or the wire-format twins under `id`.
-fn records(format: Format, id: u32) -> Vec<Rec> {
-    let avro = AvroSchema::parse_str(AVSC).unwrap();
-    let desc = cart_descriptor();
-    EXAMPLES
+/// The examples of `shape` as records of `format`: JSON as is, or the wire-format twins under
+/// `id`.
+fn records(shape: Shape, format: Format, id: u32) -> Vec<Rec> {
+    let avro = shape.avro_schema();
+    let desc = shape.descriptor();
+    shape
+        .examples()
         .iter()
         .map(|name| {
             let text = example(name);
@@ -47,26 +51,50 @@ fn records(format: Format, id: u32) -> Vec<Rec> {
         .collect()
 }
 
-/// A pipeline config for `n` whose topic has `format`, on the shared registry.
-fn config(bs: &str, n: &Names, base_url: &str, format: &str) -> Config {
+/// A pipeline config for `n` whose topic has `format`, on the shared registry; `extra` is more
+/// TOML (routes), `env` more overrides.
+fn config(
+    bs: &str,
+    n: &Names,
+    base_url: &str,
+    format: &str,
+    extra: &str,
+    mut env: Vec<(String, String)>,
+) -> Config {
     let extra = format!(
-        "[registry]\nurl = \"{}\"\n[pipeline]\ncommit_interval = \"200ms\"\n",
+        "[registry]\nurl = \"{}\"\n[pipeline]\ncommit_interval = \"200ms\"\n{extra}",
         reg::url()
     );
-    let env = vec![(
+    env.push((
         "ELEVATE_SINK__KAFKA__VALUE_FORMAT".to_string(),
         format.to_string(),
-    )];
+    ));
     Config::from_toml_with_env(&config_toml(bs, n, base_url, &extra), "", env).expect("test config is valid")
 }
 
-/// Runs `records` through a fresh pipeline until committed; returns what the stand-in accepted
-/// (arrival time left out, sorted) and the parked records' "reason: detail", sorted.
-async fn deliver(prefix: &str, format: &str, records: Vec<Rec>) -> (Vec<String>, Vec<String>) {
+/// Runs `records` of `shape` through a fresh pipeline until committed: cart events through the
+/// default route, order events through a payment route (`payments`) whose Api-Key the stand-in
+/// requires. Returns what the stand-in accepted (arrival time left out, sorted) and the parked
+/// records' "reason: detail [route R]" (`-` when no route is named), sorted.
+async fn deliver(prefix: &str, shape: Shape, format: &str, records: Vec<Rec>) -> (Vec<String>, Vec<String>) {
     let (bs, n) = setup(prefix, 1).await;
-    let standin = StandIn::start().await.unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let (standin, routes, env) = match shape {
+        Shape::Cart => (StandIn::start().await.unwrap(), String::new(), Vec::new()),
+        Shape::Order => {
+            let key = unique("adm-key");
+            let file = secrets.path().join("api-key");
+            std::fs::write(&file, &key).unwrap();
+            let source = format!("{{ file = {:?} }}", file.to_str().unwrap());
+            (
+                StandIn::start_with_api_key(key).await.unwrap(),
+                payment_route(&n.topic),
+                vec![("ELEVATE_SINK__ELEVATE__PAYMENT_API_KEY".to_string(), source)],
+            )
+        }
+    };
     produce(&bs, &n.topic, records).await;
-    let sink = InProcess::start(config(&bs, &n, &standin.base_url(), format));
+    let sink = InProcess::start(config(&bs, &n, &standin.base_url(), format, &routes, env));
     wait_until_async(Duration::from_secs(60), "every record committed", || {
         committed_reach_end(&bs, &n)
     })
@@ -87,9 +115,10 @@ async fn deliver(prefix: &str, format: &str, records: Vec<Rec>) -> (Vec<String>,
         .iter()
         .map(|m| {
             format!(
-                "{}: {}",
+                "{}: {} [route {}]",
                 header(m, "elevate-sink-reason").unwrap(),
-                header(m, "elevate-sink-detail").unwrap()
+                header(m, "elevate-sink-detail").unwrap(),
+                header(m, "elevate-sink-route").as_deref().unwrap_or("-")
             )
         })
         .collect();
@@ -106,9 +135,16 @@ async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals
     let proto_id = registry
         .register_ok(&subject("wp-twin-p"), SchemaType::Protobuf, PROTO)
         .await;
-    let json = deliver("wp-json", "json", records(Format::Json, 0)).await;
-    let avro = deliver("wp-avro", "avro", records(Format::Avro, avro_id)).await;
-    let proto = deliver("wp-proto", "protobuf", records(Format::Protobuf, proto_id)).await;
+    let cart = |format, id| records(Shape::Cart, format, id);
+    let json = deliver("wp-json", Shape::Cart, "json", cart(Format::Json, 0)).await;
+    let avro = deliver("wp-avro", Shape::Cart, "avro", cart(Format::Avro, avro_id)).await;
+    let proto = deliver(
+        "wp-proto",
+        Shape::Cart,
+        "protobuf",
+        cart(Format::Protobuf, proto_id),
+    )
+    .await;
     assert_eq!(json.0.len(), 6, "the examples send 6 notifications: {:?}", json.0);
     assert_eq!(json.1.len(), 1, "one example breaks the contract: {:?}", json.1);
     assert!(json.1[0].starts_with("missing_field: "), "{:?}", json.1);
@@ -123,6 +159,52 @@ async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_and_protobuf_order_twins_send_the_json_originals_payments_and_park_the_same_order() {
+    let registry = reg::Registry::from_env();
+    let avro_id = registry
+        .register_ok(&subject("wp-order-a"), SchemaType::Avro, ORDER_AVSC)
+        .await;
+    let proto_id = registry
+        .register_ok(&subject("wp-order-p"), SchemaType::Protobuf, ORDER_PROTO)
+        .await;
+    let orders = |format, id| records(Shape::Order, format, id);
+    let json = deliver("wp-order-json", Shape::Order, "json", orders(Format::Json, 0)).await;
+    let avro = deliver(
+        "wp-order-avro",
+        Shape::Order,
+        "avro",
+        orders(Format::Avro, avro_id),
+    )
+    .await;
+    let proto = deliver(
+        "wp-order-proto",
+        Shape::Order,
+        "protobuf",
+        orders(Format::Protobuf, proto_id),
+    )
+    .await;
+    assert_eq!(json.0.len(), 2, "the two good orders are paid: {:?}", json.0);
+    assert!(
+        json.0.iter().all(|a| a.contains(r#""kind":"payment""#)),
+        "{:?}",
+        json.0
+    );
+    assert_eq!(
+        json.1,
+        ["bad_value: lines[0] quantity at /quantity must be a positive integer [route payments]"],
+        "the bad quantity is parked naming the line, the field and the route"
+    );
+    assert_eq!(
+        avro, json,
+        "Avro twins: the same payments and the same parked order"
+    );
+    assert_eq!(
+        proto, json,
+        "Protobuf twins: the same payments and the same parked order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
     let registry = reg::Registry::from_env();
     let avro_id = registry
@@ -131,7 +213,7 @@ async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
     let proto_id = registry
         .register_ok(&subject("wp-bad-p"), SchemaType::Protobuf, PROTO)
         .await;
-    let good = &records(Format::Avro, avro_id)[3]; // add-to-cart-single
+    let good = &records(Shape::Cart, Format::Avro, avro_id)[3]; // add-to-cart-single
     assert_eq!(EXAMPLES[3], "add-to-cart-single");
     let bad = [
         ("unknown_schema_id", frame::frame(i32::MAX as u32, b"\x00")),
@@ -142,7 +224,7 @@ async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
     ];
     let mut recs: Vec<Rec> = bad.iter().map(|(_, v)| Rec::new(v.clone())).collect();
     recs.push(Rec::new(good.value.clone().unwrap()));
-    let (accepted, reasons) = deliver("wp-bad", "avro", recs).await;
+    let (accepted, reasons) = deliver("wp-bad", Shape::Cart, "avro", recs).await;
     assert_eq!(
         accepted.len(),
         1,
@@ -197,7 +279,10 @@ async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_ne
     produce(
         &bs,
         &n.topic,
-        records(Format::Avro, avro_id).into_iter().skip(3).take(1),
+        records(Shape::Cart, Format::Avro, avro_id)
+            .into_iter()
+            .skip(3)
+            .take(1),
     )
     .await;
     let mut service = Service::start(&path, &[("WP_REGISTRY_PASSWORD", password)]);
@@ -262,7 +347,14 @@ async fn check_decodes_a_wire_format_sample_through_the_registry() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.avro");
-    std::fs::write(&good, records(Format::Avro, avro_id)[3].value.clone().unwrap()).unwrap();
+    std::fs::write(
+        &good,
+        records(Shape::Cart, Format::Avro, avro_id)[3]
+            .value
+            .clone()
+            .unwrap(),
+    )
+    .unwrap();
     let unknown = dir.path().join("unknown.avro");
     std::fs::write(&unknown, frame::frame(i32::MAX as u32, b"\x00")).unwrap();
     let url = reg::url();
