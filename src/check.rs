@@ -594,13 +594,30 @@ mod tests {
         assert!(not_elevate.notifications.is_empty());
         assert_eq!(not_elevate.skipped, vec![SkipReason::NotFromElevate; 2]);
 
-        for name in ["page-view.json", "remove-from-cart.json"] {
+        // A click is no add-to-cart event: the default route skips it, a click route sends it.
+        for name in ["page-view.json", "remove-from-cart.json", "click.json"] {
             assert_eq!(
                 map(name).unwrap().skipped,
                 vec![SkipReason::NotAddToCart],
                 "{name}"
             );
         }
+
+        let clicks = Config::from_toml_with_env(
+            "[elevate]\nbase_url = \"http://h\"\n[[routes]]\nname = \"clicks\"\nkind = \"click\"\n",
+            "",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        let routes = crate::route::Routes::from_config(&clicks).unwrap();
+        let click = routes
+            .map("cart-events", Some(example("click.json").as_bytes()))
+            .unwrap();
+        assert_eq!(click.notifications.len(), 1);
+        let n = &click.notifications[0];
+        assert_eq!(n.route.kind, crate::route::Kind::Click);
+        assert_eq!(n.ticket(), Some("Q2xpY2tlZC1pbi1hbi1FbGV2YXRlLWxpc3Rpbmc"));
+        assert!(n.customer_key.is_some() && n.session_key.is_some() && n.user_agent.is_some());
 
         let e = map("invalid-missing-customer-key.json").unwrap_err();
         assert_eq!(e.reason, InvalidReason::MissingField);
