@@ -9,8 +9,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Config, ElevateConfig, KafkaConfig, SecretSource, ValueFormat, ENV_PREFIX};
-use crate::request::{build, endpoint};
+use crate::config::{
+    Config, ElevateConfig, KafkaConfig, SchemaRegistryConfig, SecretSource, ValueFormat, ENV_PREFIX,
+};
+use crate::request::{build, endpoint_for};
+use crate::route::{Kind, Routes};
 
 /// Arguments of `elevate-sink check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,15 +57,15 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Ok(cfg) => cfg,
         Err(e) => return Ok(fail(&e.to_string())),
     };
-    if let Err(e) = cfg.resolve_secrets() {
-        return Ok(fail(&e.to_string()));
-    }
     let overrides: Vec<&str> = env
         .iter()
         .map(|(k, _)| k.as_str())
         .filter(|k| k.to_ascii_uppercase().starts_with(ENV_PREFIX))
         .collect();
-    print!("{}", summary(&cfg, args.config.as_deref(), &overrides));
+    match checked_summary(&cfg, args.config.as_deref(), &overrides) {
+        Ok(text) => print!("{text}"),
+        Err(e) => return Ok(fail(&e)),
+    }
     if let Some(path) = &args.sample {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
@@ -79,6 +82,15 @@ pub async fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         print!("\n{}", sample_report(&cfg, &path.display().to_string(), &events));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `check` does with a configuration that loaded: every secret source it names is read
+/// (`kafka.secret_properties`, `registry.password`/`token`, `elevate.payment_api_key`, and
+/// `registry.ca_file`), as `run` would at its start; the first that fails is the error, naming
+/// the key and the file or variable, never a value. Then the summary.
+pub fn checked_summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> Result<String, String> {
+    cfg.resolve_every_secret().map_err(|e| e.to_string())?;
+    Ok(summary(cfg, path, overrides))
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -134,11 +146,14 @@ fn elevate_summary(s: &mut String, e: &ElevateConfig) {
     let _ = writeln!(s, "elevate");
     match e.base_url() {
         Ok(base) => {
-            let _ = writeln!(s, "  endpoint = POST {}", endpoint(&base));
+            let _ = writeln!(s, "  base URL = {base} (each route's endpoint under routes)");
         }
         Err(err) => {
-            let _ = writeln!(s, "  endpoint = invalid: {err}");
+            let _ = writeln!(s, "  base URL = invalid: {err}");
         }
+    }
+    if let Some(src) = &e.payment_api_key {
+        let _ = writeln!(s, "  payment_api_key = {}", secret_source(src));
     }
     let _ = writeln!(
         s,
@@ -164,6 +179,74 @@ fn elevate_summary(s: &mut String, e: &ElevateConfig) {
             "not forwarded".to_string()
         }
     );
+}
+
+/// The `[registry]` part of the summary, when one is configured: credentials by source only.
+fn registry_summary(s: &mut String, r: &SchemaRegistryConfig) {
+    let Some(url) = &r.url else { return };
+    let _ = writeln!(s, "registry");
+    let _ = writeln!(s, "  url = {url}");
+    match (&r.username, &r.password, &r.token) {
+        (Some(user), Some(pw), _) => {
+            let _ = writeln!(s, "  basic auth: username {user}, password {}", secret_source(pw));
+        }
+        (_, _, Some(token)) => {
+            let _ = writeln!(s, "  bearer token {}", secret_source(token));
+        }
+        _ => {
+            let _ = writeln!(s, "  no credentials");
+        }
+    }
+    if let Some(ca) = &r.ca_file {
+        let _ = writeln!(s, "  ca_file = {}", ca.display());
+    }
+}
+
+/// The routes part of the summary: per route its name, kind, endpoint, topics, event types and
+/// own quota (the payment Api-Key by source only).
+fn routes_summary(s: &mut String, cfg: &Config) {
+    let routes = match Routes::from_config(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(s, "routes: invalid: {e}");
+            return;
+        }
+    };
+    let origin = if cfg.routes.is_empty() {
+        "no [[routes]]: the default add-to-cart route".to_string()
+    } else {
+        plural(routes.routes.len(), "route")
+    };
+    let _ = writeln!(s, "routes ({origin})");
+    let base = cfg.elevate.base_url().ok();
+    for r in &routes.routes {
+        let kind = r.tag.kind;
+        let endpoint = match &base {
+            Some(b) => endpoint_for(b, kind).to_string(),
+            None => format!("{{base}}/{}", kind.path()),
+        };
+        let _ = writeln!(s, "  {} ({}): POST {endpoint}", r.tag.name, kind.as_str());
+        if kind == Kind::Payment {
+            let src = cfg.elevate.payment_api_key.as_ref().map(secret_source);
+            let _ = writeln!(
+                s,
+                "    Api-Key: *** (elevate.payment_api_key {})",
+                src.unwrap_or_else(|| "<not set>".into())
+            );
+        }
+        let _ = writeln!(s, "    topics: {}", r.topics.join(", "));
+        let _ = writeln!(
+            s,
+            "    event types (at {}): {}",
+            r.mapping.event_type,
+            r.mapping.add_to_cart_types.join(", ")
+        );
+        let quota = match r.requests_per_second {
+            Some(rps) => format!("{rps} notifications/s on this replica, within [rate]"),
+            None => "[rate] only".to_string(),
+        };
+        let _ = writeln!(s, "    quota: {quota}");
+    }
 }
 
 /// The `[rate]` and `[retry]` parts of the summary.
@@ -215,7 +298,9 @@ pub fn summary(cfg: &Config, path: Option<&Path>, overrides: &[&str]) -> String 
         let _ = writeln!(s, "  environment overrides: {}", overrides.join(", "));
     }
     kafka_summary(&mut s, &cfg.kafka);
+    registry_summary(&mut s, &cfg.registry);
     elevate_summary(&mut s, &cfg.elevate);
+    routes_summary(&mut s, cfg);
     rate_and_retry_summary(&mut s, cfg);
     let _ = writeln!(s, "dead_letter");
     let _ = writeln!(s, "  topic = {}", cfg.dead_letter.topic);
@@ -509,13 +594,30 @@ mod tests {
         assert!(not_elevate.notifications.is_empty());
         assert_eq!(not_elevate.skipped, vec![SkipReason::NotFromElevate; 2]);
 
-        for name in ["page-view.json", "remove-from-cart.json"] {
+        // A click is no add-to-cart event: the default route skips it, a click route sends it.
+        for name in ["page-view.json", "remove-from-cart.json", "click.json"] {
             assert_eq!(
                 map(name).unwrap().skipped,
                 vec![SkipReason::NotAddToCart],
                 "{name}"
             );
         }
+
+        let clicks = Config::from_toml_with_env(
+            "[elevate]\nbase_url = \"http://h\"\n[[routes]]\nname = \"clicks\"\nkind = \"click\"\n",
+            "",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        let routes = crate::route::Routes::from_config(&clicks).unwrap();
+        let click = routes
+            .map("cart-events", Some(example("click.json").as_bytes()))
+            .unwrap();
+        assert_eq!(click.notifications.len(), 1);
+        let n = &click.notifications[0];
+        assert_eq!(n.route.kind, crate::route::Kind::Click);
+        assert_eq!(n.ticket(), Some("Q2xpY2tlZC1pbi1hbi1FbGV2YXRlLWxpc3Rpbmc"));
+        assert!(n.customer_key.is_some() && n.session_key.is_some() && n.user_agent.is_some());
 
         let e = map("invalid-missing-customer-key.json").unwrap_err();
         assert_eq!(e.reason, InvalidReason::MissingField);
@@ -601,6 +703,124 @@ mod tests {
         assert!(out.contains("POST https://w1.elevate-api.cloud/api/storefront/v3/notifications/add-to-cart"));
         assert!(out.contains("ELEVATE_SINK__RATE__BURST"), "{out}");
         assert!(!out.contains("s3cr3t-value"), "{out}");
+    }
+
+    /// A cart + order config whose payment Api-Key comes from `key_src`, with `extra` TOML
+    /// appended (e.g. a `[registry]`).
+    fn routes_cfg(key_src: &str, extra: &str) -> Config {
+        let text = format!(
+            "[kafka]\ntopics = [\"shop.cart-events\", \"shop.orders\"]\n\
+             [elevate]\ncluster_id = \"w1\"\npayment_api_key = {key_src}\n{extra}\n\
+             [[routes]]\nname = \"cart\"\nkind = \"add-to-cart\"\ntopics = [\"shop.cart-events\"]\n\
+             [[routes]]\nname = \"clicks\"\nkind = \"click\"\ntopics = [\"shop.cart-events\"]\n\
+             event_types = [\"product_click\"]\nrequests_per_second = 5.0\n\
+             [[routes]]\nname = \"payments\"\nkind = \"payment\"\ntopics = [\"shop.orders\"]\n"
+        );
+        Config::from_toml_with_env(&text, "", Vec::<(String, String)>::new()).unwrap()
+    }
+
+    #[test]
+    fn check_reads_every_secret_source_and_names_the_key_never_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-key");
+        let err = |c: &Config| checked_summary(c, None, &[]).unwrap_err();
+
+        // The payment Api-Key, from a file that is not there or a variable that is not set.
+        let e = err(&routes_cfg(
+            &format!("{{ file = {:?} }}", missing.display().to_string()),
+            "",
+        ));
+        assert!(e.starts_with("elevate.payment_api_key: "), "{e}");
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        let e = err(&routes_cfg("{ env = \"CHECK_TEST_UNSET_API_KEY\" }", ""));
+        assert!(e.starts_with("elevate.payment_api_key: "), "{e}");
+        assert!(e.contains("CHECK_TEST_UNSET_API_KEY"), "{e}");
+
+        // A key that is there but cannot be a header value: named, its value never shown.
+        let bad = dir.path().join("bad-key");
+        std::fs::write(&bad, "adm\u{7f}in-s3cr3t").unwrap();
+        let e = err(&routes_cfg(
+            &format!("{{ file = {:?} }}", bad.display().to_string()),
+            "",
+        ));
+        assert!(e.starts_with("elevate.payment_api_key: file "), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+
+        // The registry's password and token, and its CA file.
+        let good = dir.path().join("api-key");
+        std::fs::write(&good, "adm-s3cr3t-key\n").unwrap();
+        let key = format!("{{ file = {:?} }}", good.display().to_string());
+        let registry = |creds: &str| {
+            routes_cfg(
+                &key,
+                &format!("[registry]\nurl = \"http://127.0.0.1:9\"\n{creds}"),
+            )
+        };
+        let e = err(&registry(
+            "username = \"u\"\npassword = { env = \"CHECK_TEST_UNSET_PW\" }\n",
+        ));
+        assert!(
+            e.starts_with("registry.password: ") && e.contains("CHECK_TEST_UNSET_PW"),
+            "{e}"
+        );
+        let e = err(&registry(&format!(
+            "token = {{ file = {:?} }}\n",
+            missing.display().to_string()
+        )));
+        assert!(e.starts_with("registry.token: "), "{e}");
+        let e = err(&registry(&format!(
+            "ca_file = {:?}\n",
+            missing.display().to_string()
+        )));
+        assert!(e.starts_with("registry.ca_file: "), "{e}");
+
+        // Everything readable: OK, and the summary shows sources only.
+        std::env::set_var("CHECK_TEST_SET_PW", "pw-s3cr3t");
+        let ok = checked_summary(
+            &registry("username = \"u\"\npassword = { env = \"CHECK_TEST_SET_PW\" }\n"),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert!(!ok.contains("s3cr3t"), "{ok}");
+        assert!(
+            ok.contains(&format!("payment_api_key = <from file {}>", good.display())),
+            "{ok}"
+        );
+        assert!(ok.contains("password <from env CHECK_TEST_SET_PW>"), "{ok}");
+    }
+
+    #[test]
+    fn summary_lists_every_route_with_kind_topics_event_types_and_quota() {
+        let c = routes_cfg("{ env = \"CHECK_TEST_ROUTES_KEY\" }", "");
+        let out = summary(&c, None, &[]);
+        let routes = out
+            .split("\nroutes (")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no routes section: {out}"));
+        let want = [
+            "3 routes)",
+            "  cart (add-to-cart): POST https://w1.elevate-api.cloud/api/storefront/v3/notifications/add-to-cart",
+            "    topics: shop.cart-events",
+            "    event types (at /type): add_to_cart",
+            "    quota: [rate] only",
+            "  clicks (click): POST https://w1.elevate-api.cloud/api/storefront/v3/notifications/click",
+            "    event types (at /type): product_click",
+            "    quota: 5 notifications/s on this replica, within [rate]",
+            "  payments (payment): POST https://w1.elevate-api.cloud/api/admin/v4/notifications/payment",
+            "    Api-Key: *** (elevate.payment_api_key <from env CHECK_TEST_ROUTES_KEY>)",
+            "    topics: shop.orders",
+            "    event types (at /type): order_placed",
+        ];
+        for line in want {
+            assert!(routes.contains(line), "missing {line:?} in:\n{out}");
+        }
+        // Without [[routes]]: the one default route, fed by every topic.
+        let out = summary(&cfg(), None, &[]);
+        assert!(
+            out.contains("routes (no [[routes]]: the default add-to-cart route)\n  add-to-cart (add-to-cart): POST http://127.0.0.1:8080/api/storefront/v3/notifications/add-to-cart\n    topics: cart-events\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -229,6 +229,14 @@ impl std::fmt::Debug for Secret {
 }
 
 impl SecretSource {
+    /// Where it comes from, for messages: `file /path` or `env NAME` (never the value).
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Env(v) => format!("env {v}"),
+        }
+    }
+
     /// Reads the secret; the error names the property, never the value.
     pub fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
         match self {
@@ -851,6 +859,57 @@ impl Config {
                 ))
             })
             .collect()
+    }
+
+    /// Every secret source the configuration names, with its dotted key, in the order `check`
+    /// reads them: `kafka.secret_properties`, `registry.password`, `registry.token`,
+    /// `elevate.payment_api_key`.
+    pub fn secret_sources(&self) -> Vec<(String, &SecretSource)> {
+        let kafka = self
+            .kafka
+            .secret_properties
+            .iter()
+            .map(|(k, src)| (format!("kafka.secret_properties.\"{k}\""), src));
+        let named = [
+            ("registry.password", self.registry.password.as_ref()),
+            ("registry.token", self.registry.token.as_ref()),
+            ("elevate.payment_api_key", self.elevate.payment_api_key.as_ref()),
+        ];
+        kafka
+            .chain(
+                named
+                    .into_iter()
+                    .filter_map(|(k, src)| Some((k.to_string(), src?))),
+            )
+            .collect()
+    }
+
+    /// Reads every secret source (and `registry.ca_file`) the way `run` will, without keeping a
+    /// value: the first that cannot be read is the error, naming its key and where it comes from,
+    /// never a value. The payment Api-Key must also be usable as a header value (non-empty,
+    /// visible ASCII), as the sender requires.
+    pub fn resolve_every_secret(&self) -> Result<(), ConfigError> {
+        for (key, src) in self.secret_sources() {
+            let secret = src.resolve(&key)?;
+            if key == "elevate.payment_api_key" {
+                let v = secret.expose();
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t') {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        format!(
+                            "{}: must be a non-empty header value (visible ASCII only)",
+                            src.describe()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(path) = &self.registry.ca_file {
+            std::fs::read(path).map_err(|e| {
+                ConfigError::invalid("registry.ca_file", format!("cannot read {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -1,27 +1,33 @@
 //! `demo`: the real `run` pipeline with zero setup — an in-process Kafka (librdkafka's mock
-//! cluster), the in-process Elevate stand-in that enforces the API contract, and the sample
-//! events of `schemas/examples/` (embedded, so it works from any directory). Guarantees: it
-//! waits for conditions (committed offsets at the end of every partition), never for fixed
-//! times; it exits 0 only when every record was committed; clients are dropped before the cluster.
+//! cluster), the in-process Elevate stand-in that enforces every kind's contract (the payment
+//! `Api-Key` included), and the example events of `schemas/examples/` (cart events, on a cart
+//! topic) and `schemas/examples/orders/` (order events, on an order topic), embedded so it works
+//! from any directory. Three routes feed three kinds: add-to-cart and click from the cart topic,
+//! payment from the order topic. Guarantees: it waits for conditions (committed offsets at the end
+//! of every partition of both topics), never for fixed times; it exits 0 only when every record
+//! was committed, every park was read back and every route got at least one 204; the Api-Key is a
+//! fresh random value in a temporary file that is removed at the end, and never printed; clients
+//! are dropped before the cluster.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
 
 use crate::admin::Health;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::deadletter::{headers, ParkCause};
 use crate::metrics::Metrics;
-use crate::select::SkipReason;
 use elevate_standin::StandIn;
+
+mod report;
 
 /// The example cart events of `schemas/examples/`, embedded: (file name, JSON text).
 pub const SAMPLE_EVENTS: &[(&str, &str)] = &[
@@ -49,6 +55,7 @@ pub const SAMPLE_EVENTS: &[(&str, &str)] = &[
         "add-to-cart-not-from-elevate.json",
         include_str!("../schemas/examples/add-to-cart-not-from-elevate.json"),
     ),
+    ("click.json", include_str!("../schemas/examples/click.json")),
     (
         "page-view.json",
         include_str!("../schemas/examples/page-view.json"),
@@ -67,12 +74,30 @@ pub const SAMPLE_EVENTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The demo's source topic.
-const TOPIC: &str = "cart-events";
-/// Its partitions.
-const PARTITIONS: i32 = 3;
+/// The example order events of `schemas/examples/orders/`, embedded: (file name, JSON text).
+pub const ORDER_EVENTS: &[(&str, &str)] = &[
+    (
+        "order-placed.json",
+        include_str!("../schemas/examples/orders/order-placed.json"),
+    ),
+    (
+        "order-anonymous.json",
+        include_str!("../schemas/examples/orders/order-anonymous.json"),
+    ),
+    (
+        "invalid-order-quantity.json",
+        include_str!("../schemas/examples/orders/invalid-order-quantity.json"),
+    ),
+];
+
+/// The demo's cart topic (the examples of `schemas/examples/`).
+const CART_TOPIC: &str = "cart-events";
+/// The demo's order topic (the examples of `schemas/examples/orders/`).
+const ORDER_TOPIC: &str = "orders";
+/// Each source topic and its partitions.
+const TOPICS: [(&str, i32); 2] = [(CART_TOPIC, 3), (ORDER_TOPIC, 2)];
 /// The demo's dead-letter topic.
-const DEAD_LETTER_TOPIC: &str = "cart-events.elevate-sink.dlq";
+const DEAD_LETTER_TOPIC: &str = "elevate-sink.dlq";
 /// The demo's consumer group.
 const GROUP: &str = "elevate-sink-demo";
 /// Each example is produced this many times, with distinct tickets per round.
@@ -80,16 +105,38 @@ const ROUNDS: usize = 2;
 /// Upper bound for the whole pipeline run (it normally takes about a second).
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The demo's routes, as an operator would write them (printed by the demo).
+const ROUTES_TOML: &str = r#"[[routes]]
+name = "cart"
+kind = "add-to-cart"
+topics = ["cart-events"]
+
+[[routes]]
+name = "clicks"
+kind = "click"
+topics = ["cart-events"]
+
+[[routes]]
+name = "payments"
+kind = "payment"
+topics = ["orders"]
+"#;
+
 /// One produced record and what it came from.
 #[derive(Debug, Clone)]
 struct Produced {
     /// Example file name.
     file: &'static str,
+    /// Topic it went to.
+    topic: &'static str,
     /// Partition it landed in.
     partition: i32,
     /// Its offset.
     offset: i64,
 }
+
+/// A (topic, partition).
+type Tp = (&'static str, i32);
 
 /// Runs the demo and prints its report; exit 0 when every record was committed.
 pub async fn main() -> anyhow::Result<ExitCode> {
@@ -101,7 +148,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     println!("elevate-sink demo: the real `run` pipeline, an in-process Kafka (librdkafka mock cluster)");
     println!(
-        "and an in-process Elevate stand-in that answers 204 only to requests that follow the contract.\n"
+        "and an in-process Elevate stand-in that answers 204 only to requests that follow their kind's contract.\n"
     );
 
     // The host client owns the mock cluster; it is dropped last.
@@ -111,20 +158,40 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         .set("log_level", "3")
         .create()
         .context("starting the librdkafka mock cluster")?;
-    let result = demo(&host, t0).await;
+    let key = ApiKeyFile::create().context("writing the demo's payment Api-Key file")?;
+    let result = demo(&host, &key, t0).await;
+    drop(key);
     host.flush(Duration::from_secs(1)).ok();
     drop(host);
     result
 }
 
-async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
+async fn demo(host: &FutureProducer, key: &ApiKeyFile, t0: Instant) -> anyhow::Result<ExitCode> {
     let bootstrap = mock_topics(host)?;
-    let standin = StandIn::start().await.context("starting the Elevate stand-in")?;
-    println!("  kafka     mock cluster at {bootstrap}: topic {TOPIC} ({PARTITIONS} partitions), dead-letter topic {DEAD_LETTER_TOPIC}");
-    println!("  elevate   stand-in at {}", standin.base_url());
+    let standin = StandIn::start_with_api_key(key.value.clone())
+        .await
+        .context("starting the Elevate stand-in")?;
+    let topics: Vec<String> = TOPICS
+        .iter()
+        .map(|(t, n)| format!("{t} ({n} partitions)"))
+        .collect();
+    println!(
+        "  kafka     mock cluster at {bootstrap}: topics {}, dead-letter topic {DEAD_LETTER_TOPIC}",
+        topics.join(", ")
+    );
+    println!(
+        "  elevate   stand-in at {}; it takes payments only with the Api-Key the service reads from {}",
+        standin.base_url(),
+        key.path.display()
+    );
+    println!("  routes    (the config's [[routes]]; elevate.payment_api_key = {{ file = .. }})");
+    for line in ROUTES_TOML.lines().filter(|l| !l.is_empty()) {
+        println!("              {line}");
+    }
+    let cfg = demo_config(&bootstrap, &standin.base_url(), &key.path)?;
     let sample = produce(host).await?;
-    let (metrics, committed) = run_until_committed(&bootstrap, standin.base_url(), &sample.ends).await?;
-    let accounted = report(&bootstrap, &standin, &sample, &metrics, &committed).await?;
+    let (metrics, committed) = run_until_committed(&cfg, &sample.ends).await?;
+    let accounted = report::report(&cfg, &standin, &sample, &metrics, &committed).await?;
     standin.shutdown().await;
     println!("\nfinished in {:.1} s", t0.elapsed().as_secs_f64());
     if !accounted {
@@ -132,6 +199,44 @@ async fn demo(host: &FutureProducer, t0: Instant) -> anyhow::Result<ExitCode> {
     }
     println!("Next: `elevate-sink check --config FILE --sample events.jsonl`, then `elevate-sink run`.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's payment `Api-Key`: a random value in a temporary file the service reads as
+/// `elevate.payment_api_key = { file = .. }`; the file is removed on drop.
+struct ApiKeyFile {
+    /// The file.
+    path: PathBuf,
+    /// The key (given to the stand-in; never printed).
+    value: String,
+}
+
+impl ApiKeyFile {
+    fn create() -> std::io::Result<Self> {
+        let value = format!("demo-{:032x}", rand::random::<u128>());
+        let path = std::env::temp_dir().join(format!("elevate-sink-demo-{}.api-key", std::process::id()));
+        std::fs::write(&path, format!("{value}\n"))?;
+        Ok(ApiKeyFile { path, value })
+    }
+}
+
+impl Drop for ApiKeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The demo's configuration: both topics, the stand-in, the Api-Key file and [`ROUTES_TOML`],
+/// validated like any config file.
+fn demo_config(bootstrap: &str, elevate: &str, key: &Path) -> anyhow::Result<Config> {
+    let text = format!(
+        "[kafka]\nbootstrap_servers = {bootstrap:?}\ngroup_id = {GROUP:?}\ntopics = [{CART_TOPIC:?}, {ORDER_TOPIC:?}]\n\
+         [elevate]\nbase_url = {elevate:?}\npayment_api_key = {{ file = {:?} }}\n\
+         [dead_letter]\ntopic = {DEAD_LETTER_TOPIC:?}\n\
+         [pipeline]\ncommit_interval = \"100ms\"\n\
+         [admin]\nlisten = \"\"\n\n{ROUTES_TOML}",
+        key.display().to_string()
+    );
+    Config::from_toml_with_env(&text, " (demo)", Vec::<(String, String)>::new()).context("demo configuration")
 }
 
 /// The demo's topics on the mock cluster; returns its bootstrap servers.
@@ -148,84 +253,81 @@ fn mock_topics(host: &FutureProducer) -> anyhow::Result<String> {
             50,
         );
     }
-    mock.create_topic(TOPIC, PARTITIONS, 1)?;
+    for (topic, partitions) in TOPICS {
+        mock.create_topic(topic, partitions, 1)?;
+    }
     mock.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
     Ok(mock.bootstrap_servers())
 }
 
-/// What was produced: each record's origin, which example each ticket came from, and each
-/// partition's end offset.
+/// What was produced: each record's origin, which example each accepted request can come from,
+/// and each partition's end offset.
 struct Sample {
     /// Every produced record.
     produced: Vec<Produced>,
-    /// Ticket → example file name.
-    ticket_file: BTreeMap<String, &'static str>,
-    /// Partition → one past its last produced offset.
-    ends: BTreeMap<i32, i64>,
+    /// What identifies a request (see [`report::identity`]) → example file name.
+    origin: BTreeMap<String, &'static str>,
+    /// (topic, partition) → one past its last produced offset.
+    ends: BTreeMap<Tp, i64>,
 }
 
-/// Produces every example `ROUNDS` times; later rounds get distinct tickets.
+/// Produces every cart example to the cart topic and every order example to the order topic,
+/// `ROUNDS` times; later rounds get distinct tickets.
 async fn produce(host: &FutureProducer) -> anyhow::Result<Sample> {
-    let mut produced: Vec<Produced> = Vec::new();
-    let mut ticket_file: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut sample = Sample {
+        produced: Vec::new(),
+        origin: BTreeMap::new(),
+        ends: TOPICS
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| ((*t, p), 0)))
+            .collect(),
+    };
     for round in 0..ROUNDS {
-        for (file, text) in SAMPLE_EVENTS {
-            let value = retick(text, round, |t| {
-                ticket_file.insert(t.to_string(), file);
-            });
-            let key = format!("{file}#{round}");
-            let rec: FutureRecord<'_, str, str> = FutureRecord::to(TOPIC)
-                .key(key.as_str())
-                .payload(value.as_str())
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: "example",
-                    value: Some(file.as_bytes()),
-                }));
-            let delivered = host
-                .send(rec, Duration::from_secs(5))
-                .await
-                .map_err(|(e, _)| e)
-                .with_context(|| format!("producing {file}"))?;
-            produced.push(Produced {
-                file,
-                partition: delivered.partition,
-                offset: delivered.offset,
-            });
+        for (topic, examples) in [(CART_TOPIC, SAMPLE_EVENTS), (ORDER_TOPIC, ORDER_EVENTS)] {
+            for (file, text) in examples {
+                let value = retick(text, round, |id| {
+                    sample.origin.insert(id.to_string(), file);
+                });
+                let key = format!("{file}#{round}");
+                let rec: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+                    .key(key.as_str())
+                    .payload(value.as_str())
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "example",
+                        value: Some(file.as_bytes()),
+                    }));
+                let delivered = host
+                    .send(rec, Duration::from_secs(5))
+                    .await
+                    .map_err(|(e, _)| e)
+                    .with_context(|| format!("producing {file}"))?;
+                sample.produced.push(Produced {
+                    file,
+                    topic,
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                });
+                let end = sample.ends.entry((topic, delivered.partition)).or_default();
+                *end = (*end).max(delivered.offset + 1);
+            }
         }
     }
-    let mut ends: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
-    for p in &produced {
-        let end = ends.entry(p.partition).or_default();
-        *end = (*end).max(p.offset + 1);
-    }
     println!(
-        "  produced  {} events: the {} files of schemas/examples/, {ROUNDS} rounds with distinct tickets",
-        produced.len(),
-        SAMPLE_EVENTS.len()
+        "  produced  {} events, {ROUNDS} rounds with distinct tickets: the {} files of schemas/examples/ to {CART_TOPIC}, \
+         the {} of schemas/examples/orders/ to {ORDER_TOPIC}",
+        sample.produced.len(),
+        SAMPLE_EVENTS.len(),
+        ORDER_EVENTS.len()
     );
-    Ok(Sample {
-        produced,
-        ticket_file,
-        ends,
-    })
+    Ok(sample)
 }
 
 /// Runs the real `pipeline::run` until the group's committed offsets reach every partition's
 /// end, then stops it; returns its metrics and the committed offsets.
 async fn run_until_committed(
-    bootstrap: &str,
-    elevate: String,
-    ends: &BTreeMap<i32, i64>,
-) -> anyhow::Result<(Arc<Metrics>, BTreeMap<i32, Option<i64>>)> {
-    let mut cfg = Config::default();
-    cfg.kafka.bootstrap_servers = bootstrap.to_string();
-    cfg.kafka.group_id = GROUP.into();
-    cfg.kafka.topics = vec![TOPIC.into()];
-    cfg.elevate.base_url = Some(elevate);
-    cfg.dead_letter.topic = DEAD_LETTER_TOPIC.into();
-    cfg.pipeline.commit_interval = Duration::from_millis(100);
-    cfg.admin.listen = String::new();
-    cfg.validate().context("demo configuration")?;
+    cfg: &Config,
+    ends: &BTreeMap<Tp, i64>,
+) -> anyhow::Result<(Arc<Metrics>, BTreeMap<Tp, Option<i64>>)> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(cfg.admin.wedged_after));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -237,7 +339,7 @@ async fn run_until_committed(
         "\nrunning pipeline::run until the group's committed offsets reach the end of every partition ..."
     );
     let started = Instant::now();
-    let committed = wait_for_commits(bootstrap, ends).await;
+    let committed = wait_for_commits(&cfg.kafka.bootstrap_servers, ends).await;
     let _ = stop.send(true);
     let summary = run.await.context("pipeline task")??;
     let committed = committed?;
@@ -250,121 +352,47 @@ async fn run_until_committed(
     Ok((metrics, committed))
 }
 
-/// Prints what happened, from the counters, the stand-in and the dead-letter topic; true when
-/// every record was committed and every park was read back.
-async fn report(
-    bootstrap: &str,
-    standin: &StandIn,
-    sample: &Sample,
-    metrics: &Metrics,
-    committed: &BTreeMap<i32, Option<i64>>,
-) -> anyhow::Result<bool> {
-    let consumed = metrics.consumed(TOPIC);
-    println!("\nconsumed       {consumed} records");
-
-    let mut accepted = standin.accepted();
-    let file_order = |t: &str| {
-        let file = sample.ticket_file.get(t).copied().unwrap_or("");
-        SAMPLE_EVENTS.iter().position(|(f, _)| *f == file)
-    };
-    accepted.sort_by(|a, b| (file_order(&a.ticket), &a.ticket).cmp(&(file_order(&b.ticket), &b.ticket)));
-    println!(
-        "sent           {} notifications, accepted (204) by the stand-in; its answers by status: {:?}",
-        accepted.len(),
-        standin.status_counts()
-    );
-    for a in &accepted {
-        let keys = match (&a.customer_key, &a.session_key) {
-            (Some(_), Some(_)) => "customerKey+sessionKey",
-            (None, Some(_)) => "sessionKey only",
-            (Some(_), None) => "customerKey only",
-            (None, None) => "no keys",
-        };
-        let ctx = a
-            .user_context
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_else(|| "(PERSONALIZED)".into());
-        println!(
-            "  {:<3} {:<16} {:<22} ticket {:<28} {}",
-            a.market,
-            ctx,
-            keys,
-            short(&a.ticket, 26),
-            sample.ticket_file.get(&a.ticket).copied().unwrap_or("?")
-        );
-    }
-
-    let skipped = metrics.skipped_by::<SkipReason>();
-    let skipped_total: u64 = skipped.values().sum();
-    println!("skipped        {skipped_total} (records or cart lines), by reason:");
-    for (reason, v) in &skipped {
-        println!("  {:<18} {v}", reason.as_str());
-    }
-
-    let dead_total: u64 = metrics.dead_lettered_by::<ParkCause>().values().sum();
-    let parked = read_dead_letters(bootstrap, dead_total as usize).await?;
-    println!(
-        "dead-lettered  {dead_total}; read back from {DEAD_LETTER_TOPIC} ({} records) with their reason headers:",
-        parked.len()
-    );
-    for p in &parked {
-        let source = sample
-            .produced
-            .iter()
-            .find(|r| Some(r.partition) == p.source_partition && Some(r.offset) == p.source_offset)
-            .map(|r| r.file)
-            .unwrap_or("?");
-        println!(
-            "  {TOPIC}/{}@{}  {}: {}  ({source})",
-            p.source_partition.map_or("?".into(), |v| v.to_string()),
-            p.source_offset.map_or("?".into(), |v| v.to_string()),
-            p.reason,
-            p.detail
-        );
-    }
-
-    println!("committed      (group {GROUP}; position = next offset to read)");
-    let mut all_done = true;
-    for (p, end) in &sample.ends {
-        let c = committed.get(p).copied().flatten();
-        let done = c.unwrap_or(0) >= *end;
-        all_done &= done;
-        println!(
-            "  {TOPIC}/{p}  committed {:<4} end {:<4} {}",
-            c.map_or("-".into(), |v| v.to_string()),
-            end,
-            if done { "all done" } else { "NOT DONE" }
-        );
-    }
-    Ok(all_done && parked.len() == dead_total as usize)
-}
-
-/// The example's JSON with every string ticket suffixed for rounds after the first; calls
-/// `seen` with each resulting ticket.
+/// The example's JSON with every string ticket (of its lines, or its own for a click) suffixed
+/// for rounds after the first; calls `seen` with what identifies each request it can become: its
+/// tickets, or for an event without any (an order) its variant keys (see [`report::identity`]).
 fn retick(text: &str, round: usize, mut seen: impl FnMut(&str)) -> String {
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
+    let Ok(mut v) = serde_json::from_str::<Value>(text) else {
         return text.to_string();
     };
-    if let Some(lines) = v.get_mut("lines").and_then(|l| l.as_array_mut()) {
-        for line in lines {
-            if let Some(serde_json::Value::String(t)) = line.get_mut("ticket") {
-                if !t.is_empty() {
-                    if round > 0 {
-                        t.push_str(&format!("-r{}", round + 1));
-                    }
-                    seen(t);
+    let mut ticketed = false;
+    let mut tick = |t: &mut Value| {
+        if let Value::String(t) = t {
+            if !t.is_empty() {
+                if round > 0 {
+                    t.push_str(&format!("-r{}", round + 1));
                 }
+                ticketed = true;
+                seen(t);
             }
+        }
+    };
+    if let Some(t) = v.get_mut("ticket") {
+        tick(t);
+    }
+    if let Some(lines) = v.get_mut("lines").and_then(|l| l.as_array_mut()) {
+        for line in lines.iter_mut() {
+            if let Some(t) = line.get_mut("ticket") {
+                tick(t);
+            }
+        }
+        let variants = report::variant_keys(lines);
+        if !ticketed && !variants.is_empty() {
+            seen(&variants);
         }
     }
     v.to_string()
 }
 
-/// Polls the group's committed offsets until every partition reaches its end.
+/// Polls the group's committed offsets until every partition of both topics reaches its end.
 async fn wait_for_commits(
     bootstrap: &str,
-    ends: &BTreeMap<i32, i64>,
-) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+    ends: &BTreeMap<Tp, i64>,
+) -> anyhow::Result<BTreeMap<Tp, Option<i64>>> {
     let checker: Arc<BaseConsumer> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
@@ -379,28 +407,24 @@ async fn wait_for_commits(
         tick.tick().await;
         let c = checker.clone();
         let mut tpl = TopicPartitionList::new();
-        for p in ends.keys() {
-            tpl.add_partition(TOPIC, *p);
+        for (topic, p) in ends.keys() {
+            tpl.add_partition(topic, *p);
         }
         let got =
             tokio::task::spawn_blocking(move || c.committed_offsets(tpl, Duration::from_secs(2))).await?;
-        let committed: BTreeMap<i32, Option<i64>> = match got {
-            Ok(tpl) => tpl
-                .elements_for_topic(TOPIC)
-                .iter()
-                .map(|e| {
-                    let o = match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    };
-                    (e.partition(), o)
-                })
-                .collect(),
-            Err(_) => BTreeMap::new(),
-        };
+        let mut committed: BTreeMap<Tp, Option<i64>> = BTreeMap::new();
+        if let Ok(tpl) = got {
+            for &(topic, p) in ends.keys() {
+                let o = match tpl.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                committed.insert((topic, p), o);
+            }
+        }
         let done = ends
             .iter()
-            .all(|(p, end)| *end == 0 || committed.get(p).copied().flatten().unwrap_or(0) >= *end);
+            .all(|(tp, end)| *end == 0 || committed.get(tp).copied().flatten().unwrap_or(0) >= *end);
         if done {
             return Ok(committed);
         }
@@ -408,75 +432,6 @@ async fn wait_for_commits(
             bail!("records were not all committed within {FINISH_TIMEOUT:?}: committed {committed:?}, ends {ends:?}");
         }
     }
-}
-
-/// A record read back from the dead-letter topic.
-struct Parked {
-    /// `elevate-sink-reason`.
-    reason: String,
-    /// `elevate-sink-detail`.
-    detail: String,
-    /// `elevate-sink-source-partition`.
-    source_partition: Option<i32>,
-    /// `elevate-sink-source-offset`.
-    source_offset: Option<i64>,
-}
-
-async fn read_dead_letters(bootstrap: &str, expected: usize) -> anyhow::Result<Vec<Parked>> {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "elevate-sink-demo-reader")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50")
-        .set("log_level", "3")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(DEAD_LETTER_TOPIC, 0, Offset::Beginning)?;
-    reader.assign(&tpl)?;
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        while out.len() < expected && Instant::now() < deadline {
-            match reader.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let mut h: BTreeMap<String, String> = BTreeMap::new();
-                    if let Some(hs) = m.headers() {
-                        for x in hs.iter() {
-                            h.insert(
-                                x.key.to_string(),
-                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                            );
-                        }
-                    }
-                    out.push(Parked {
-                        reason: h.get(headers::REASON).cloned().unwrap_or_default(),
-                        detail: h.get(headers::DETAIL).cloned().unwrap_or_default(),
-                        source_partition: h.get(headers::SOURCE_PARTITION).and_then(|v| v.parse().ok()),
-                        source_offset: h.get(headers::SOURCE_OFFSET).and_then(|v| v.parse().ok()),
-                    });
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => return Err(anyhow::Error::from(e).context("reading the dead-letter topic")),
-            }
-        }
-        Ok(out)
-    })
-    .await?
-}
-
-/// `s` if at most `n` characters, else its head and tail around an ellipsis.
-fn short(s: &str, n: usize) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() <= n {
-        return s.to_string();
-    }
-    let tail = n / 2;
-    let head = n - tail - 1;
-    format!(
-        "{}…{}",
-        chars[..head].iter().collect::<String>(),
-        chars[chars.len() - tail..].iter().collect::<String>()
-    )
 }
 
 #[cfg(test)]
@@ -489,5 +444,25 @@ mod tests {
         let v = retick(SAMPLE_EVENTS[1].1, 1, |t| seen.push(t.to_string()));
         assert!(v.contains("T2xpbmUtMS1lbGV2YXRlLXNlYXJjaA-r2"), "{v}");
         assert!(seen.iter().all(|t| t.ends_with("-r2")), "{seen:?}");
+        let click = SAMPLE_EVENTS.iter().find(|(f, _)| *f == "click.json").unwrap().1;
+        let mut seen = Vec::new();
+        let v = retick(click, 1, |t| seen.push(t.to_string()));
+        assert_eq!(seen, vec!["Q2xpY2tlZC1pbi1hbi1FbGV2YXRlLWxpc3Rpbmc-r2"], "{v}");
+    }
+
+    #[test]
+    fn orders_are_known_by_their_variant_keys() {
+        let mut seen = Vec::new();
+        retick(ORDER_EVENTS[0].1, 1, |t| seen.push(t.to_string()));
+        assert_eq!(seen, vec!["v-shirt-blue-m+v-socks-black"]);
+    }
+
+    #[test]
+    fn the_demo_config_is_valid_and_has_a_route_per_kind_it_shows() {
+        let cfg = demo_config("127.0.0.1:9", "http://127.0.0.1:9", Path::new("/tmp/k")).unwrap();
+        let routes = crate::route::Routes::from_config(&cfg).unwrap();
+        let kinds: Vec<&str> = routes.routes.iter().map(|r| r.tag.kind.as_str()).collect();
+        assert_eq!(kinds, vec!["add-to-cart", "click", "payment"]);
+        assert_eq!(ORDER_EVENTS.len(), 3, "every file of schemas/examples/orders/");
     }
 }

@@ -13,7 +13,7 @@ use harness::{free_port, now_ms};
 
 use crate::duplicates::{lock, Sent, SignalKind, Timeline};
 use crate::signals::{await_cond, signal, SIGKILL, SIGTERM};
-use crate::{say, PARTITIONS, PASSWORD_ENV};
+use crate::{say, API_KEY_ENV, ORDER_PARTITIONS, PARTITIONS, PASSWORD_ENV};
 
 pub struct Instance {
     pub name: &'static str,
@@ -54,7 +54,7 @@ impl Instance {
         }
     }
 
-    pub fn start(&mut self, bin: &Path, password: &str) {
+    pub fn start(&mut self, bin: &Path, password: &str, api_key: &str) {
         self.starts += 1;
         let log = self.logs_dir.join(format!("{}-{}.log", self.name, self.starts));
         let file = std::fs::File::create(&log).expect("log file");
@@ -62,6 +62,7 @@ impl Instance {
             .args(["run", "--config"])
             .arg(&self.config)
             .env(PASSWORD_ENV, password)
+            .env(API_KEY_ENV, api_key)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
@@ -164,14 +165,18 @@ impl Instance {
     }
 }
 
-/// Waits until the running instances own every partition, each at least one.
+/// Waits until the running instances own every partition of both source topics, each at least
+/// one.
 pub async fn await_balanced(insts: &[Instance], http: &reqwest::Client, timeout: Duration) -> bool {
     let running: Vec<&Instance> = insts.iter().filter(|i| i.running()).collect();
     let names: Vec<&str> = running.iter().map(|i| i.name).collect();
     let running = &running;
     await_cond(
         timeout,
-        &format!("{names:?} to share all {PARTITIONS} partitions"),
+        &format!(
+            "{names:?} to share all {} partitions",
+            PARTITIONS + ORDER_PARTITIONS
+        ),
         || async move {
             let mut total = 0;
             for i in running {
@@ -180,7 +185,7 @@ pub async fn await_balanced(insts: &[Instance], http: &reqwest::Client, timeout:
                     _ => return false,
                 }
             }
-            total == i64::from(PARTITIONS)
+            total == i64::from(PARTITIONS + ORDER_PARTITIONS)
         },
     )
     .await

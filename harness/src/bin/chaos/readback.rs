@@ -9,8 +9,6 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use testkit::kafka::client_config;
 
-use crate::PARTITIONS;
-
 /// A dead-letter record of the run's source topic.
 pub struct Parked {
     /// Source (partition, offset).
@@ -75,10 +73,14 @@ pub async fn dead_lettered(bs: &str, dlq: &str, topic: &str) -> Vec<Parked> {
     .expect("reader task")
 }
 
-/// Whether the group's committed offsets equal the high watermarks of every partition, and how
-/// far behind each partition is (-1: could not be read).
-pub async fn committed_at_end(bs: &str, group: &str, topic: &str) -> (bool, HashMap<i32, i64>) {
-    let (bs, group, topic) = (bs.to_string(), group.to_string(), topic.to_string());
+/// A (topic, partition).
+pub type Tp = (String, i32);
+
+/// Whether the group's committed offsets equal the high watermarks of every partition of the
+/// `(topic, partitions)` given, and how far behind each partition is (-1: could not be read).
+pub async fn committed_at_end(bs: &str, group: &str, sources: &[(&str, i32)]) -> (bool, HashMap<Tp, i64>) {
+    let (bs, group) = (bs.to_string(), group.to_string());
+    let sources: Vec<(String, i32)> = sources.iter().map(|(t, n)| (t.to_string(), *n)).collect();
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = client_config(&bs)
             .set("group.id", &group)
@@ -86,15 +88,17 @@ pub async fn committed_at_end(bs: &str, group: &str, topic: &str) -> (bool, Hash
             .expect("client");
         let mut tpl = TopicPartitionList::new();
         let mut ends = HashMap::new();
-        for p in 0..PARTITIONS {
-            let Ok((_, high)) = c.fetch_watermarks(&topic, p, Duration::from_secs(10)) else {
-                return (false, HashMap::from([(p, -1)]));
-            };
-            ends.insert(p, high);
-            tpl.add_partition(&topic, p);
+        for (topic, partitions) in &sources {
+            for p in 0..*partitions {
+                let Ok((_, high)) = c.fetch_watermarks(topic, p, Duration::from_secs(10)) else {
+                    return (false, HashMap::from([((topic.clone(), p), -1)]));
+                };
+                ends.insert((topic.clone(), p), high);
+                tpl.add_partition(topic, p);
+            }
         }
         let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return (false, HashMap::from([(0, -1)]));
+            return (false, HashMap::from([((String::new(), 0), -1)]));
         };
         let mut behind = HashMap::new();
         for e in got.elements() {
@@ -102,7 +106,9 @@ pub async fn committed_at_end(bs: &str, group: &str, topic: &str) -> (bool, Hash
                 Offset::Offset(o) => o,
                 _ => 0,
             };
-            behind.insert(e.partition(), ends[&e.partition()] - c);
+            let tp = (e.topic().to_string(), e.partition());
+            let end = ends.get(&tp).copied().unwrap_or(0);
+            behind.insert(tp, end - c);
         }
         (behind.values().all(|&b| b == 0), behind)
     })

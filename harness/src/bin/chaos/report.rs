@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::duplicates::{attribute_duplicates, Cause, Handoff, SignalKind, Timeline};
 use crate::instance::Instance;
 use crate::load::Produced;
-use crate::readback::Parked;
+use crate::readback::{Parked, Tp};
 use crate::session::Session;
 use crate::{say, Plan, BURST, DLQ_SEGMENT_MS, RATE};
 
@@ -22,9 +22,12 @@ pub struct Outcome {
     pub parked: Vec<Parked>,
     pub drained: bool,
     pub at_end: bool,
-    pub behind: HashMap<i32, i64>,
-    /// Every accept at the stand-in: (ticket, ms since the epoch), in arrival order.
+    /// How far each (topic, partition) of both source topics is behind its end at exit.
+    pub behind: HashMap<Tp, i64>,
+    /// Every add-to-cart accept at the stand-in: (ticket, ms since the epoch), in arrival order.
     pub accepted: Vec<(String, u64)>,
+    /// Payments accepted at the stand-in, by order id.
+    pub payments: HashMap<String, usize>,
     /// The most arrivals in one second at the stand-in, and when that second began (µs).
     pub peak_1s: (usize, u64),
     pub status: std::collections::BTreeMap<u16, u64>,
@@ -35,16 +38,26 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Log lines carrying the password, and carrying a planted key (`cust-…`/`sess-…`, the corpus's
-/// too), and all lines, over every incarnation's log.
-pub fn scan_logs(insts: &[Instance], password: &str) -> (usize, usize, usize) {
-    let (mut pw_hits, mut key_hits, mut lines) = (0, 0, 0);
+/// What the logs of every incarnation hold that they must not: lines with the SASL password, with
+/// the payment Api-Key, with a planted key (`cust-…`/`sess-…`, the corpus's too); and all lines.
+pub struct LogScan {
+    pub pw_hits: usize,
+    pub api_key_hits: usize,
+    pub key_hits: usize,
+    pub lines: usize,
+}
+
+pub fn scan_logs(insts: &[Instance], password: &str, api_key: &str) -> LogScan {
+    let (mut pw_hits, mut api_key_hits, mut key_hits, mut lines) = (0, 0, 0, 0);
     for log in insts.iter().flat_map(|i| i.logs.iter()) {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         for line in text.lines() {
             lines += 1;
             if line.contains(password) {
                 pw_hits += 1;
+            }
+            if line.contains(api_key) {
+                api_key_hits += 1;
             }
             if line.contains("cust-") || line.contains("sess-") {
                 if key_hits == 0 {
@@ -54,7 +67,27 @@ pub fn scan_logs(insts: &[Instance], password: &str) -> (usize, usize, usize) {
             }
         }
     }
-    (pw_hits, key_hits, lines)
+    LogScan {
+        pw_hits,
+        api_key_hits,
+        key_hits,
+        lines,
+    }
+}
+
+/// Orders (of `orders`, id → partition) whose payment never reached the stand-in (`paid`, id →
+/// accepts), sorted, and how many payments were accepted more than once. Pure.
+pub fn payment_gaps<'a>(
+    orders: &'a HashMap<String, i32>,
+    paid: &HashMap<String, usize>,
+) -> (Vec<&'a String>, usize) {
+    let mut missing: Vec<&String> = orders.keys().filter(|id| !paid.contains_key(*id)).collect();
+    missing.sort();
+    let dups = orders
+        .keys()
+        .map(|id| paid.get(id).copied().unwrap_or(1).saturating_sub(1))
+        .sum();
+    (missing, dups)
 }
 
 pub fn verdict(ok: bool, good: &'static str) -> &'static str {
@@ -134,7 +167,7 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
     let poison_parts: HashSet<i32> = o.produced.poison.iter().map(|p| p.0).collect();
     let poison_parts_done = poison_parts
         .iter()
-        .filter(|p| o.behind.get(p) == Some(&0))
+        .filter(|p| o.behind.get(&(s.topic.clone(), **p)) == Some(&0))
         .count();
     let unexpected_parked = parked_set
         .iter()
@@ -147,13 +180,22 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         assigned += a;
         revoked += r;
     }
-    let (pw_hits, key_hits, lines) = scan_logs(&s.insts, &s.password);
+    let LogScan {
+        pw_hits,
+        api_key_hits,
+        key_hits,
+        lines,
+    } = scan_logs(&s.insts, &s.password, &s.api_key);
+    let (missing_payments, payment_dups) = payment_gaps(&o.produced.orders, &o.payments);
+    let orders = o.produced.orders.len();
     let behind: i64 = o.behind.values().sum();
     let quota = RATE + BURST;
     let retention_sound = o.dlq_read_after < o.plan.dlq_retention;
 
     let checks = [
         missing.is_empty(),
+        missing_payments.is_empty(),
+        api_key_hits == 0,
         missing_hostile.is_empty(),
         poison_413 == o.produced.poison.len(),
         poison_parts_done == poison_parts.len(),
@@ -167,8 +209,12 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
     let ok = checks.iter().all(|c| *c);
     let rows: Vec<(&str, String, &str)> = vec![
         (
-            "records produced (known tickets + hostile + poison)",
-            format!("{known} + {} + {}", o.produced.hostile, o.produced.poison.len()),
+            "records produced (known tickets + hostile + poison; orders)",
+            format!(
+                "{known} + {} + {}; {orders}",
+                o.produced.hostile,
+                o.produced.poison.len()
+            ),
             "",
         ),
         (
@@ -180,6 +226,11 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
             "expected tickets missing at the stand-in",
             format!("{} of {}", missing.len(), o.expected.len()),
             verdict(missing.is_empty(), "ok (must be 0)"),
+        ),
+        (
+            "expected payments missing at the stand-in (route payments: one per order, Api-Key checked)",
+            format!("{} of {orders}", missing_payments.len()),
+            verdict(missing_payments.is_empty(), "ok (must be 0)"),
         ),
         (
             "hostile records missing from the dead-letter topic (source timestamps 1 h / 3 d old)",
@@ -220,6 +271,11 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         (
             "duplicates (known tickets accepted twice+)",
             format!("{dups} ({:.2}% of {known})", pct(dups, known)),
+            "",
+        ),
+        (
+            "payment duplicates (orders paid twice+)",
+            format!("{payment_dups} ({:.2}% of {orders})", pct(payment_dups, orders)),
             "",
         ),
         (
@@ -316,9 +372,12 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
             verdict(retention_sound, "ok (within retention)"),
         ),
         (
-            "log lines with the SASL password / customerKey|sessionKey",
-            format!("{pw_hits} / {key_hits} (of {lines} lines)"),
-            verdict(pw_hits == 0 && key_hits == 0, "ok (must be 0)"),
+            "log lines with the SASL password / the payment Api-Key / customerKey|sessionKey",
+            format!("{pw_hits} / {api_key_hits} / {key_hits} (of {lines} lines)"),
+            verdict(
+                pw_hits == 0 && api_key_hits == 0 && key_hits == 0,
+                "ok (must be 0)",
+            ),
         ),
         ("elapsed", format!("{:.0} s", o.elapsed.as_secs_f64()), ""),
     ];
@@ -333,6 +392,12 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         println!(
             "missing tickets (first 20): {:?}",
             &missing[..missing.len().min(20)]
+        );
+    }
+    if !missing_payments.is_empty() {
+        println!(
+            "missing payments (first 20 orders): {:?}",
+            &missing_payments[..missing_payments.len().min(20)]
         );
     }
     println!(
@@ -358,5 +423,25 @@ pub fn print_table(title: &str, rows: &[(&str, String, &str)]) {
     );
     for (k, val, verdict) in rows {
         println!("| {k:w$} | {val:v$} | {verdict:x$} |");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_payment_is_found_and_repeats_are_counted() {
+        let orders: HashMap<String, i32> = [("order-1", 0), ("order-6", 1), ("order-11", 2)]
+            .map(|(id, p)| (id.to_string(), p))
+            .into();
+        let paid: HashMap<String, usize> = [("order-1", 1), ("order-11", 3), ("order-99", 1)]
+            .map(|(id, n)| (id.to_string(), n))
+            .into();
+        let (missing, dups) = payment_gaps(&orders, &paid);
+        assert_eq!(missing, vec!["order-6"]);
+        assert_eq!(dups, 2);
+        let all: HashMap<String, usize> = orders.keys().map(|id| (id.clone(), 1)).collect();
+        assert_eq!(payment_gaps(&orders, &all), (vec![], 0));
     }
 }

@@ -15,15 +15,19 @@ use crate::broker::Broker;
 use crate::duplicates::{lock, Timeline};
 use crate::instance::{await_balanced, await_progress, Instance};
 use crate::signals::await_cond;
-use crate::{say, Plan, BIG, DLQ_SEGMENT_MS, MAX_POLL_MS, PARTITIONS, SLOW_LATENCY_MS};
+use crate::{say, Plan, BIG, DLQ_SEGMENT_MS, MAX_POLL_MS, ORDER_PARTITIONS, PARTITIONS, SLOW_LATENCY_MS};
 
 /// A run in progress: the parts, the instances, and what the faults phase counts.
 pub struct Session {
     pub plan: Plan,
     pub bin: PathBuf,
     pub password: String,
+    /// The payment route's Api-Key (given to every instance; must never be logged).
+    pub api_key: String,
     pub broker: Broker,
     pub topic: String,
+    /// The order topic (the payment route).
+    pub orders: String,
     pub standin: StandIn,
     pub http: reqwest::Client,
     pub insts: Vec<Instance>,
@@ -54,7 +58,7 @@ impl Session {
     }
 
     pub fn start(&mut self, i: usize) {
-        self.insts[i].start(&self.bin, &self.password);
+        self.insts[i].start(&self.bin, &self.password, &self.api_key);
     }
 
     pub async fn sigterm(&mut self, i: usize) {
@@ -88,11 +92,11 @@ impl Session {
         tokio::time::sleep(self.plan.broker_down).await;
         say("broker: start again (same port, same data)");
         self.broker.restart()?;
-        let (b, t) = (&self.broker, self.topic.as_str());
+        let (b, t, o) = (&self.broker, self.topic.as_str(), self.orders.as_str());
         await_cond(
             Duration::from_secs(120),
             "the broker to answer again",
-            || async move { b.answers(t) },
+            || async move { b.answers(t) && b.answers(o) },
         )
         .await;
         lock(&self.timeline).broker_down.push((down_at, now_ms()));
@@ -196,18 +200,26 @@ impl Session {
     }
 }
 
-/// Creates the source topic (no retention: it holds records three days old) and the dead-letter
-/// topic (short retention, small segments), and waits for their leaders.
-pub async fn create_topics(broker: &Broker, plan: &Plan, topic: &str, dlq: &str) -> Result<(), String> {
+/// Creates the source topics (cart and order; no retention: the cart topic holds records three
+/// days old) and the dead-letter topic (short retention, small segments), and waits for their
+/// leaders.
+pub async fn create_topics(
+    broker: &Broker,
+    plan: &Plan,
+    (topic, orders): (&str, &str),
+    dlq: &str,
+) -> Result<(), String> {
     let bs = broker.bootstrap.as_str();
-    create_topic(
-        bs,
-        topic,
-        PARTITIONS,
-        &[("retention.ms", "-1"), ("max.message.bytes", BIG)],
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    for (t, partitions) in [(topic, PARTITIONS), (orders, ORDER_PARTITIONS)] {
+        create_topic(
+            bs,
+            t,
+            partitions,
+            &[("retention.ms", "-1"), ("max.message.bytes", BIG)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
     let retention = plan.dlq_retention.as_millis().to_string();
     let dlq_configs = [
         ("retention.ms", retention.as_str()),
@@ -218,7 +230,7 @@ pub async fn create_topics(broker: &Broker, plan: &Plan, topic: &str, dlq: &str)
         .await
         .map_err(|e| e.to_string())?;
     await_cond(Duration::from_secs(30), "topics to have leaders", || async move {
-        broker.answers(topic) && broker.answers(dlq)
+        broker.answers(topic) && broker.answers(orders) && broker.answers(dlq)
     })
     .await;
     Ok(())
