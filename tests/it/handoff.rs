@@ -14,12 +14,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use elevate_sink::offsetmap::{self, DoneMap};
 use elevate_standin::StandIn;
 
-use crate::pipeline::{
+use crate::support::kafka::{client_config, committed_offsets, produce, setup, wait_until, Landed, Names};
+use crate::support::mock::Mock;
+use crate::support::sink::{
     committed_reach_end, committed_vs_end, config_toml, multiset, parse, simple, wait_commit_reaches_end,
     InProcess, Proc, SIGKILL, SIGTERM,
 };
-use crate::support::kafka::{client_config, committed_offsets, produce, setup, wait_until, Landed, Names};
-use crate::support::mock::Mock;
 
 /// Answers for a ticket kept in retry: far more 503s than a test's hand-off takes (each attempt
 /// costs 10-40 ms of backoff), so it is still in retry when the partition changes hands.

@@ -10,19 +10,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 use tokio::sync::watch;
 
-use elevate_sink::admin::{self, Health};
-use elevate_sink::config::Config;
-use elevate_sink::metrics::Metrics;
-use elevate_sink::pipeline::{self, RunSummary};
+use elevate_sink::admin::{self};
+use elevate_sink::pipeline::{self};
 use elevate_standin::StandIn;
 use testkit::metrics;
 
@@ -31,102 +28,16 @@ use crate::support::kafka::{
     unique, wait_until, wait_until_async, Names, Rec,
 };
 use crate::support::mock::Mock;
+use crate::support::sink::{config_toml_with, header, now_ms, parse, InProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elevate-sink");
 
 // -------------------------------------------------------------------------------------------
 // helpers
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A config TOML for a test; `extra` is appended (more sections, or keys of new sections).
-fn config_toml(bs: &str, n: &Names, base_url: &str, kafka_props: &str, extra: &str) -> String {
-    format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bs}"
-group_id = "{group}"
-topics = ["{topic}"]
-[kafka.properties]
-"fetch.wait.max.ms" = "50"
-{kafka_props}
-[elevate]
-base_url = "{base_url}"
-request_timeout = "5s"
-[dead_letter]
-topic = "{dlq}"
-[admin]
-listen = ""
-[log]
-level = "warn"
-{extra}
-"#,
-        group = n.group,
-        topic = n.topic,
-        dlq = n.dlq,
-    )
-}
-
-fn parse(toml: &str) -> Config {
-    Config::from_toml_with_env(toml, "", Vec::new()).expect("test config is valid")
-}
-
-/// A pipeline running in this process.
-struct InProcess {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<RunSummary>,
-}
-
-impl InProcess {
-    fn start(cfg: Config) -> Self {
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::new(cfg.admin.wedged_after));
-        let (stop, rx) = watch::channel(false);
-        let (m, h) = (metrics.clone(), health.clone());
-        let task = tokio::spawn(async move { pipeline::run(&cfg, m, h, rx).await.expect("pipeline runs") });
-        InProcess {
-            metrics,
-            health,
-            stop,
-            task,
-        }
-    }
-
-    /// The run's summary if it ended by itself within `timeout`; None if it is still running.
-    async fn ended_within(&mut self, timeout: Duration) -> Option<RunSummary> {
-        match tokio::time::timeout(timeout, &mut self.task).await {
-            Ok(r) => Some(r.expect("pipeline task")),
-            Err(_) => None,
-        }
-    }
-
-    async fn stop(self) -> RunSummary {
-        let _ = self.stop.send(true);
-        self.task.await.expect("pipeline task")
-    }
-
-    fn series(&self, needle: &str) -> f64 {
-        metrics::sum(&self.metrics.encode(), needle)
-    }
-}
-
 fn add_to_cart(ticket: &str) -> serde_json::Value {
     json!({"type": "add_to_cart", "market": "SE", "customerKey": "c-1", "sessionKey": "s-1",
            "lines": [{"productKey": "p", "source": "elevate", "ticket": ticket}]})
-}
-
-fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
 /// (low, high) watermarks of `topic`/`partition`.
@@ -214,7 +125,7 @@ async fn parked_record_of_an_hour_old_event_outlives_the_dead_letter_retention()
     )
     .await;
     let parked_after = now_ms();
-    let sink = InProcess::start(parse(&config_toml(
+    let sink = InProcess::start(parse(&config_toml_with(
         &bs,
         &n,
         &standin.base_url(),
@@ -239,10 +150,10 @@ async fn parked_record_of_an_hour_old_event_outlives_the_dead_letter_retention()
         "the parked record was deleted by the dead-letter topic's retention (watermarks {low}..{high})"
     );
     let m = &parked[0];
-    assert_eq!(header(m, "elevate-sink-reason"), Some("rejected"));
+    assert_eq!(header(m, "elevate-sink-reason").as_deref(), Some("rejected"));
     assert_eq!(
         header(m, "elevate-sink-source-timestamp"),
-        Some(source_ts.to_string().as_str()),
+        Some(source_ts.to_string()),
         "the source record's timestamp travels in a header"
     );
     let ts = m
@@ -284,7 +195,7 @@ async fn future_stamped_record_is_parked_not_retried_forever() {
         [Rec::json(&add_to_cart("future-ticket")).timestamp_ms(source_ts)],
     )
     .await;
-    let sink = InProcess::start(parse(&config_toml(
+    let sink = InProcess::start(parse(&config_toml_with(
         &bs,
         &n,
         &standin.base_url(),
@@ -303,7 +214,7 @@ async fn future_stamped_record_is_parked_not_retried_forever() {
     assert_eq!(parked.len(), 1);
     assert_eq!(
         header(&parked[0], "elevate-sink-source-timestamp"),
-        Some(source_ts.to_string().as_str())
+        Some(source_ts.to_string())
     );
     assert_eq!(failures, 0.0, "no dead-letter produce was refused");
 }
@@ -418,7 +329,7 @@ async fn corrupt_batch_stalls_run_and_stops_replay_before_anything_is_committed_
     assert!(last < 10, "batch b holds offsets 5..={last}");
 
     let standin = StandIn::start().await.unwrap();
-    let cfg = parse(&config_toml(
+    let cfg = parse(&config_toml_with(
         &bs,
         &n,
         &standin.base_url(),
@@ -553,7 +464,7 @@ async fn fenced_static_member_exits_with_code_3() {
     let props = format!("\"group.instance.id\" = \"{instance}\"\n\"session.timeout.ms\" = \"6000\"");
     let dir = tempfile::tempdir().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let toml = config_toml(&bs, &n, &standin.base_url(), &props, "").replace(
+    let toml = config_toml_with(&bs, &n, &standin.base_url(), &props, "").replace(
         "[admin]\nlisten = \"\"",
         &format!("[admin]\nlisten = \"{admin}\""),
     );
@@ -577,7 +488,7 @@ async fn fenced_static_member_exits_with_code_3() {
     .await;
 
     // The second member, in this process, with the same instance id.
-    let second = InProcess::start(parse(&config_toml(&bs, &n, &standin.base_url(), &props, "")));
+    let second = InProcess::start(parse(&config_toml_with(&bs, &n, &standin.base_url(), &props, "")));
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = first.0.try_wait().unwrap() {
@@ -624,7 +535,7 @@ async fn fatal_dead_letter_producer_ends_the_run_and_fails_readiness() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
     );
-    let mut sink = InProcess::start(parse(&config_toml(
+    let mut sink = InProcess::start(parse(&config_toml_with(
         &bs,
         &n,
         &standin.base_url(),
@@ -662,7 +573,7 @@ async fn readiness_fails_while_parking_keeps_failing() {
     let standin = StandIn::start().await.unwrap();
     standin.script("refused-ticket", [400]);
     produce(&bs, &n.topic, [Rec::json(&add_to_cart("refused-ticket"))]).await;
-    let toml = config_toml(
+    let toml = config_toml_with(
         &bs,
         &n,
         &standin.base_url(),
@@ -733,7 +644,7 @@ async fn failed_async_commits_are_counted_and_acknowledged_ones_are_not_resent()
     )
     .await;
     let standin = StandIn::start().await.unwrap();
-    let sink = InProcess::start(parse(&config_toml(
+    let sink = InProcess::start(parse(&config_toml_with(
         &bs,
         &n,
         &standin.base_url(),
@@ -800,7 +711,7 @@ async fn revoked_partitions_leave_the_consumer_lag_gauge() {
     )
     .await;
     let props = "\"statistics.interval.ms\" = \"200\"";
-    let toml = config_toml(
+    let toml = config_toml_with(
         &bs,
         &n,
         &standin.base_url(),

@@ -2,157 +2,23 @@
 //! at-least-once guarantee (issue 3). Each test owns its topics and group; tests that need a
 //! process boundary (SIGKILL, SIGTERM) run the built binary.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use serde_json::json;
-use tokio::sync::watch;
-use tracing::Instrument;
 
-use elevate_sink::admin::Health;
-use elevate_sink::config::Config;
-use elevate_sink::metrics::Metrics;
-use elevate_sink::pipeline::{self, RunSummary};
 use elevate_standin::{Faults, StandIn};
-use testkit::metrics;
 
 use crate::support::kafka::{
-    committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
+    committed_offsets, consume_all, produce, setup, wait_until, wait_until_async, Rec,
 };
-
-/// A config TOML for a test; `extra` is appended (more sections or keys of new sections).
-pub(crate) fn config_toml(bs: &str, n: &Names, base_url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bs}"
-group_id = "{group}"
-topics = ["{topic}"]
-[kafka.properties]
-"fetch.wait.max.ms" = "50"
-[elevate]
-base_url = "{base_url}"
-request_timeout = "5s"
-max_in_flight_requests = 32
-[dead_letter]
-topic = "{dlq}"
-[admin]
-listen = ""
-[log]
-level = "warn"
-{extra}
-"#,
-        group = n.group,
-        topic = n.topic,
-        dlq = n.dlq,
-    )
-}
-
-pub(crate) fn parse(toml: &str) -> Config {
-    Config::from_toml_with_env(toml, "", Vec::new()).expect("test config is valid")
-}
-
-/// A pipeline running in this process.
-pub(crate) struct InProcess {
-    /// Its series.
-    pub(crate) metrics: Arc<Metrics>,
-    /// Turn true to shut it down.
-    stop: watch::Sender<bool>,
-    /// The running pipeline.
-    task: tokio::task::JoinHandle<RunSummary>,
-}
-
-impl InProcess {
-    pub(crate) fn start(cfg: Config) -> Self {
-        crate::support::init_test_log();
-        static MEMBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let member = MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let span = tracing::error_span!("member", id = member);
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::new(Duration::from_secs(30)));
-        let (stop, rx) = watch::channel(false);
-        let m = metrics.clone();
-        let task = tokio::spawn(
-            async move { pipeline::run(&cfg, m, health, rx).await.expect("pipeline runs") }.instrument(span),
-        );
-        InProcess { metrics, stop, task }
-    }
-
-    pub(crate) async fn stop(self) -> RunSummary {
-        let _ = self.stop.send(true);
-        self.task.await.expect("pipeline task")
-    }
-
-    pub(crate) fn series(&self, needle: &str) -> f64 {
-        metrics::sum(&self.metrics.encode(), needle)
-    }
-}
-
-fn event(ticket_lines: &[(&str, Option<&str>)], ctx: Option<&str>) -> serde_json::Value {
-    let lines: Vec<_> = ticket_lines
-        .iter()
-        .map(|(source, ticket)| json!({"source": source, "ticket": ticket, "productKey": "p"}))
-        .collect();
-    let mut e = json!({
-        "type": "add_to_cart", "market": "SE", "customerKey": "cust-secret-1", "sessionKey": "sess-secret-1",
-        "lines": lines,
-    });
-    if let Some(c) = ctx {
-        e["userContext"] = json!(c);
-    }
-    e
-}
-
-pub(crate) fn simple(ticket: &str) -> Rec {
-    Rec::json(&event(&[("elevate", Some(ticket))], None))
-}
-
-pub(crate) fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for t in tickets {
-        *m.entry(t).or_default() += 1;
-    }
-    m
-}
-
-/// Committed offset vs high watermark per partition (`p: committed/high`), for failure messages.
-pub(crate) async fn committed_vs_end(bs: &str, n: &Names) -> String {
-    let high = high_watermarks(bs, &n.topic).await;
-    let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
-    high.iter()
-        .map(|(p, h)| format!("{p}: {:?}/{h}", committed.get(p).copied().flatten()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Waits until every partition's committed offset reaches its high watermark; the error names
-/// the partitions' committed offsets and ends.
-pub(crate) async fn wait_commit_reaches_end(bs: &str, n: &Names, within: Duration) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + within;
-    while !committed_reach_end(bs, n).await {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "the committed offsets never reached the end within {within:?} (committed/high: {})",
-                committed_vs_end(bs, n).await
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-pub(crate) async fn committed_reach_end(bs: &str, n: &Names) -> bool {
-    let high = high_watermarks(bs, &n.topic).await;
-    let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
-    high.iter()
-        .all(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
-}
+use crate::support::sink::{
+    committed_reach_end, config_toml, event, header, multiset, parse, simple, wait_commit_reaches_end,
+    InProcess, Proc, SIGKILL, SIGTERM,
+};
 
 /// 1. 10,000 mixed records: exactly the expected tickets, committed offsets reach the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,14 +154,6 @@ async fn retried_ticket_holds_back_the_commit_until_delivered() {
     sink.stop().await;
 }
 
-pub(crate) fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
 /// 3. A 400: parked with reason, status and source coordinates; committed only after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_request_is_dead_lettered_before_its_offset_is_committed() {
@@ -417,7 +275,7 @@ async fn undecodable_records_are_dead_lettered_with_named_reasons() {
         committed_reach_end(&bs, &n)
     })
     .await;
-    assert!(!sink.task.is_finished(), "the service keeps running");
+    assert!(!sink.is_finished(), "the service keeps running");
     sink.stop().await;
 }
 
@@ -482,56 +340,6 @@ commit_interval = "100ms"
     assert!(sink.series("elevate_sink_retries_total") > 0.0);
     sink.stop().await;
 }
-
-/// A sink process (the real binary) with its config file and captured stderr.
-pub(crate) struct Proc {
-    /// The child.
-    pub(crate) child: tokio::process::Child,
-    /// Keeps the config file and log alive.
-    _dir: tempfile::TempDir,
-    /// Where stderr goes.
-    log: PathBuf,
-}
-
-impl Proc {
-    pub(crate) fn spawn(toml: &str) -> Proc {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("config.toml");
-        std::fs::write(&cfg, toml).unwrap();
-        let log = dir.path().join("stderr.log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_elevate-sink"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn elevate-sink");
-        Proc {
-            child,
-            _dir: dir,
-            log,
-        }
-    }
-
-    pub(crate) fn signal(&self, sig: i32) {
-        let pid = self.child.id().expect("running") as i32;
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc_kill(pid, sig) }, 0);
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-pub(crate) const SIGKILL: i32 = 9;
-pub(crate) const SIGTERM: i32 = 15;
 
 /// 6. SIGKILL mid-stream, restart: every ticket arrives at least once; duplicates are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -15,6 +15,7 @@ use elevate_standin::StandIn;
 use crate::support::kafka::{
     client_config, committed_offsets, high_watermarks, produce, setup, unique, Names, Rec,
 };
+use crate::support::sink::now_ms;
 
 /// Longest a replay child may take in these tests.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(40);
@@ -60,13 +61,6 @@ fn event(ticket: &str, occurred_ms: Option<i64>) -> Value {
         e["occurredAt"] = json!(t);
     }
     e
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -9,82 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::json;
-use tokio::sync::watch;
 
-use elevate_sink::admin::Health;
-use elevate_sink::config::{Config, ElevateConfig, MappingConfig, RateConfig, RetryConfig};
+use elevate_sink::config::{ElevateConfig, MappingConfig, RateConfig, RetryConfig};
 use elevate_sink::limit::Limiter;
 use elevate_sink::metrics::Metrics;
-use elevate_sink::pipeline::{self, RunSummary};
 use elevate_sink::select::{map_record, Notification};
 use elevate_sink::send::{Outcome, Sender};
 use elevate_standin::{max_in_window, Faults, StandIn};
 
-use crate::support::kafka::{
-    committed_offsets, consume_all, high_watermarks, produce, setup, wait_until, wait_until_async, Names, Rec,
-};
+use crate::support::kafka::{consume_all, produce, setup, wait_until, wait_until_async};
+use crate::support::sink::{committed_reach_end, config_toml, header, parse, simple, InProcess};
 
 // -------------------------------------------------------------------------------------------
-// helpers (the pattern of tests/it/pipeline.rs)
-
-/// A config TOML for a test; `extra` is appended (more sections).
-fn config_toml(bs: &str, n: &Names, base_url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bs}"
-group_id = "{group}"
-topics = ["{topic}"]
-[kafka.properties]
-"fetch.wait.max.ms" = "50"
-[elevate]
-base_url = "{base_url}"
-request_timeout = "10s"
-max_in_flight_requests = 32
-[dead_letter]
-topic = "{dlq}"
-[admin]
-listen = ""
-[log]
-level = "warn"
-{extra}
-"#,
-        group = n.group,
-        topic = n.topic,
-        dlq = n.dlq,
-    )
-}
-
-fn parse(toml: &str) -> Config {
-    Config::from_toml_with_env(toml, "", Vec::new()).expect("test config is valid")
-}
-
-/// A pipeline running in this process.
-struct InProcess {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<RunSummary>,
-}
-
-impl InProcess {
-    fn start(cfg: Config) -> Self {
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::new(Duration::from_secs(30)));
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            pipeline::run(&cfg, metrics, health, rx)
-                .await
-                .expect("pipeline runs")
-        });
-        InProcess { stop, task }
-    }
-
-    async fn stop(self) -> RunSummary {
-        let _ = self.stop.send(true);
-        self.task.await.expect("pipeline task")
-    }
-}
+// helpers
 
 fn event(ticket: &str, market: &str) -> serde_json::Value {
     json!({
@@ -93,31 +31,12 @@ fn event(ticket: &str, market: &str) -> serde_json::Value {
     })
 }
 
-fn simple(ticket: &str) -> Rec {
-    Rec::json(&event(ticket, "SE"))
-}
-
 /// The notification the default mapping makes of a one-line event.
 fn notification(ticket: &str, market: &str) -> Notification {
     let value = serde_json::to_vec(&event(ticket, market)).unwrap();
     let mut mapped = map_record(&MappingConfig::default(), Some(&value)).expect("event maps");
     assert_eq!(mapped.notifications.len(), 1);
     mapped.notifications.remove(0)
-}
-
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-async fn committed_reach_end(bs: &str, n: &Names) -> bool {
-    let high = high_watermarks(bs, &n.topic).await;
-    let committed = committed_offsets(bs, &n.group, &n.topic, high.keys().copied()).await;
-    high.iter()
-        .all(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
 }
 
 /// A sender straight at the stand-in (no Kafka): for the retry budget and the market quotas.
@@ -346,7 +265,9 @@ async fn quota_holds_at_the_door_when_latency_drops() {
             &standin.base_url(),
             "[rate]\nrequests_per_second = 10\nburst = 5\n",
         )
-        .replace("max_in_flight_requests = 32", "max_in_flight_requests = 8"),
+        .replace("max_in_flight_requests = 32", "max_in_flight_requests = 8")
+        // The 3 s answers must not time out (a timeout would be retried: more requests).
+        .replace("request_timeout = \"5s\"", "request_timeout = \"10s\""),
     ));
     wait_until(Duration::from_secs(60), "two rounds of slow answers", || {
         standin.requests_total() >= 16

@@ -14,11 +14,11 @@ use elevate_sink::wire::frame;
 use elevate_standin::StandIn;
 
 use crate::ops::{free_port, gate_to, get, service_toml, Service};
-use crate::pipeline::{committed_reach_end, config_toml, header, InProcess};
 use crate::support::kafka::{
     bootstrap, consume_all, names, produce, setup, unique, wait_until, wait_until_async, Names, Rec,
 };
 use crate::support::registry::{self as reg, subject, SchemaType};
+use crate::support::sink::{committed_reach_end, config_toml, header, InProcess};
 use crate::wire::{
     avro_twin, example, payment_route, proto_twin, Shape, AVSC, EXAMPLES, ORDER_AVSC, ORDER_PROTO, PROTO,
 };

@@ -7,6 +7,7 @@
 pub mod kafka;
 pub mod mock;
 pub mod registry;
+pub mod sink;
 
 /// With `RUST_LOG` set, sends the logs of in-process pipelines to the test's output (once per
 /// test binary); without it, nothing is installed.
