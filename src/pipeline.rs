@@ -91,7 +91,9 @@ pub async fn run(
     // The quota share needs the partition count before the first record is taken: until then
     // the limiter has the whole fleet's quota (share 1), which a replica joining a running
     // fleet must never send at.
-    let total = partition_count(r.consumer.clone(), cfg.kafka.topics.clone()).await;
+    let total = partition_count(r.consumer.clone(), cfg.kafka.topics.clone())
+        .await
+        .unwrap_or(0);
     r.total_partitions.store(total, Ordering::Relaxed);
     tracing::info!(topics = ?cfg.kafka.topics, group = %cfg.kafka.group_id, partitions = total, "consuming");
     let (stop, unreadable) = consume(cfg, &r, &metrics, &health, &mut shutdown).await;
@@ -293,32 +295,38 @@ async fn refresh_partition_count(
     total: Arc<AtomicUsize>,
     wake: Arc<Notify>,
 ) {
-    let mut tick = interval(Duration::from_secs(60));
-    tick.tick().await; // the first tick is immediate: `run` has just read the count
     loop {
-        tick.tick().await;
-        let n = partition_count(consumer.clone(), topics.clone()).await;
-        if n > 0 {
+        // `run` has just read the count; read it again every minute, or soon while it is unknown.
+        let known = total.load(Ordering::Relaxed) > 0;
+        tokio::time::sleep(Duration::from_secs(if known { 60 } else { 5 })).await;
+        if let Some(n) = partition_count(consumer.clone(), topics.clone()).await {
             total.store(n, Ordering::Relaxed);
             wake.notify_one();
         }
     }
 }
 
-/// The partition count of `topics` from the broker's metadata (0 when it cannot be read; the
-/// share is then the whole quota, see [`share`]).
-async fn partition_count(consumer: Arc<StreamConsumer<SinkContext>>, topics: Vec<String>) -> usize {
+/// The partition count of `topics` from the broker's metadata; None when the metadata of any
+/// topic cannot be read (a partial sum would make the replicas' shares add up to more than the
+/// quota). Until a count is known the share is the whole quota (see [`share`]).
+async fn partition_count(consumer: Arc<StreamConsumer<SinkContext>>, topics: Vec<String>) -> Option<usize> {
     tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|topic| {
-                consumer
-                    .fetch_metadata(Some(topic), Duration::from_secs(10))
-                    .map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>())
-                    .unwrap_or(0)
-            })
-            .sum::<usize>()
+        let mut total = 0;
+        for topic in &topics {
+            // A topic that does not exist has no partitions to share; an unanswered read is unknown.
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10));
+            let n = md.ok().map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>());
+            match n {
+                Some(n) => total += n,
+                None => {
+                    tracing::warn!(topic, "cannot read the topic's partition count; the quota share keeps its last value");
+                    return None;
+                }
+            }
+        }
+        Some(total)
     })
     .await
-    .unwrap_or(0)
+    .ok()
+    .flatten()
 }
