@@ -10,7 +10,7 @@ use crate::instance::Instance;
 use crate::load::Produced;
 use crate::readback::{Parked, Tp};
 use crate::session::Session;
-use crate::{say, Plan, BURST, DLQ_SEGMENT_MS, RATE};
+use crate::{say, Plan, BURST, DLQ_SEGMENT_MS, DOOR_JITTER, RATE};
 
 /// What the run saw, for counting.
 pub struct Outcome {
@@ -189,7 +189,10 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
     let (missing_payments, payment_dups) = payment_gaps(&o.produced.orders, &o.payments);
     let orders = o.produced.orders.len();
     let behind: i64 = o.behind.values().sum();
-    let quota = RATE + BURST;
+    // Stamped at the stand-in (this process, on cores shared with the sinks and the broker): a
+    // request that left at t may be stamped up to DOOR_JITTER later while a later one is stamped
+    // at once, so the densest second may hold what left in 1 + DOOR_JITTER seconds.
+    let quota = BURST + (RATE as f64 * (1.0 + DOOR_JITTER)).floor() as usize;
     let retention_sound = o.dlq_read_after < o.plan.dlq_retention;
 
     let checks = [
@@ -261,12 +264,12 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         (
             "most requests at the stand-in in any 1 s",
             format!(
-                "{} (quota {RATE} + burst {BURST} = {quota}), at {:.0} s, in \"{}\"",
+                "{} (burst {BURST} + quota {RATE} × (1 s + {DOOR_JITTER} s stamping jitter) = {quota}), at {:.0} s, in \"{}\"",
                 o.peak_1s.0,
                 (o.peak_1s.1 / 1000).saturating_sub(o.started_ms) as f64 / 1000.0,
                 timeline.phase_at(o.peak_1s.1 / 1000)
             ),
-            verdict(o.peak_1s.0 <= quota, "ok (at most quota + burst)"),
+            verdict(o.peak_1s.0 <= quota, "ok (at most burst + quota × 1.1 s)"),
         ),
         (
             "duplicates (known tickets accepted twice+)",
