@@ -530,17 +530,22 @@ fn demo_exits_zero_and_reports_what_happened() {
     let took = started.elapsed();
     assert!(status.success(), "demo failed ({status:?}):\n{stdout}\n{stderr}");
     for needle in [
-        "consumed       20 records",
-        "sent           12 notifications",
-        "not_add_to_cart",
-        "dead-lettered  4",
+        "consumed       28 records: cart-events 22, orders 6",
+        "sent           18 notifications",
+        "route cart (add-to-cart) from cart-events\n  arrived (204)  12",
+        "route clicks (click) from cart-events\n  arrived (204)  2",
+        "route payments (payment) from orders, with the Api-Key (checked by the stand-in)\n  arrived (204)  4",
+        "dead-lettered  6",
         "missing_field: customerKey is missing",
         "wrong_type: lines[0] ticket",
-        "cart-events/0  committed",
+        "bad_value: lines[0] quantity at /quantity must be a positive integer",
+        "no_route 4",
+        "cart-events/0   committed",
+        "orders/1        committed",
     ] {
         assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");
     }
     assert!(!stdout.contains("NOT DONE"), "{stdout}");
-    assert_eq!(stdout.matches("all done").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("all done").count(), 5, "{stdout}");
     assert!(took < Duration::from_secs(30), "demo took {took:?}");
 }

@@ -87,7 +87,7 @@ impl InProcess {
         let member = MEMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let span = tracing::error_span!("member", id = member);
         let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::new(Duration::from_secs(30)));
+        let health = Arc::new(Health::new(cfg.admin.wedged_after));
         let (stop, rx) = watch::channel(false);
         let (m, h) = (metrics.clone(), health.clone());
         let task = tokio::spawn(
