@@ -282,26 +282,29 @@ pub(crate) fn decode_request_fields(
     Ok(())
 }
 
+/// The line items `mapping.lines` points at: the array's elements (none when it is absent or
+/// null), or the event itself when no lines pointer is configured (one line per event). Shared
+/// by cart lines and order lines.
+pub(crate) fn line_items<'v>(mapping: &MappingConfig, root: &'v Value) -> Result<Vec<&'v Value>, Invalid> {
+    if mapping.lines.is_empty() {
+        return Ok(vec![root]);
+    }
+    match root.pointer(&mapping.lines) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => Ok(a.iter().collect()),
+        Some(other) => Err(Invalid::new(
+            InvalidReason::WrongType,
+            format!(
+                "lines at {} is a {}, expected an array",
+                mapping.lines,
+                type_name(other)
+            ),
+        )),
+    }
+}
+
 fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, Invalid> {
-    let items: Vec<&Value> = if mapping.lines.is_empty() {
-        vec![root]
-    } else {
-        match root.pointer(&mapping.lines) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a.iter().collect(),
-            Some(other) => {
-                return Err(Invalid::new(
-                    InvalidReason::WrongType,
-                    format!(
-                        "lines at {} is a {}, expected an array",
-                        mapping.lines,
-                        type_name(other)
-                    ),
-                ))
-            }
-        }
-    };
-    items
+    line_items(mapping, root)?
         .into_iter()
         .enumerate()
         .map(|(i, line)| {

@@ -69,24 +69,7 @@ fn product(mapping: &MappingConfig, root: &Value) -> Result<Body, Invalid> {
 /// Every order line, each with a variant key, a positive integer quantity and finite,
 /// non-negative prices; an order without lines is invalid (a payment of nothing).
 fn order_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<PaymentLine>, Invalid> {
-    let items: Vec<&Value> = if mapping.lines.is_empty() {
-        vec![root]
-    } else {
-        match root.pointer(&mapping.lines) {
-            Some(Value::Array(a)) => a.iter().collect(),
-            None | Some(Value::Null) => Vec::new(),
-            Some(other) => {
-                return Err(Invalid::new(
-                    InvalidReason::WrongType,
-                    format!(
-                        "lines at {} is a {}, expected an array",
-                        mapping.lines,
-                        type_name(other)
-                    ),
-                ))
-            }
-        }
-    };
+    let items = crate::decode::line_items(mapping, root)?;
     if items.is_empty() {
         return Err(Invalid::new(
             InvalidReason::MissingField,
