@@ -24,6 +24,7 @@
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
 //! * `commit` — the one place positions go from the ledger to the broker.
 //! * `work` — one record's journey, shared by `run` and `replay`.
+//! * `ages` — the bounded histogram of event ages at send time (`work` records, `replay` reports).
 //! * `consumer` — the consumer context, commit glue, pause/resume and consume errors, shared by
 //!   `run` and `replay`; `backpressure` — their one take / pause / resume policy (pure);
 //!   [`shutdown`] — signals, the drain and `run`'s final commit.
@@ -39,6 +40,7 @@
 //! backpressure, limit's arithmetic) do no I/O and are unit- and property-tested.
 
 pub mod admin;
+mod ages;
 mod backpressure;
 pub mod check;
 mod classify;

@@ -315,11 +315,16 @@ async fn partition_count(consumer: Arc<StreamConsumer<SinkContext>>, topics: Vec
         for topic in &topics {
             // A topic that does not exist has no partitions to share; an unanswered read is unknown.
             let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10));
-            let n = md.ok().map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>());
+            let n = md
+                .ok()
+                .map(|md| md.topics().iter().map(|t| t.partitions().len()).sum::<usize>());
             match n {
                 Some(n) => total += n,
                 None => {
-                    tracing::warn!(topic, "cannot read the topic's partition count; the quota share keeps its last value");
+                    tracing::warn!(
+                        topic,
+                        "cannot read the topic's partition count; the quota share keeps its last value"
+                    );
                     return None;
                 }
             }

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::ages::Ages;
 use crate::config::{Config, Secret};
 use crate::deadletter::{DeadLetter, ParkCause, ParkReason};
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger, Track};
 use crate::metrics::{label, route_labels, Metrics};
-use crate::replay::Ages;
 use crate::route::{RouteInvalid, RouteTag, Routes};
 use crate::select::{Mapped, Notification, SkipReason};
 use crate::send::{Outcome, Sender};

@@ -9,7 +9,6 @@
 //! offset range are skipped as `outside_window`, but a record with an older timestamp that sits
 //! after the `--to` offset is not found); two replays must not share a checkpoint group at once.
 
-mod ages;
 mod dry;
 mod live;
 mod prepare;
@@ -40,7 +39,7 @@ use crate::send::Sender;
 use crate::util::lock;
 use crate::work::{SharedLedger, Tp};
 
-pub use ages::{AgeStats, Ages};
+pub use crate::ages::{AgeStats, Ages};
 pub use report::Summary;
 pub use window::{Bound, PartitionWindow};
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::ages::Ages;
 use super::window::PartitionWindow;
+use crate::ages::Ages;
 use crate::deadletter::ParkCause;
 use crate::metrics::{LabelValue, Metrics};
 use crate::select::SkipReason;

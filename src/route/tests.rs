@@ -157,6 +157,9 @@ fn every_kind_builds_its_contract_request() {
     );
 }
 
+/// One bad record per field of every kind, each parked naming that field. Long for its table of
+/// cases (a line or two per case, about 90 lines), not for its logic: the check is the loop at the
+/// end.
 #[test]
 fn bad_records_of_each_kind_name_the_field() {
     let cases = [
