@@ -20,7 +20,8 @@ use crate::support::kafka::{
 use crate::support::registry::{self as reg, subject, SchemaType};
 use crate::support::sink::{committed_reach_end, config_toml, header, InProcess};
 use crate::wire::{
-    avro_twin, example, payment_route, proto_twin, Shape, AVSC, EXAMPLES, ORDER_AVSC, ORDER_PROTO, PROTO,
+    avro_twin, cart_routes, example, payment_route, proto_twin, Shape, AVSC, EXAMPLES, ORDER_AVSC,
+    ORDER_PROTO, PROTO,
 };
 
 /// The value format of a test topic.
@@ -72,15 +73,15 @@ fn config(
     Config::from_toml_with_env(&config_toml(bs, n, base_url, &extra), "", env).expect("test config is valid")
 }
 
-/// Runs `records` of `shape` through a fresh pipeline until committed: cart events through the
-/// default route, order events through a payment route (`payments`) whose Api-Key the stand-in
+/// Runs `records` of `shape` through a fresh pipeline until committed: cart events through an
+/// add-to-cart and a click route, order events through a payment route (`payments`) whose Api-Key the stand-in
 /// requires. Returns what the stand-in accepted (arrival time left out, sorted) and the parked
 /// records' "reason: detail [route R]" (`-` when no route is named), sorted.
 async fn deliver(prefix: &str, shape: Shape, format: &str, records: Vec<Rec>) -> (Vec<String>, Vec<String>) {
     let (bs, n) = setup(prefix, 1).await;
     let secrets = tempfile::tempdir().unwrap();
     let (standin, routes, env) = match shape {
-        Shape::Cart => (StandIn::start().await.unwrap(), String::new(), Vec::new()),
+        Shape::Cart => (StandIn::start().await.unwrap(), cart_routes(&n.topic), Vec::new()),
         Shape::Order => {
             let key = unique("adm-key");
             let file = secrets.path().join("api-key");
@@ -145,7 +146,18 @@ async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals
         cart(Format::Protobuf, proto_id),
     )
     .await;
-    assert_eq!(json.0.len(), 6, "the examples send 6 notifications: {:?}", json.0);
+    assert_eq!(
+        json.0.len(),
+        7,
+        "the examples send 6 add-to-carts and a click: {:?}",
+        json.0
+    );
+    assert_eq!(
+        json.0.iter().filter(|a| a.contains("\"kind\":\"click\"")).count(),
+        1,
+        "click.json's click: {:?}",
+        json.0
+    );
     assert_eq!(json.1.len(), 1, "one example breaks the contract: {:?}", json.1);
     assert!(json.1[0].starts_with("missing_field: "), "{:?}", json.1);
     assert_eq!(
