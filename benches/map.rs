@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use elevate_sink::config::MappingConfig;
-use elevate_sink::request::{build, endpoint};
-use elevate_sink::select::map_record;
+use elevate_sink::map_record;
+use elevate_sink::{build, endpoint};
 use testkit::events;
 
 fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {

@@ -5,9 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use elevate_sink::ledger::{Claim, Ledger};
 use elevate_sink::offsetmap::{self, DoneMap, MAX_METADATA_BYTES};
-use elevate_sink::tracker::OffsetTracker;
+use elevate_sink::OffsetTracker;
+use elevate_sink::{Claim, Ledger};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -105,7 +105,7 @@ fn seeded(c: &mut Criterion) {
             t.seed(&seed).expect("fresh");
             let mut sum = 0i64;
             for o in 0..RECORDS {
-                if t.track(o, 1).expect("in order") == elevate_sink::tracker::Tracked::Fresh {
+                if t.track(o, 1).expect("in order") == elevate_sink::Tracked::Fresh {
                     t.complete(o).expect("pending");
                 }
                 sum += t.committable().unwrap_or(0);

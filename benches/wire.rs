@@ -10,8 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use elevate_sink::config::MappingConfig;
-use elevate_sink::decode::{decode, decode_value};
 use elevate_sink::wire::{frame, ParsedSchema, SchemaFormat};
+use elevate_sink::{decode, decode_value};
 use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage};
 use serde_json::Value;

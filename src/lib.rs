@@ -12,15 +12,15 @@
 //! ```
 //!
 //! * [`config`] — the one typed configuration tree (TOML + `ELEVATE_SINK__*` env overrides).
-//! * [`kafka`] — librdkafka client settings and the owned [`kafka::SourceRecord`].
-//! * [`decode`] — bytes → [`decode::CartEvent`] via JSON Pointers; bad input → a named reason.
+//! * `kafka` — librdkafka client settings and the owned [`SourceRecord`].
+//! * `decode` — bytes → [`CartEvent`] via JSON Pointers; bad input → a named reason.
 //! * [`wire`] — Avro / Protobuf in the Confluent wire format (schema registry) → the JSON decode reads.
-//! * [`select`] — cart event → 0..N [`select::Notification`]s, consent rules, skip reasons.
-//! * [`request`] — notification → the exact HTTP request of Elevate's contract.
-//! * [`limit`] — governor quotas, global and per market, shared across replicas by partitions.
-//! * [`send`] — the HTTP layers: limit → concurrency → retry (`classify`, `retry`) → timeout.
+//! * `select` (+ `route`) — an event → 0..N [`Notification`]s per route, consent rules, skip reasons.
+//! * `request` — notification → the exact HTTP request of Elevate's contract.
+//! * `limit` — governor quotas, global and per market, shared across replicas by partitions.
+//! * `send` — the HTTP layers: concurrency slot → rate tokens → retry (`classify`, `retry`) → timeout.
 //! * `deadletter` — parks records with reason headers; done only once acked.
-//! * [`tracker`], [`ledger`] — pure offset tracking and ownership generations.
+//! * `tracker`, `ledger` — pure offset tracking and ownership generations.
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
 //! * `commit` — the one place positions go from the ledger to the broker.
 //! * `work` — one record's journey, shared by `run` and `replay`.
@@ -31,41 +31,66 @@
 //! * [`pipeline`] — the `run` loop: group membership, backpressure, commits.
 //! * [`replay`] — backfills over a fixed window with manual assignment (`prepare`, then the `live`
 //!   or the `dry` pass, `report`).
-//! * [`check`], `demo` — the operator's other two commands (`demo` with the default `demo`
+//! * [`check`], [`demo`] — the operator's other two commands (`demo` with the default `demo`
 //!   feature, against the Elevate stand-in of `crates/standin`).
 //! * [`admin`], [`metrics`], [`logging`] — the operating surface.
 //! * `util` — the wall clock and the poison-tolerant lock, once for everyone.
 //!
 //! The pure parts (decode, select, request, classify, retry, tracker, ledger, offsetmap,
 //! backpressure, limit's arithmetic) do no I/O and are unit- and property-tested.
+//!
+//! # Surface
+//!
+//! The commands and the operating surface are public modules ([`config`], [`pipeline`],
+//! [`replay`], [`check`], [`admin`], ...), and so are the two codecs ([`offsetmap`], [`wire`]).
+//! The stages of the flow are private; what the tests, benchmarks, harness and fuzz targets
+//! exercise of them is re-exported at the root ([`map_record`], [`Sender`], [`Ledger`], ...).
 
+// The operator's surface: the commands, their configuration and the operating endpoints. Public
+// as whole modules: each is an API (the binary is a thin layer over them).
 pub mod admin;
-mod ages;
-mod backpressure;
 pub mod check;
-mod classify;
-mod commit;
 pub mod config;
-mod consumer;
-mod deadletter;
-pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod kafka;
-pub mod ledger;
-pub mod limit;
 pub mod logging;
 pub mod metrics;
-pub mod offsetmap;
 pub mod pipeline;
 pub mod replay;
-pub mod request;
-mod retry;
-pub mod route;
-pub mod select;
-pub mod send;
 pub mod shutdown;
-pub mod tracker;
-mod util;
+// Self-contained codecs with an API of their own: the commit metadata's done-offset map, and the
+// Confluent wire format with its registry client. Public as whole modules for the tests and the
+// benchmarks that exercise their codecs.
+pub mod offsetmap;
 pub mod wire;
+
+// The stages of a record's flow, private; what the tests, the benchmarks, the harness and the
+// fuzz targets exercise of them is re-exported below, by stage.
+mod ages;
+mod backpressure;
+mod classify;
+mod commit;
+mod consumer;
+mod deadletter;
+mod decode;
+mod kafka;
+mod ledger;
+mod limit;
+mod request;
+mod retry;
+mod route;
+mod select;
+mod send;
+mod tracker;
+mod util;
 mod work;
+
+pub use decode::{decode, decode_value, CartEvent, Invalid, InvalidReason, UserContext};
+pub use kafka::{consumer_config, SourceRecord};
+pub use ledger::{Claim, Ledger};
+pub use limit::Limiter;
+pub use request::{build, endpoint, HttpRequest};
+pub use route::Routes;
+pub use select::{map_record, select, Body, Mapped, Notification, SkipReason};
+pub use send::{Outcome, Sender};
+pub use tracker::{OffsetTracker, Tracked};

@@ -13,10 +13,6 @@ use crate::decode::UserContext;
 use crate::route::Kind;
 use crate::select::{Body, Notification};
 
-/// Path of the add-to-cart notification, relative to the base URL: no leading `/`, so joining
-/// keeps a path prefix of `elevate.base_url` (the stand-in's own copy is the same path, absolute).
-pub const ADD_TO_CART_PATH: &str = "api/storefront/v3/notifications/add-to-cart";
-
 /// A request ready to send (or to print in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HttpRequest {

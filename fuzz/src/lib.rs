@@ -18,8 +18,8 @@
 
 use arbitrary::{Result, Unstructured};
 use elevate_sink::config::MappingConfig;
-use elevate_sink::decode::{decode, decode_value, CartEvent, Invalid, InvalidReason, UserContext};
-use elevate_sink::select::{map_record, select, Mapped, SkipReason};
+use elevate_sink::{decode, decode_value, CartEvent, Invalid, InvalidReason, UserContext};
+use elevate_sink::{map_record, select, Mapped, SkipReason};
 use serde_json::{Map, Number, Value};
 
 /// customerKey value planted in generated events; must never show up in an `Invalid` detail.

@@ -29,9 +29,9 @@ use tokio::sync::watch;
 
 use elevate_sink::admin::Health;
 use elevate_sink::config::{Config, MappingConfig};
+use elevate_sink::map_record;
 use elevate_sink::metrics::Metrics;
 use elevate_sink::pipeline;
-use elevate_sink::select::map_record;
 use elevate_standin::StandIn;
 
 use crate::support::kafka::{

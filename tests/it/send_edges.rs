@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use elevate_sink::config::{ElevateConfig, MappingConfig, RateConfig, RetryConfig};
-use elevate_sink::limit::Limiter;
 use elevate_sink::metrics::Metrics;
-use elevate_sink::select::{map_record, Notification};
-use elevate_sink::send::{Outcome, Sender};
+use elevate_sink::Limiter;
+use elevate_sink::{map_record, Notification};
+use elevate_sink::{Outcome, Sender};
 use elevate_standin::{max_in_window, Faults, StandIn};
 
 use crate::support::kafka::{consume_all, produce, setup, wait_until, wait_until_async};

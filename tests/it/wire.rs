@@ -13,13 +13,13 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 
 use elevate_sink::config::{Config, MappingConfig, SecretSource};
-use elevate_sink::decode::{decode, decode_value};
-use elevate_sink::route::Routes;
-use elevate_sink::select::Body;
 use elevate_sink::wire::protobuf::ProtoSchema;
 use elevate_sink::wire::{
     frame, Credentials, Decoder, Registry, RegistryConfig, RegistryError, SchemaFormat, WireError,
 };
+use elevate_sink::Body;
+use elevate_sink::Routes;
+use elevate_sink::{decode, decode_value};
 
 use crate::support::registry::{self as reg, subject, SchemaType};
 

@@ -15,9 +15,9 @@ use testkit::events;
 use testkit::kafka::{partitions_of, unique};
 
 use elevate_sink::config::{Config, MappingConfig};
-use elevate_sink::kafka::{consumer_config, SourceRecord};
-use elevate_sink::request::{build, endpoint, HttpRequest};
-use elevate_sink::select::map_record;
+use elevate_sink::map_record;
+use elevate_sink::{build, endpoint, HttpRequest};
+use elevate_sink::{consumer_config, SourceRecord};
 
 use harness::round;
 

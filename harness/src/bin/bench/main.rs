@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use testkit::kafka::{create_topic, unique};
 
 use elevate_sink::config::Config;
-use elevate_sink::kafka::consumer_config;
+use elevate_sink::consumer_config;
 
 use harness::round;
 
