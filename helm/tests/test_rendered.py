@@ -241,6 +241,7 @@ def test_schema_and_key_list_match_the_service_defaults():
     assert defaults.pop("routes") == []
     service = {s: set(keys) for s, keys in defaults.items() if s != "mapping"}
     service["elevate"] |= set(reference_rows(ref, "[elevate]"))  # cluster_id, base_url, payment_api_key
+    service["registry"] |= set(reference_rows(ref, "[registry]"))  # url, username, password, token, ca_file
     routes = reference_rows(ref, "[[routes]]")
     service["routes"] = set(routes)
     assert service["routes"], "no [[routes]] table in --print-reference"
