@@ -289,7 +289,14 @@ impl Limiter {
 
     /// Admits one request to `market`: a slot from `slots` first, then the rate tokens, so the
     /// request can leave the moment it holds them (see the module doc for the market order).
-    pub async fn admit<'s>(&self, market: &str, slots: &'s Semaphore) -> Admitted<'s> {
+    /// None, with no token taken, once `still_ours()` turns false while it waits (its partition
+    /// was revoked): a revoked backlog queued ahead of the rest must not spend the quota.
+    pub async fn admit<'s>(
+        &self,
+        market: &str,
+        slots: &'s Semaphore,
+        still_ours: impl Fn() -> bool,
+    ) -> Option<Admitted<'s>> {
         let start = Instant::now();
         let mut for_slots = Duration::ZERO;
         let own = self.market_turns.get_key_value(market);
@@ -302,7 +309,7 @@ impl Limiter {
         loop {
             if let Some(m) = market {
                 // Holding nothing but the market's turn.
-                self.wait_for(|q| q.market_due(m)).await;
+                self.wait_for(&still_ours, |q| q.market_due(m)).await?;
             }
             let asked = Instant::now();
             let slot = slots
@@ -312,14 +319,14 @@ impl Limiter {
             for_slots += asked.elapsed();
             let door = {
                 let _turn = self.global_turn.lock().await;
-                self.wait_for(|q| q.at_the_door(market)).await
+                self.wait_for(&still_ours, |q| q.at_the_door(market)).await?
             };
             match door {
                 Door::Open => {
-                    return Admitted {
+                    return Some(Admitted {
                         slot,
                         waited: start.elapsed().saturating_sub(for_slots),
-                    }
+                    })
                 }
                 Door::MarketNotDue => {}
                 Door::Wasted => {
@@ -339,21 +346,26 @@ impl Limiter {
     /// taken when it returns); returns how long it waited.
     pub async fn acquire(&self, market: &str) -> Duration {
         let one = Semaphore::new(1);
-        let waited = self.admit(market, &one).await.waited;
-        waited
+        let admitted = self.admit(market, &one, || true).await;
+        admitted.map_or(Duration::ZERO, |a| a.waited)
     }
 
     /// Retries `try_now` (which may take tokens) until it gives `Ok`, sleeping as long as its
-    /// `Err` says in between; a share change wakes the sleeper early.
+    /// `Err` says in between; a share change wakes the sleeper early. None, without calling
+    /// `try_now` again, once `still_ours()` is false (checked before every try, outside the lock).
     async fn wait_for<T>(
         &self,
+        still_ours: &impl Fn() -> bool,
         mut try_now: impl FnMut(&mut Quotas<DefaultClock>) -> Result<T, Duration>,
-    ) -> T {
+    ) -> Option<T> {
         loop {
+            if !still_ours() {
+                return None;
+            }
             let reshaped = self.reshaped.notified();
             let tried = try_now(&mut lock(&self.quotas));
             match tried {
-                Ok(t) => return t,
+                Ok(t) => return Some(t),
                 Err(wait) => tokio::select! {
                     _ = tokio::time::sleep(wait.min(MAX_NAP)) => {}
                     _ = reshaped => {}
@@ -579,6 +591,26 @@ mod tests {
         assert_eq!(q.market_due("SE"), Err(2 * period - Duration::from_nanos(1)));
     }
 
+    /// A request whose record stopped being ours (its partition was revoked) leaves the queue
+    /// without a token, so the next one is admitted at once (before the fix it spent the token and
+    /// a rebalanced replica's revoked backlog held its quota for minutes).
+    #[tokio::test]
+    async fn a_revoked_request_takes_no_token() {
+        let cfg = RateConfig {
+            requests_per_second: 0.001, // one burst token, no refill within the test
+            burst: 1,
+            markets: BTreeMap::from([("SE".to_string(), 0.001)]),
+            ..RateConfig::default()
+        };
+        let (l, slots) = (Limiter::new(&cfg), Semaphore::new(4));
+        for market in ["SE", "DK"] {
+            assert!(l.admit(market, &slots, || false).await.is_none(), "{market}");
+        }
+        let live = tokio::time::timeout(Duration::from_secs(5), l.admit("SE", &slots, || true)).await;
+        assert!(matches!(live, Ok(Some(_))), "the burst token was still there");
+        assert_eq!(l.wasted_global_tokens(), 0);
+    }
+
     /// A market request that passed its market's line and waits for a slot while the share
     /// changes goes back to its line instead of spending a global token at the door.
     #[tokio::test]
@@ -595,7 +627,7 @@ mod tests {
         let waiter = {
             let (l, slots) = (l.clone(), slots.clone());
             tokio::spawn(async move {
-                let _ = l.admit("SE", &slots).await;
+                let _ = l.admit("SE", &slots, || true).await;
                 Instant::now()
             })
         };

@@ -6,6 +6,7 @@
 //! (consent) are absent from the URL; the visitor's IP is forwarded only for the consent levels
 //! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
+use reqwest::header::HeaderValue;
 use url::Url;
 
 use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
@@ -111,7 +112,51 @@ impl From<bool> for Forwarding {
 /// Builds the request for `n`, with the visitor headers `forward` allows (a `bool` means the
 /// default table or nothing).
 pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -> HttpRequest {
-    let forward = forward.into();
+    let (url, headers, body) = parts(endpoint, n, forward.into());
+    HttpRequest {
+        method: "POST",
+        url: url.into(),
+        headers,
+        body,
+        api_key: n.route.kind == Kind::Payment,
+    }
+}
+
+/// The request [`build`] describes, as the sender sends it: the parsed URL handed over as is
+/// (reqwest does not parse it again), the `Api-Key` added for payment when `api_key` is given.
+/// Send a [`reqwest::Request::try_clone`] of it per attempt (the body is bytes, so it clones).
+pub fn wire_request(
+    endpoint: &Url,
+    n: &Notification,
+    forward: Forwarding,
+    api_key: Option<&HeaderValue>,
+) -> reqwest::Request {
+    let (url, headers, body) = parts(endpoint, n, forward);
+    let mut req = reqwest::Request::new(reqwest::Method::POST, url);
+    let map = req.headers_mut();
+    for (name, value) in headers {
+        // `parts` only keeps header-safe values, which always convert.
+        if let Ok(v) = HeaderValue::try_from(value) {
+            map.append(name, v);
+        }
+    }
+    if n.route.kind == Kind::Payment {
+        if let Some(key) = api_key {
+            map.insert("api-key", key.clone());
+        }
+    }
+    if !body.is_empty() {
+        *req.body_mut() = Some(body.into());
+    }
+    req
+}
+
+/// The URL (query included), the headers and the body of `n`'s request.
+fn parts(
+    endpoint: &Url,
+    n: &Notification,
+    forward: Forwarding,
+) -> (Url, Vec<(&'static str, String)>, String) {
     let mut url = endpoint.clone();
     {
         let mut q = url.query_pairs_mut();
@@ -146,13 +191,7 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
             headers.push((name, value.clone()));
         }
     }
-    HttpRequest {
-        method: "POST",
-        url: url.into(),
-        headers,
-        body,
-        api_key: n.route.kind == Kind::Payment,
-    }
+    (url, headers, body)
 }
 
 /// The JSON body of each kind (empty for `end`).

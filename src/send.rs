@@ -23,7 +23,7 @@ use crate::config::{ElevateConfig, RetryConfig};
 use crate::deadletter::{ParkCause, ParkReason};
 use crate::limit::Limiter;
 use crate::metrics::{label, Metrics};
-use crate::request::{build, endpoint_for, HttpRequest};
+use crate::request::{build, endpoint_for, wire_request, HttpRequest};
 use crate::retry::{Backoff, Charge, Next};
 use crate::route::Kind;
 use crate::select::Notification;
@@ -150,29 +150,35 @@ impl Sender {
 
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
-        let req = self.request_for(n);
+        let req = wire_request(
+            self.endpoint(n.route.kind),
+            n,
+            self.forward_visitor,
+            self.api_key.as_ref(),
+        );
         let mut backoff = Backoff::new();
         loop {
             if !still_ours() {
                 return Outcome::Abandoned;
             }
             let (attempt, took) = {
-                let admitted = self.limiter.admit(&n.market, &self.slots).await;
+                // A record whose partition is revoked while it waits leaves the queue without
+                // a token: it is its new owner's to send.
+                let Some(admitted) = self.limiter.admit(&n.market, &self.slots, &still_ours).await else {
+                    return Outcome::Abandoned;
+                };
                 self.metrics
                     .limiter_wait_seconds
                     .inc_by(admitted.waited.as_secs_f64());
-                // The wait may have been long: a revoked partition's record is left to its new
-                // owner (the token is spent unused; sending less than the quota is allowed).
-                if !still_ours() {
-                    return Outcome::Abandoned;
-                }
                 self.metrics.in_flight_requests.inc();
                 let sent = Instant::now();
                 let mut a = self.attempt(&req).await;
                 let took = sent.elapsed();
                 self.metrics.in_flight_requests.dec();
                 drop(admitted);
-                a.excerpt = excerpt(&scrub(&a.excerpt, n));
+                if !a.excerpt.is_empty() {
+                    a.excerpt = excerpt(&scrub(&a.excerpt, n));
+                }
                 (a, took)
             };
             backoff.attempts += 1;
@@ -264,18 +270,13 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, req: &HttpRequest) -> Attempt {
-        let mut builder = self.client.post(&req.url).body(req.body.clone());
-        for (k, v) in &req.headers {
-            builder = builder.header(*k, v);
-        }
-        if req.api_key {
-            if let Some(key) = &self.api_key {
-                builder = builder.header("api-key", key.clone());
-            }
-        }
+    async fn attempt(&self, req: &reqwest::Request) -> Attempt {
+        // A body of bytes always clones; `None` would be a streaming body, which is never built.
+        let Some(req) = req.try_clone() else {
+            return transport(TransportError::Other);
+        };
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, builder.send()).await;
+        let result = tokio::time::timeout(self.timeout, self.client.execute(req)).await;
         self.metrics
             .request_duration
             .observe(start.elapsed().as_secs_f64());

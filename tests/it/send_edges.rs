@@ -311,12 +311,20 @@ async fn quota_holds_at_the_door_across_a_rebalance() {
     .await;
     b.stop().await;
     let at_leave = door_a.requests_total();
+    // Eight seconds at the full share, plus the rebalance. Before the fix A first spent a token
+    // on every queued record of the partitions it had lost (about 300, 58 s at 5/s): a revoked
+    // backlog held the quota hostage.
+    let left = std::time::Instant::now();
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         "replica A alone again for eight seconds",
         || door_a.requests_total() >= at_leave + 80,
     )
     .await;
+    println!(
+        "door, rebalance: A sent 80 more {:?} after B left",
+        left.elapsed()
+    );
     a.stop().await;
     let seen_a = assert_quota_at_the_door("replica A (share 1)", &door_a.arrivals_us(), burst, rate);
     // B owned half of the partitions whenever it sent anything.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Result;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use testkit::events;
+use testkit::events::{self, Shape};
 use testkit::kafka::{delivered, enqueue, producer_config};
 
 use harness::now_ms;
@@ -44,10 +44,10 @@ pub async fn send_one(
     Ok(enqueue(p, rec).await?)
 }
 
-/// Preloads `n` records as fast as the broker takes them.
-pub async fn preload(bs: &str, topic: &str, n: u64, seed: u64) -> Result<Produced> {
+/// Preloads `n` records of `shape` as fast as the broker takes them.
+pub async fn preload(bs: &str, topic: &str, shape: Shape, n: u64, seed: u64) -> Result<Produced> {
     let p: FutureProducer = producer_config(bs).create()?;
-    let mut gen = events::Events::new(seed);
+    let mut gen = events::Events::of(shape, seed);
     let mut out = Produced {
         ts: Vec::with_capacity(n as usize),
         ..Produced::default()

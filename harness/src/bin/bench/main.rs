@@ -13,10 +13,13 @@
 //!    service's own) reading the whole topic and discarding it;
 //! 2. the HTTP ceiling: our load generator (reqwest, N keep-alive connections, the sink's exact
 //!    request shape from `request::build`) against the stand-in;
-//! 3. `elevate-sink run` end to end, unthrottled, as a child process (and again on a topic a
-//!    quarter the size, for peak RSS);
+//! 3. `elevate-sink run` end to end, unthrottled, as a child process: CPU per notification and
+//!    peak RSS, on every workload shape (`typical`, `small`: many small records, `large`: few
+//!    records of many lines; `testkit::events::Shape`) at two topic sizes each;
 //! 4. `elevate-sink run` throttled at a set rate;
-//! 5. produce-to-204 latency while records are produced at a steady rate below capacity.
+//! 5. produce-to-204 latency while records are produced at a steady rate below capacity;
+//! 6. Elevate far away: the stand-in answers after 30 ms, the sink unthrottled with the default
+//!    `elevate.max_in_flight_requests` and four times it, against `in_flight / latency`.
 //!
 //! Results: `OUT/latest.md` (table) and `OUT/latest.json`. Environment overrides of the service
 //! config (`ELEVATE_SINK__…`) reach both the sink child and the consume ceiling's consumer, so a
@@ -29,17 +32,17 @@ mod procfs;
 mod report;
 mod sink;
 mod standin;
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
-use testkit::kafka::{create_topic, unique};
 
 use elevate_sink::config::Config;
 use elevate_sink::consumer_config;
@@ -47,12 +50,12 @@ use elevate_sink::consumer_config;
 use harness::round;
 
 use crate::ceilings::{consume_ceiling, http_ceiling, stream_ceiling};
-use crate::load::{preload, Produced};
-use crate::phases::{e2e, latency, throttled};
+use crate::phases::{latency, remote, throttled};
 use crate::procfs::{loadavg, machine, CpuMeter};
 use crate::report::{f, markdown};
 use crate::sink::{sink_toml, Env};
 use crate::standin::Standin;
+use crate::workloads::{preload_all, rss_met, run_all, Workload};
 
 /// Benchmark elevate-sink against the real broker and the stand-in; see the module docs.
 #[derive(Parser, Debug, Clone)]
@@ -94,6 +97,15 @@ struct Args {
     /// Extra TOML appended to the sink's config (tuning, e.g. `[pipeline]` keys).
     #[arg(long)]
     pub config_extra: Option<PathBuf>,
+    /// Answer latency of the stand-in in phase 6, milliseconds.
+    #[arg(long, default_value_t = 30)]
+    pub remote_latency_ms: u64,
+    /// Seconds phase 6 measures each in-flight setting (default 20, smoke 3).
+    #[arg(long)]
+    pub remote_secs: Option<f64>,
+    /// Profile every sink child with `perf record` into this directory (numbers then mean less).
+    #[arg(long)]
+    pub perf: Option<PathBuf>,
 }
 
 /// Phase lengths and sizes after applying the smoke defaults.
@@ -101,8 +113,8 @@ struct Args {
 struct Plan {
     /// Records in the main topic.
     pub records: u64,
-    /// Records in the small topic (RSS flatness).
-    pub small_records: u64,
+    /// Seconds phase 6 measures each in-flight setting.
+    pub remote_secs: f64,
     /// Seconds per HTTP load run.
     pub http_secs: f64,
     /// Throttled quota.
@@ -123,7 +135,7 @@ impl Plan {
         let records = a.records.unwrap_or(if s { 3_000 } else { 1_000_000 });
         Plan {
             records,
-            small_records: (records / 4).max(100),
+            remote_secs: a.remote_secs.unwrap_or(if s { 3.0 } else { 20.0 }),
             http_secs: a.http_secs.unwrap_or(if s { 1.0 } else { 8.0 }),
             throttle_rps: a.throttle_rps.unwrap_or(if s { 200.0 } else { 1000.0 }),
             throttle_secs: a.throttle_secs.unwrap_or(if s { 3.0 } else { 30.0 }),
@@ -212,30 +224,6 @@ fn report_header(repo: &Path, smoke: bool) -> serde_json::Map<String, Value> {
     report
 }
 
-/// The two preloaded topics (and their dead-letter topics): what was produced to each.
-async fn preload_topics(
-    bs: &str,
-    topic: &str,
-    small: &str,
-    args: &Args,
-    plan: &Plan,
-) -> Result<(Produced, Produced)> {
-    for t in [topic, small] {
-        create_topic(bs, t, args.partitions, &[]).await?;
-        create_topic(bs, &format!("{t}-dlq"), 1, &[]).await?;
-    }
-    say(format!("preloading {} records into {topic}", plan.records));
-    let t0 = Instant::now();
-    let produced = preload(bs, topic, plan.records, 1).await?;
-    say(format!(
-        "preloaded in {:.1} s ({} notifications expected)",
-        t0.elapsed().as_secs_f64(),
-        produced.notifications
-    ));
-    let produced_small = preload(bs, small, plan.small_records, 2).await?;
-    Ok((produced, produced_small))
-}
-
 /// The effective sink config (bench TOML + `ELEVATE_SINK__` env), as the sink will load it, and
 /// its description for the report.
 fn effective_config(env: &Env, topic: &str) -> Result<(Config, Value)> {
@@ -278,27 +266,96 @@ async fn http_ceilings(standin: &Standin, args: &Args, plan: &Plan) -> Result<(V
     Ok((runs, best))
 }
 
-/// The targets: end-to-end ratio to the lower ceiling, throttle error, peak RSS and its flatness.
-fn targets(cc: &Value, best_http: f64, e: &Value, es: &Value, t: &Value) -> (Value, Value) {
+/// The targets: the end-to-end ratio to the lower ceiling, the sink's CPU per notification
+/// against the load generator's per request, the throttle error, peak RSS (every workload, flat
+/// in topic size), and the remote phase against `in_flight / latency`.
+fn targets(cc: &Value, http: &Value, runs: &[Value], t: &Value, remote: &[Value]) -> (Value, Value) {
+    let best_http = f(&http["best_requests_per_s"]);
     let (lower, which) = if f(&cc["notifications_equiv_per_s"]) < best_http {
         (f(&cc["notifications_equiv_per_s"]), "consume")
     } else {
         (best_http, "HTTP")
     };
+    let e = &runs[0];
     let ratio = f(&e["notifications_per_s"]) / lower;
-    let (rss_big, rss_small) = (f(&e["peak_rss_mib"]), f(&es["peak_rss_mib"]));
-    let flat = (rss_big - rss_small).abs() <= 0.2 * rss_small.max(rss_big);
+    let cpu_ratio = f(&e["cpu_us_per_notification"]) / f(&http["best_cpu_us_per_request"]);
+    let rss: Vec<f64> = runs.iter().map(|r| f(&r["peak_rss_mib"])).collect();
+    let remote_min = remote
+        .iter()
+        .map(|r| f(&r["ratio"]))
+        .fold(f64::INFINITY, f64::min);
     let targets = json!({
         "e2e_ratio": {"value": round(ratio, 3), "target": ">= 0.8", "met": ratio >= 0.8},
+        "cpu_ratio": {"value": round(cpu_ratio, 2), "target": "<= 1.5", "met": cpu_ratio <= 1.5},
         "throttled_error": {"value": t["error_pct"], "target": "within ±1 %",
                             "met": f(&t["error_pct"]).abs() <= 1.0},
-        "peak_rss": {"value_mib": [rss_small, rss_big], "target": "< 64 MiB and flat (±20 %)",
-                     "met": rss_big < 64.0 && rss_small < 64.0 && flat},
+        "peak_rss": {"value_mib": rss, "target": "< 64 MiB on every workload, flat (±20 %) in topic size",
+                     "met": rss_met(runs, 64.0)},
+        "remote_ratio": {"value": round(remote_min, 3), "target": ">= 0.9", "met": remote_min >= 0.9},
     });
     (json!({"per_s": lower, "which": which}), targets)
 }
 
-/// One whole run: build, preload, the five phases, the report's figures.
+/// Phases 2 to 6 after the ceilings: the figures, by report key.
+async fn sink_phases(
+    env: &Env,
+    args: &Args,
+    plan: &Plan,
+    cfg: &Config,
+    workloads: &[Workload],
+) -> Result<Vec<(&'static str, Value)>> {
+    say("2. HTTP ceiling");
+    let standin = Standin::start(&env.bin_dir.join("elevate-standin"))?;
+    let (runs, best) = http_ceilings(&standin, args, plan).await?;
+    let best_cpu = runs
+        .iter()
+        .find(|r| f(&r["requests_per_s"]) == best)
+        .map_or(f64::NAN, |r| f(&r["cpu_us_per_request"]));
+    let http = json!({"runs": runs, "best_requests_per_s": best, "best_cpu_us_per_request": best_cpu});
+
+    say("3. end to end, unthrottled, every workload");
+    let e2e_runs = run_all(env, &standin, workloads, plan.phase_timeout).await?;
+
+    say(format!("4. throttled at {}/s", plan.throttle_rps));
+    let t = throttled(env, &standin, &workloads[0].topic, plan).await?;
+    say(format!("   {t}"));
+
+    say(format!("5. latency at {} records/s", plan.latency_rps));
+    let l = latency(env, &standin, args.partitions, plan).await?;
+    say(format!("   {l}"));
+
+    say(format!(
+        "6. Elevate answering after {} ms",
+        args.remote_latency_ms
+    ));
+    let default_in_flight = cfg.elevate.max_in_flight_requests;
+    let mut rem = Vec::new();
+    for in_flight in [default_in_flight, default_in_flight * 4] {
+        let r = remote(
+            env,
+            &standin,
+            &workloads[1].topic,
+            in_flight,
+            args.remote_latency_ms,
+            plan.remote_secs,
+        )
+        .await?;
+        say(format!("   {r}"));
+        rem.push(r);
+    }
+    drop(standin);
+    Ok(vec![
+        ("http_ceiling", http),
+        ("e2e", e2e_runs[0].clone()),
+        ("e2e_small", e2e_runs[1].clone()),
+        ("workloads", json!(e2e_runs)),
+        ("throttled", t),
+        ("latency", l),
+        ("remote", json!(rem)),
+    ])
+}
+
+/// One whole run: build, preload, the six phases, the report's figures.
 async fn run(args: Args) -> Result<Value> {
     let plan = Plan::from(&args);
     let repo = testkit::repo_root();
@@ -319,81 +376,50 @@ async fn run(args: Args) -> Result<Value> {
         scratch: scratch.clone(),
         extra,
         broker_pid: broker_pid(&repo),
+        perf_dir: args.perf.clone(),
     };
     let mut report = report_header(&repo, args.smoke);
     let mut mach = machine();
     say(format!("machine: {mach}; scratch {}", scratch.display()));
 
-    let (topic, small) = (unique("bench-main"), unique("bench-small"));
-    let (produced, produced_small) = preload_topics(&bs, &topic, &small, &args, &plan).await?;
-    report.insert(
-        "topic".into(),
-        json!({
-            "records": plan.records,
-            "partitions": args.partitions,
-            "notifications": produced.notifications,
-            "notifications_per_record": round(produced.notifications as f64 / plan.records as f64, 3),
-            "value_mib": round(produced.bytes as f64 / 1048576.0, 1),
-            "mean_value_bytes": round(produced.bytes as f64 / plan.records as f64, 0),
-            "small_records": plan.small_records,
-        }),
-    );
-    let (cfg, described) = effective_config(&env, &topic)?;
+    let workloads = preload_all(&bs, args.partitions, &plan).await?;
+    let (topic, produced) = (&workloads[0].topic, &workloads[0].produced);
+    let mut desc = workloads[0].describe();
+    desc["partitions"] = json!(args.partitions);
+    desc["small_records"] = json!(workloads[1].produced.ts.len());
+    report.insert("topic".into(), desc);
+    let (cfg, described) = effective_config(&env, topic)?;
     report.insert("config".into(), described);
 
     say("1. consume ceiling");
-    let n = plan.records;
+    let n = produced.ts.len() as u64;
     let (cfg1, t1) = (cfg.clone(), topic.clone());
     let mut cc = tokio::task::spawn_blocking(move || consume_ceiling(&cfg1, &t1, n)).await??;
-    let per_record = produced.notifications as f64 / plan.records as f64;
+    let per_record = produced.notifications as f64 / n as f64;
     cc["notifications_equiv_per_s"] = json!(round(f(&cc["records_per_s"]) * per_record, 0));
     say(format!("   {cc}"));
     say("1b. consume + map ceiling (StreamConsumer in a group, no HTTP; diagnostic)");
-    let sc = stream_ceiling(&cfg, &topic, plan.records).await?;
+    let sc = stream_ceiling(&cfg, topic, n).await?;
     say(format!("   {sc}"));
-
-    say("2. HTTP ceiling");
-    let standin = Standin::start(&bin_dir.join("elevate-standin"))?;
-    let (runs, best) = http_ceilings(&standin, &args, &plan).await?;
-
-    say("3. end to end, unthrottled");
-    let e = e2e(&env, &standin, "e2e", &topic, &produced, plan.phase_timeout).await?;
-    say(format!("   {e}"));
-    let es = e2e(
-        &env,
-        &standin,
-        "e2e-small",
-        &small,
-        &produced_small,
-        plan.phase_timeout,
-    )
-    .await?;
-    say(format!("   {es}"));
-
-    say(format!("4. throttled at {}/s", plan.throttle_rps));
-    let t = throttled(&env, &standin, &topic, &plan).await?;
-    say(format!("   {t}"));
-
-    say(format!("5. latency at {} records/s", plan.latency_rps));
-    let l = latency(&env, &standin, args.partitions, &plan).await?;
-    say(format!("   {l}"));
-
-    let (lower, targets) = targets(&cc, best, &e, &es, &t);
-    mach["loadavg_at_end"] = json!(loadavg());
-    report.insert("machine".into(), mach);
     report.insert("consume_ceiling".into(), cc);
     report.insert("consume_map_ceiling".into(), sc);
-    report.insert(
-        "http_ceiling".into(),
-        json!({"runs": runs, "best_requests_per_s": best}),
+
+    for (k, v) in sink_phases(&env, &args, &plan, &cfg, &workloads).await? {
+        report.insert(k.into(), v);
+    }
+    let runs = report["workloads"].as_array().cloned().unwrap_or_default();
+    let remote = report["remote"].as_array().cloned().unwrap_or_default();
+    let (lower, targets) = targets(
+        &report["consume_ceiling"],
+        &report["http_ceiling"],
+        &runs,
+        &report["throttled"],
+        &remote,
     );
+    mach["loadavg_at_end"] = json!(loadavg());
+    report.insert("machine".into(), mach);
     report.insert("lower_ceiling".into(), lower);
-    report.insert("e2e".into(), e);
-    report.insert("e2e_small".into(), es);
-    report.insert("throttled".into(), t);
-    report.insert("latency".into(), l);
     report.insert("targets".into(), targets);
-    drop(standin);
     say(format!(
         "configs, logs and sink metrics kept in {}",
         scratch.display()

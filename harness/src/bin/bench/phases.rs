@@ -101,7 +101,7 @@ pub async fn e2e(
     let toml = sink_toml(env, topic, &group, &standin.base, 1_000_000.0, 10_000, port);
     let cpu = CpuMeter::start(&[("broker", env.broker_pid), ("standin", Some(standin.pid()))]);
     let started = now_ms() as i64;
-    let mut sink = Sink::start(env, name, &toml, port)?;
+    let mut sink = Sink::start(env, name, &toml, port, &[])?;
     let cpu = CpuMeter {
         procs: {
             let mut p = cpu.procs;
@@ -135,6 +135,7 @@ pub async fn e2e(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let sink_cpu_s = cpu.secs("sink").unwrap_or(f64::NAN);
     let cpu = cpu.stop();
     let metrics_text = sink.metrics().await;
     std::fs::write(env.scratch.join(format!("{name}.metrics")), &metrics_text)?;
@@ -156,6 +157,8 @@ pub async fn e2e(
         "records_per_s_to_committed_end": round(records / to_commit, 0),
         "peak_rss_mib": round(peak, 1),
         "cores_used": cpu,
+        "sink_cpu_s": round(sink_cpu_s, 2),
+        "cpu_us_per_notification": round(sink_cpu_s * 1e6 / d.accepted.max(1) as f64, 1),
         "queueing_latency_ms": {"p50": pct(&d.latencies, 0.5), "p99": pct(&d.latencies, 0.99)},
         "sink_counters": {
             "commits": metrics::sum(&metrics_text, "elevate_sink_commits_total"),
@@ -173,7 +176,7 @@ pub async fn throttled(env: &Env, standin: &Standin, topic: &str, plan: &Plan) -
     let group = unique("bench-throttled");
     let port = free_port()?;
     let toml = sink_toml(env, topic, &group, &standin.base, plan.throttle_rps, 50, port);
-    let mut sink = Sink::start(env, "throttled", &toml, port)?;
+    let mut sink = Sink::start(env, "throttled", &toml, port, &[])?;
     // Wait for the first 204, then for 1 s of warm-up (the burst) plus the window, plus margin.
     let deadline = Instant::now() + Duration::from_secs(60);
     while standin.accepted_count().await? == 0 {
@@ -213,7 +216,7 @@ pub async fn latency(env: &Env, standin: &Standin, partitions: i32, plan: &Plan)
     let group = unique("bench-latency");
     let port = free_port()?;
     let toml = sink_toml(env, &topic, &group, &standin.base, 1_000_000.0, 10_000, port);
-    let mut sink = Sink::start(env, "latency", &toml, port)?;
+    let mut sink = Sink::start(env, "latency", &toml, port, &[])?;
     sink.wait_ready().await?;
     // The group is joined; give the first fetch a moment to be in place.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -237,6 +240,60 @@ pub async fn latency(env: &Env, standin: &Standin, partitions: i32, plan: &Plan)
         "p90_ms": pct(&d.latencies, 0.9),
         "p99_ms": pct(&d.latencies, 0.99),
         "max_ms": d.latencies.last().copied(),
+        "peak_rss_mib": round(peak, 1),
+    }))
+}
+
+/// Phase 6: Elevate far away — the stand-in answers every request after `latency_ms` — and the
+/// sink unthrottled on a preloaded topic with `in_flight` requests in flight: the rate over
+/// `secs` from 2 s after the first 204, against `in_flight / latency` (Little's law).
+pub async fn remote(
+    env: &Env,
+    standin: &Standin,
+    topic: &str,
+    in_flight: usize,
+    latency_ms: u64,
+    secs: f64,
+) -> Result<Value> {
+    standin.reset().await?;
+    standin.set_faults(&json!({"latency_ms": latency_ms})).await?;
+    let group = unique("bench-remote");
+    let port = free_port()?;
+    let toml = sink_toml(env, topic, &group, &standin.base, 1_000_000.0, 10_000, port);
+    let name = format!("remote-{in_flight}");
+    let vars = [(
+        "ELEVATE_SINK__ELEVATE__MAX_IN_FLIGHT_REQUESTS",
+        in_flight.to_string(),
+    )];
+    let mut sink = Sink::start(env, &name, &toml, port, &vars)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standin.accepted_count().await? == 0 {
+        sink.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("{name}: nothing accepted after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = CpuMeter::start(&[("sink", Some(sink.pid()))]);
+    let cpu_from = now_ms() as i64;
+    tokio::time::sleep(Duration::from_secs_f64(2.0 + secs + 0.5)).await;
+    sink.check_alive()?;
+    let sink_cpu_s = cpu.secs("sink").unwrap_or(f64::NAN);
+    let cpu_to = now_ms() as i64;
+    let peak = sink.stop()?;
+    let d = delivered(standin, &Produced::default()).await?;
+    let count_in = |from: i64, to: i64| d.times.iter().filter(|&&t| t >= from && t < to).count() as f64;
+    let from = d.first_ms + 2000;
+    let rate = count_in(from, from + (secs * 1000.0) as i64) / secs;
+    let little = in_flight as f64 / (latency_ms as f64 / 1000.0);
+    Ok(json!({
+        "latency_ms": latency_ms,
+        "max_in_flight_requests": in_flight,
+        "window_s": secs,
+        "notifications_per_s": round(rate, 1),
+        "in_flight_over_latency": round(little, 1),
+        "ratio": round(rate / little, 3),
+        "cpu_us_per_notification": round(sink_cpu_s * 1e6 / count_in(cpu_from, cpu_to).max(1.0), 1),
         "peak_rss_mib": round(peak, 1),
     }))
 }

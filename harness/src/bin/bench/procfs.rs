@@ -79,6 +79,12 @@ impl CpuMeter {
         }
     }
 
+    /// CPU seconds (user + system) `name` used since the start, if it is measured.
+    pub fn secs(&self, name: &str) -> Option<f64> {
+        let (_, pid, start) = self.procs.iter().find(|(n, _, _)| n == name)?;
+        cpu_secs(*pid).map(|c| c - start)
+    }
+
     /// Cores used by each process, and by the whole machine (all processes, ours and others').
     pub fn stop(&self) -> Value {
         let wall = self.start.elapsed().as_secs_f64().max(1e-3);

@@ -7,24 +7,10 @@ pub fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-pub fn markdown(r: &Value) -> String {
+/// The run, the machine and its load, the main topic.
+fn header(r: &Value) -> String {
     let m = &r["machine"];
-    let cc = &r["consume_ceiling"];
-    let hc = &r["http_ceiling"];
-    let e = &r["e2e"];
-    let es = &r["e2e_small"];
-    let t = &r["throttled"];
-    let l = &r["latency"];
-    let tg = &r["targets"];
-    let ok = |b: &Value| {
-        if b.as_bool() == Some(true) {
-            "met"
-        } else {
-            "**missed**"
-        }
-    };
-    let mut s = String::new();
-    s += &format!(
+    format!(
         "Run {} at commit `{}` ({} mode): {} CPUs ({}), {} GiB, load average at start {} / at end {}.\n\
          Topic: {} records in {} partitions, {} notifications expected, {:.0} MiB of values.\n\n",
         r["when"].as_str().unwrap_or(""),
@@ -39,7 +25,25 @@ pub fn markdown(r: &Value) -> String {
         r["topic"]["partitions"],
         r["topic"]["notifications"],
         f(&r["topic"]["value_mib"]),
-    );
+    )
+}
+
+pub fn markdown(r: &Value) -> String {
+    let m = &r["machine"];
+    let cc = &r["consume_ceiling"];
+    let hc = &r["http_ceiling"];
+    let e = &r["e2e"];
+    let t = &r["throttled"];
+    let l = &r["latency"];
+    let tg = &r["targets"];
+    let ok = |b: &Value| {
+        if b.as_bool() == Some(true) {
+            "met"
+        } else {
+            "**missed**"
+        }
+    };
+    let mut s = header(r);
     s += "| measure | result | target | status |\n|---|---|---|---|\n";
     s += &format!(
         "| 1. consume ceiling (bare BaseConsumer, service settings) | {:.0} records/s = {:.0} notifications/s equivalent | | |\n",
@@ -47,7 +51,7 @@ pub fn markdown(r: &Value) -> String {
         f(&cc["notifications_equiv_per_s"])
     );
     s += &format!(
-        "| 2. HTTP ceiling (stand-in, our load generator, best of {}) | {:.0} requests/s | | |\n",
+        "| 2. HTTP ceiling (stand-in, our load generator, best of {}) | {:.0} requests/s, load generator {:.1} µs CPU per request | | |\n",
         hc["runs"]
             .as_array()
             .map(|a| a
@@ -56,7 +60,8 @@ pub fn markdown(r: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", "))
             .unwrap_or_default(),
-        f(&hc["best_requests_per_s"])
+        f(&hc["best_requests_per_s"]),
+        f(&hc["best_cpu_us_per_request"])
     );
     s += &format!(
         "| 3. end to end, unthrottled ({} records) | {:.0} records/s, {:.0} notifications/s ({:.0} records/s to committed end) | | |\n",
@@ -73,6 +78,20 @@ pub fn markdown(r: &Value) -> String {
         ok(&tg["e2e_ratio"]["met"])
     );
     s += &format!(
+        "| 3. … sink CPU per notification ÷ load generator CPU per request | {:.1} µs ÷ {:.1} µs = {:.2} | ≤ 1.5 | {} |\n",
+        f(&e["cpu_us_per_notification"]),
+        f(&hc["best_cpu_us_per_request"]),
+        f(&tg["cpu_ratio"]["value"]),
+        ok(&tg["cpu_ratio"]["met"])
+    );
+    s += &format!(
+        "| 3. peak RSS (VmHWM), every workload below | {:.1} MiB at most | < 64 MiB, flat | {} |\n",
+        tg["peak_rss"]["value_mib"]
+            .as_array()
+            .map_or(f64::NAN, |a| a.iter().map(f).fold(0.0, f64::max)),
+        ok(&tg["peak_rss"]["met"])
+    );
+    s += &format!(
         "| 4. throttled at {:.0}/s over {:.0} s | {:.1}/s, error {:+.2} % ({:+.2} % incl. the first-second burst) | ±1 % | {} |\n",
         f(&t["set_rps"]),
         f(&t["window_s"]),
@@ -80,14 +99,6 @@ pub fn markdown(r: &Value) -> String {
         f(&t["error_pct"]),
         f(&t["error_pct_incl_burst"]),
         ok(&tg["throttled_error"]["met"])
-    );
-    s += &format!(
-        "| 5. peak RSS (VmHWM), {} / {} records | {:.1} / {:.1} MiB | < 64 MiB, flat | {} |\n",
-        es["records"],
-        e["records"],
-        f(&es["peak_rss_mib"]),
-        f(&e["peak_rss_mib"]),
-        ok(&tg["peak_rss"]["met"])
     );
     s += &format!(
         "| 5. produce-to-204 latency at {:.0} records/s (steady) | p50 {} ms, p99 {} ms (max {} ms) | | |\n",
@@ -100,6 +111,16 @@ pub fn markdown(r: &Value) -> String {
         "| 5. … on the preloaded topic (queueing, not latency) | p50 {} ms, p99 {} ms | | |\n",
         e["queueing_latency_ms"]["p50"], e["queueing_latency_ms"]["p99"]
     );
+    s += &remote_rows(r);
+    s += &workload_table(r);
+    s += &footer(r);
+    s
+}
+
+/// The cores each process used in the main unthrottled run, and the sink's tuning.
+fn footer(r: &Value) -> String {
+    let (m, e) = (&r["machine"], &r["e2e"]);
+    let mut s = String::new();
     s += &format!(
         "\nCores used during the unthrottled run (of {}): {}.\n",
         m["cpus"],
@@ -116,5 +137,47 @@ pub fn markdown(r: &Value) -> String {
         "Sink tuning: {}.\n",
         r["config"]["summary"].as_str().unwrap_or("")
     );
+    s
+}
+
+/// Phase 6's rows: one per in-flight setting.
+fn remote_rows(r: &Value) -> String {
+    let ok = r["targets"]["remote_ratio"]["met"].as_bool() == Some(true);
+    let mut s = String::new();
+    for x in r["remote"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| 6. Elevate answering after {} ms, {} requests in flight | {:.0} notifications/s = {:.2} × {:.0}/s (in flight ÷ latency), {:.1} µs CPU per notification | ≥ 0.9 | {} |\n",
+            x["latency_ms"],
+            x["max_in_flight_requests"],
+            f(&x["notifications_per_s"]),
+            f(&x["ratio"]),
+            f(&x["in_flight_over_latency"]),
+            f(&x["cpu_us_per_notification"]),
+            if ok { "met" } else { "**missed**" }
+        );
+    }
+    s
+}
+
+/// Phase 3 on every workload: shape, size, throughput, CPU and peak RSS.
+fn workload_table(r: &Value) -> String {
+    let mut s = String::from(
+        "\n| workload (phase 3) | records | bytes per record | notifications | notifications/s | sink CPU per notification | peak RSS |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for x in r["workloads"].as_array().into_iter().flatten() {
+        let w = &x["workload"];
+        s += &format!(
+            "| {} ({}) | {} | {:.0} | {} | {:.0} | {:.1} µs | {:.1} MiB |\n",
+            w["shape"].as_str().unwrap_or(""),
+            w["size"].as_str().unwrap_or(""),
+            w["records"],
+            f(&w["mean_value_bytes"]),
+            w["notifications"],
+            f(&x["notifications_per_s"]),
+            f(&x["cpu_us_per_notification"]),
+            f(&x["peak_rss_mib"])
+        );
+    }
     s
 }

@@ -21,6 +21,8 @@ pub struct Env {
     pub extra: String,
     /// The broker's pid, if known (CPU accounting).
     pub broker_pid: Option<u32>,
+    /// Where `perf record` writes a profile of each sink (`--perf`), if profiling.
+    pub perf_dir: Option<PathBuf>,
 }
 
 /// `elevate-sink run` as a child process.
@@ -33,6 +35,8 @@ pub struct Sink {
     pub admin_port: u16,
     /// Its log file.
     pub log: PathBuf,
+    /// `perf record` attached to it (`--perf`).
+    pub perf: Option<Child>,
 }
 
 /// The sink config of a phase (also what the consume ceiling's consumer is built from).
@@ -70,23 +74,36 @@ format = "json"
 }
 
 impl Sink {
-    pub fn start(env: &Env, name: &str, toml: &str, admin_port: u16) -> Result<Sink> {
+    /// Starts `elevate-sink run` with `toml` (and the `vars` on top of the bench's environment).
+    pub fn start(
+        env: &Env,
+        name: &str,
+        toml: &str,
+        admin_port: u16,
+        vars: &[(&str, String)],
+    ) -> Result<Sink> {
         let cfg_path = env.scratch.join(format!("{name}.toml"));
         std::fs::write(&cfg_path, toml)?;
         let log = env.scratch.join(format!("{name}.log"));
         let child = Command::new(env.bin_dir.join("elevate-sink"))
             .args(["run", "--config"])
             .arg(&cfg_path)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting elevate-sink")?;
         let rss = RssSampler::start(child.id());
+        let perf = match &env.perf_dir {
+            Some(dir) => Some(perf_record(dir, name, child.id())?),
+            None => None,
+        };
         Ok(Sink {
             child,
             rss,
             admin_port,
             log,
+            perf,
         })
     }
 
@@ -135,9 +152,11 @@ impl Sink {
 
     /// SIGTERM, wait (at most 30 s), and the peak RSS in MiB.
     pub fn stop(mut self) -> Result<f64> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        if let Some(mut perf) = self.perf.take() {
+            signal(perf.id(), "-INT");
+            let _ = perf.wait();
+        }
+        signal(self.pid(), "-TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
@@ -149,4 +168,25 @@ impl Sink {
         }
         Ok(self.rss.peak_mib())
     }
+}
+
+/// Sends `sig` (e.g. `-INT`) to `pid`.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// `perf record` of process `pid` into `dir/NAME.perf.data` (call graphs from DWARF unwind
+/// info, which release builds keep in `.eh_frame`); stopped with SIGINT by [`Sink::stop`].
+fn perf_record(dir: &std::path::Path, name: &str, pid: u32) -> Result<Child> {
+    std::fs::create_dir_all(dir)?;
+    let out = dir.join(format!("{name}.perf.data"));
+    Command::new("perf")
+        .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record (Debian: linux-perf)")
 }

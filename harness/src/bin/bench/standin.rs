@@ -62,6 +62,17 @@ impl Standin {
         Ok(())
     }
 
+    /// Sets the stand-in's faults (`POST /_standin/faults`; [`Standin::reset`] clears them).
+    pub async fn set_faults(&self, faults: &Value) -> Result<()> {
+        self.http
+            .post(format!("{}/_standin/faults", self.base))
+            .json(faults)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     pub async fn stats(&self) -> Result<Value> {
         Ok(self
             .http
