@@ -79,6 +79,31 @@ impl Backpressure {
     }
 }
 
+/// The in-flight bounds as completions see them: which completion is worth waking the loop for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// At most this many records in flight.
+    pub records: usize,
+    /// At most this many notifications in flight.
+    pub parts: u64,
+}
+
+impl Bounds {
+    /// Whether a completion that left `records` records and `parts` notifications in flight (one
+    /// notification fewer than before, and one record fewer when `record_done`) can change what
+    /// [`Backpressure`] decides or ends a drain: it crossed below a bound, reached half of one
+    /// (the resume point) or left nothing in flight. Every other completion leaves the decision
+    /// as it was, so the loop is not woken for it (one wake per completion cost a thread hand-off
+    /// per notification). Crossings are exact because each completion takes one notification
+    /// and at most one record; a revocation, which drops many at once, wakes the loop itself.
+    pub fn worth_waking(&self, records: usize, parts: u64, record_done: bool) -> bool {
+        let record_edge =
+            record_done && (records == 0 || records + 1 == self.records || records == self.records / 2);
+        let part_edge = parts == 0 || parts + 1 == self.parts || parts == self.parts / 2;
+        record_edge || part_edge
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +158,46 @@ mod tests {
             "a new full spell"
         );
         assert_eq!(bp.observe(10, 0, t + Duration::from_secs(11)), Action::Pause);
+    }
+
+    #[test]
+    fn a_completion_that_changes_a_decision_is_worth_waking_for() {
+        fn full(b: Bounds, r: usize, p: u64) -> bool {
+            r >= b.records || p >= b.parts
+        }
+        fn resumable(b: Bounds, r: usize, p: u64) -> bool {
+            r <= b.records / 2 && p <= b.parts / 2
+        }
+        // Every state around small bounds, exhaustively (a sampled search missed edges).
+        for (max_r, max_p) in (1usize..12).flat_map(|r| (1u64..16).map(move |p| (r, p))) {
+            let b = Bounds {
+                records: max_r,
+                parts: max_p,
+            };
+            for (r, p, done) in (1usize..26).flat_map(|r| {
+                // every record has at least one notification in flight
+                (r as u64..40).flat_map(move |p| [(r, p, true), (r, p, false)])
+            }) {
+                let (r2, p2) = (if done { r - 1 } else { r }, p - 1);
+                let changes = full(b, r, p) != full(b, r2, p2)
+                    || resumable(b, r, p) != resumable(b, r2, p2)
+                    || (r2 == 0 && done)
+                    || p2 == 0;
+                assert!(
+                    !changes || b.worth_waking(r2, p2, done),
+                    "{b:?}: ({r}, {p}) -> ({r2}, {p2})"
+                );
+            }
+        }
+        // And most completions are not: far from every bound, nothing changes.
+        let b = Bounds {
+            records: 1000,
+            parts: 4000,
+        };
+        assert!(!b.worth_waking(800, 3000, true));
+        assert!(!b.worth_waking(800, 3000, false));
+        assert!(b.worth_waking(999, 3000, true));
+        assert!(b.worth_waking(800, 3999, false));
     }
 
     #[test]

@@ -326,6 +326,63 @@ pub fn route_labels(route: &crate::route::RouteTag, reason: Option<&str>) -> Lab
     l
 }
 
+/// The hot path's counters resolved once: `records_consumed` per topic and `route_delivered` per
+/// route (names are unique, and a route has one kind), looked up by a borrowed key (a `Family` lookup costs a label allocation, a hash of it
+/// and a lock on every record). A topic or route not known at start falls back to the family.
+#[derive(Default)]
+pub struct HotCounters {
+    /// `records_consumed_total{topic}`, by topic.
+    consumed: std::collections::HashMap<String, Counter>,
+    /// `route_delivered_total{route,kind}`, by route name.
+    delivered: std::collections::HashMap<std::sync::Arc<str>, Counter>,
+}
+
+impl HotCounters {
+    /// The series of `topics` and `routes`, created now in `m`.
+    pub fn new<'a>(
+        m: &Metrics,
+        topics: impl IntoIterator<Item = &'a str>,
+        routes: impl IntoIterator<Item = &'a crate::route::RouteTag>,
+    ) -> Self {
+        HotCounters {
+            consumed: topics
+                .into_iter()
+                .map(|t| {
+                    (
+                        t.to_string(),
+                        m.records_consumed.get_or_create(&label("topic", t)).clone(),
+                    )
+                })
+                .collect(),
+            delivered: routes
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        m.route_delivered.get_or_create(&route_labels(r, None)).clone(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// One more record consumed from `topic`.
+    pub fn consumed(&self, m: &Metrics, topic: &str) {
+        match self.consumed.get(topic) {
+            Some(c) => c.inc(),
+            None => m.records_consumed.get_or_create(&label("topic", topic)).inc(),
+        };
+    }
+
+    /// One more notification of `route` delivered.
+    pub fn delivered(&self, m: &Metrics, route: &crate::route::RouteTag) {
+        match self.delivered.get(&route.name) {
+            Some(c) => c.inc(),
+            None => m.route_delivered.get_or_create(&route_labels(route, None)).inc(),
+        };
+    }
+}
+
 /// Shorthand for a one-label set.
 pub fn label(k: &'static str, v: impl Into<String>) -> Labels {
     vec![(k, v.into())]

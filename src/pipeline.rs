@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tokio::sync::{watch, Notify};
@@ -192,7 +193,7 @@ async fn consume(
     );
     // Set once records could not be read: the run stalls (see `stall_on_unreadable`).
     let mut unreadable: Option<String> = None;
-    let stop = loop {
+    let stop = 'turns: loop {
         health.touch();
         // Stalled or paused, the loop still polls (max.poll.interval.ms), taking nothing.
         let take = backpressure.take() || unreadable.is_some();
@@ -206,22 +207,24 @@ async fn consume(
                 }
             }
             _ = r.wake.notified() => {}
-            m = r.consumer.recv(), if take => match m {
-                Ok(m) if unreadable.is_some() => drop(m), // never tracked, never committed
-                Ok(m) => {
-                    let src = SourceRecord::from_message(&m);
-                    drop(m);
-                    r.work.take(src);
+            m = r.consumer.recv(), if take => {
+                if let Some(stop) = on_message(m, r, metrics, health, &mut unreadable) {
+                    break stop;
                 }
-                Err(e) => match on_consume_error(&e, metrics) {
-                    Some(Stop::Unreadable(why)) if unreadable.is_none() => {
-                        stall_on_unreadable(&r.consumer, health, metrics);
-                        unreadable = Some(why);
+                // What librdkafka already holds is taken in the same turn, up to a batch and
+                // while the in-flight bounds allow: one turn of the loop per batch, not per record.
+                for _ in 1..BATCH {
+                    if unreadable.is_some() || bounds_full(cfg, r) {
+                        break;
                     }
-                    Some(Stop::Unreadable(_)) | None => {}
-                    Some(stop) => break stop,
-                },
-            },
+                    let Some(m) = r.consumer.recv().now_or_never() else {
+                        break;
+                    };
+                    if let Some(stop) = on_message(m, r, metrics, health, &mut unreadable) {
+                        break 'turns stop;
+                    }
+                }
+            }
         }
         let (records, parts) = after_turn(cfg, r, metrics, health);
         if unreadable.is_some() {
@@ -234,6 +237,45 @@ async fn consume(
         }
     };
     (stop, unreadable)
+}
+
+/// Records taken per turn of the loop at most (see [`consume`]).
+const BATCH: usize = 64;
+
+/// One result of `recv`: a record goes to the work (or is dropped unread once the run stalls);
+/// an error is counted, may stall the run (`unreadable`) or stop it.
+fn on_message(
+    m: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+    r: &Running,
+    metrics: &Metrics,
+    health: &Health,
+    unreadable: &mut Option<String>,
+) -> Option<Stop> {
+    match m {
+        Ok(m) if unreadable.is_some() => drop(m), // never tracked, never committed
+        Ok(m) => {
+            let src = SourceRecord::from_message(&m);
+            drop(m);
+            r.work.take(src);
+        }
+        Err(e) => match on_consume_error(&e, metrics) {
+            Some(Stop::Unreadable(why)) if unreadable.is_none() => {
+                stall_on_unreadable(&r.consumer, health, metrics);
+                *unreadable = Some(why);
+            }
+            Some(Stop::Unreadable(_)) | None => {}
+            Some(stop) => return Some(stop),
+        },
+    }
+    None
+}
+
+/// Whether the in-flight bounds (`pipeline.max_in_flight_records`,
+/// `pipeline.max_pending_notifications`) are reached.
+fn bounds_full(cfg: &Config, r: &Running) -> bool {
+    let l = lock(&r.ledger);
+    l.records_in_flight() >= cfg.pipeline.max_in_flight_records
+        || l.parts_in_flight() >= cfg.pipeline.max_pending_notifications as u64
 }
 
 /// After each turn of the loop: readiness and in-flight gauges, the quota share. Returns the

@@ -204,6 +204,11 @@ impl Routes {
         })
     }
 
+    /// Every route's name and kind.
+    pub fn tags(&self) -> impl Iterator<Item = &RouteTag> {
+        self.routes.iter().map(|r| &r.tag)
+    }
+
     /// The routes `topic` feeds.
     pub fn for_topic<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
         self.routes

@@ -12,11 +12,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::ages::Ages;
+use crate::backpressure::Bounds;
 use crate::config::{Config, Secret};
 use crate::deadletter::{DeadLetter, ParkCause, ParkReason};
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger, Track};
-use crate::metrics::{label, route_labels, Metrics};
+use crate::metrics::{label, route_labels, HotCounters, Metrics};
 use crate::route::{RouteInvalid, RouteTag, Routes};
 use crate::select::{Mapped, Notification, SkipReason};
 use crate::send::{Outcome, Sender};
@@ -68,6 +69,10 @@ pub struct Work {
     pub ages: Option<Mutex<Ages>>,
     /// Topics whose values are Avro or Protobuf, and their decoders (`work/framed.rs`).
     pub sources: Arc<Sources>,
+    /// The per-record and per-notification counters, resolved once.
+    pub hot: HotCounters,
+    /// The loop's in-flight bounds (`[pipeline]`; replay's own), for when to wake it.
+    pub bounds: Bounds,
 }
 
 /// Maps one record as `run` and `replay` both do: decode + select + map for every route its
@@ -121,6 +126,15 @@ impl Work {
         let producer: rdkafka::producer::FutureProducer = producer_config(cfg, secrets).create()?;
         let routes = Routes::from_config(cfg)?;
         Ok(Work {
+            bounds: Bounds {
+                records: cfg.pipeline.max_in_flight_records,
+                parts: cfg.pipeline.max_pending_notifications as u64,
+            },
+            hot: HotCounters::new(
+                &metrics,
+                cfg.kafka.topics.iter().map(String::as_str),
+                routes.tags(),
+            ),
             route_quotas: crate::route::quota::RouteQuotas::new(&routes),
             routes,
             sender,
@@ -141,10 +155,7 @@ impl Work {
     /// Takes one record. Returns false (and does nothing) if its partition is not owned.
     pub fn take(self: &Arc<Self>, src: SourceRecord) -> bool {
         let key: Tp = (src.topic.clone(), src.partition);
-        self.metrics
-            .records_consumed
-            .get_or_create(&label("topic", &src.topic))
-            .inc();
+        self.hot.consumed(&self.metrics, &src.topic);
         if self.sources.decoder(&src.topic).is_some() {
             return self.take_framed(src);
         }
@@ -202,15 +213,17 @@ impl Work {
         if parts == 0 {
             return true;
         }
+        // One claim for all of the record's notifications: no key copy per notification.
+        let claim = Arc::new(Claim {
+            key,
+            generation,
+            offset: src.offset,
+        });
         let src = Arc::new(src);
         for n in mapped.notifications {
             let this = self.clone();
             let src = src.clone();
-            let claim = Claim {
-                key: key.clone(),
-                generation,
-                offset: src.offset,
-            };
+            let claim = claim.clone();
             tokio::spawn(async move {
                 if this.deliver(&n, &src, &claim).await {
                     this.finish(&claim);
@@ -241,10 +254,7 @@ impl Work {
         let outcome = self.sender.send(n, || lock(&self.ledger).is_current(k, g)).await;
         match outcome {
             Outcome::Delivered { .. } => {
-                self.metrics
-                    .route_delivered
-                    .get_or_create(&route_labels(&n.route, None))
-                    .inc();
+                self.hot.delivered(&self.metrics, &n.route);
                 if let (Some(ages), Some(t)) = (&self.ages, n.event_time_ms.or(src.timestamp_ms)) {
                     lock(ages).record(now_ms() - t);
                 }
@@ -265,17 +275,19 @@ impl Work {
             .inc();
     }
 
+    /// Completes the claim; wakes the loop only when that can change its backpressure decision
+    /// or ends a drain ([`Bounds::worth_waking`]); the loop turns at least every 250 ms anyway.
     fn finish(&self, claim: &Claim<Tp>) {
         let mut ledger = lock(&self.ledger);
+        let before = ledger.records_in_flight();
         ledger.complete(claim);
-        self.metrics
-            .in_flight_records
-            .set(ledger.records_in_flight() as i64);
-        self.metrics
-            .in_flight_notifications
-            .set(ledger.parts_in_flight() as i64);
+        let (records, parts) = (ledger.records_in_flight(), ledger.parts_in_flight());
         drop(ledger);
-        self.wake.notify_one();
+        self.metrics.in_flight_records.set(records as i64);
+        self.metrics.in_flight_notifications.set(parts as i64);
+        if self.bounds.worth_waking(records, parts, records < before) {
+            self.wake.notify_one();
+        }
     }
 }
 

@@ -51,7 +51,9 @@ pub(super) async fn run(
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (cfg, plan) = (r.cfg, r.plan);
+    let (records, parts) = in_flight_bounds(cfg, &plan.rate);
     let work = Arc::new(Work {
+        bounds: crate::backpressure::Bounds { records, parts },
         max_age: plan.max_age,
         ages: Some(Mutex::new(Ages::new())),
         ..Work::from_config(
