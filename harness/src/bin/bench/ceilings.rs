@@ -15,11 +15,11 @@ use testkit::events;
 use testkit::kafka::{partitions_of, unique};
 
 use elevate_sink::config::{Config, MappingConfig};
-use elevate_sink::map_record;
-use elevate_sink::{build, endpoint, HttpRequest};
-use elevate_sink::{consumer_config, SourceRecord};
+use elevate_sink::{consumer_config, endpoint, map_record, wire_request, SourceRecord};
 
 use harness::round;
+
+use crate::procfs::cpu_secs;
 
 /// Phase 1: a bare consumer with the service's settings reads the whole topic and discards it.
 pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value> {
@@ -100,16 +100,21 @@ pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<
     }))
 }
 
-/// Phase 2: N keep-alive connections post the sink's exact requests as fast as answered.
+/// Phase 2: N keep-alive connections post the sink's exact requests as fast as answered, made
+/// as the sink makes them (`send::wire_request`, cloned per request).
 pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> {
     let mapping = MappingConfig::default();
     let ep = endpoint(&base.parse()?);
     let mut gen = events::Events::new(99);
-    let mut reqs: Vec<HttpRequest> = Vec::new();
+    let mut reqs: Vec<reqwest::Request> = Vec::new();
     for id in 0..4000 {
         let g = gen.event(1_000_000_000 + id, "2026-11-20T10:15:30.123Z");
         if let Ok(m) = map_record(&mapping, Some(&g.value)) {
-            reqs.extend(m.notifications.iter().map(|n| build(&ep, n, true)));
+            reqs.extend(
+                m.notifications
+                    .iter()
+                    .map(|n| wire_request(&ep, n, true.into(), None)),
+            );
         }
     }
     let reqs = Arc::new(reqs);
@@ -133,13 +138,11 @@ pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> 
         tasks.push(tokio::spawn(async move {
             let mut i = c * 997;
             while !stop.load(Ordering::Relaxed) {
-                let r = &reqs[i % reqs.len()];
+                let Some(r) = reqs[i % reqs.len()].try_clone() else {
+                    break;
+                };
                 i += 1;
-                let mut b = http.post(&r.url).body(r.body.clone());
-                for (k, v) in &r.headers {
-                    b = b.header(*k, v);
-                }
-                match b.send().await {
+                match http.execute(r).await {
                     Ok(resp) if resp.status().as_u16() == 204 => ok.fetch_add(1, Ordering::Relaxed),
                     _ => bad.fetch_add(1, Ordering::Relaxed),
                 };
@@ -147,16 +150,19 @@ pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> 
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (ok0, bad0, t0) = (
+    let me = std::process::id();
+    let (ok0, bad0, t0, cpu0) = (
         ok.load(Ordering::Relaxed),
         bad.load(Ordering::Relaxed),
         Instant::now(),
+        cpu_secs(me).unwrap_or(0.0),
     );
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    let (ok1, bad1, t1) = (
+    let (ok1, bad1, t1, cpu1) = (
         ok.load(Ordering::Relaxed),
         bad.load(Ordering::Relaxed),
         Instant::now(),
+        cpu_secs(me).unwrap_or(0.0),
     );
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -168,5 +174,7 @@ pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> 
         "seconds": round(s, 2),
         "requests_per_s": round((ok1 - ok0) as f64 / s, 0),
         "non_204": bad1 - bad0,
+        // The load generator is this process, doing nothing else while it measures.
+        "cpu_us_per_request": round((cpu1 - cpu0) * 1e6 / ((ok1 - ok0).max(1)) as f64, 1),
     }))
 }

@@ -334,7 +334,7 @@ async fn sink_phases(
         let r = remote(
             env,
             &standin,
-            &workloads[1].topic,
+            &workloads[0].topic,
             in_flight,
             args.remote_latency_ms,
             plan.remote_secs,

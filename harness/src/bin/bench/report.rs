@@ -29,7 +29,6 @@ fn header(r: &Value) -> String {
 }
 
 pub fn markdown(r: &Value) -> String {
-    let m = &r["machine"];
     let cc = &r["consume_ceiling"];
     let hc = &r["http_ceiling"];
     let e = &r["e2e"];
