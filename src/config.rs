@@ -286,7 +286,7 @@ pub struct ElevateConfig {
     /// Timeout for one whole attempt (connect, send, answer).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Most requests in flight at once (bounded concurrency).
+    /// Most requests in flight at once (bounded concurrency); sizing in docs/performance.md.
     pub max_in_flight_requests: usize,
     /// Forward the visitor's User-Agent and X-Forwarded-For where the event carries them (the IP
     /// only for the levels in `forward_ip_for`).

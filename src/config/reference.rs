@@ -220,7 +220,7 @@ pub const SECTIONS: &[Section] = &[
                 name: "max_in_flight_requests",
                 ty: Ty::Integer,
                 default: Some("32"),
-                doc: "Most requests in flight at once (bounded concurrency).",
+                doc: "Most requests in flight at once (bounded concurrency). Throughput is at most this ÷ Elevate's answer time; size it as this replica's quota share × p99 answer time × 2, at least the default (docs/performance.md).",
             },
             Key {
                 name: "forward_visitor_headers",
