@@ -61,7 +61,11 @@ impl Backpressure {
     /// After a turn with `records` records and `parts` notifications in flight, at `now`: what to
     /// do with the partitions.
     pub fn observe(&mut self, records: usize, parts: u64, now: Instant) -> Action {
-        let full = records >= self.max_records || parts >= self.max_parts;
+        let full = Bounds {
+            records: self.max_records,
+            parts: self.max_parts,
+        }
+        .full(records, parts);
         if full {
             let since = *self.full_since.get_or_insert(now);
             if !self.paused && now.saturating_duration_since(since) >= self.pause_after {
@@ -89,6 +93,11 @@ pub struct Bounds {
 }
 
 impl Bounds {
+    /// Whether `records` records and `parts` notifications in flight reach a bound.
+    pub fn full(&self, records: usize, parts: u64) -> bool {
+        records >= self.records || parts >= self.parts
+    }
+
     /// Whether a completion that left `records` records and `parts` notifications in flight (one
     /// notification fewer than before, and one record fewer when `record_done`) can change what
     /// [`Backpressure`] decides or ends a drain: it crossed below a bound, reached half of one

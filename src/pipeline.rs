@@ -214,7 +214,7 @@ async fn consume(
                 // What librdkafka already holds is taken in the same turn, up to a batch and
                 // while the in-flight bounds allow: one turn of the loop per batch, not per record.
                 for _ in 1..BATCH {
-                    if unreadable.is_some() || bounds_full(cfg, r) {
+                    if unreadable.is_some() || bounds_full(r) {
                         break;
                     }
                     let Some(m) = r.consumer.recv().now_or_never() else {
@@ -271,11 +271,10 @@ fn on_message(
 }
 
 /// Whether the in-flight bounds (`pipeline.max_in_flight_records`,
-/// `pipeline.max_pending_notifications`) are reached.
-fn bounds_full(cfg: &Config, r: &Running) -> bool {
+/// `pipeline.max_pending_notifications`, held by the work) are reached.
+fn bounds_full(r: &Running) -> bool {
     let l = lock(&r.ledger);
-    l.records_in_flight() >= cfg.pipeline.max_in_flight_records
-        || l.parts_in_flight() >= cfg.pipeline.max_pending_notifications as u64
+    r.work.bounds.full(l.records_in_flight(), l.parts_in_flight())
 }
 
 /// After each turn of the loop: readiness and in-flight gauges, the quota share. Returns the

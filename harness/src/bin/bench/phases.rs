@@ -56,6 +56,13 @@ pub struct Delivered {
     pub latencies: Vec<i64>,
 }
 
+impl Delivered {
+    /// Accepts in `[from, to)` (epoch ms).
+    pub fn count_in(&self, from: i64, to: i64) -> f64 {
+        self.times.iter().filter(|&&t| t >= from && t < to).count() as f64
+    }
+}
+
 pub async fn delivered(standin: &Standin, produced: &Produced) -> Result<Delivered> {
     let mut d = Delivered {
         first_ms: i64::MAX,
@@ -173,6 +180,19 @@ pub async fn e2e(
     }))
 }
 
+/// Waits (at most 60 s) for the stand-in's first 204 while `sink` stays alive.
+async fn first_204(standin: &Standin, sink: &mut Sink, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standin.accepted_count().await? == 0 {
+        sink.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("{name}: nothing accepted after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Phase 4: the sink throttled at `rps`; observed rate over a window of `secs`.
 pub async fn throttled(env: &Env, standin: &Standin, topic: &str, plan: &Plan) -> Result<Value> {
     standin.reset().await?;
@@ -181,23 +201,15 @@ pub async fn throttled(env: &Env, standin: &Standin, topic: &str, plan: &Plan) -
     let toml = sink_toml(env, topic, &group, &standin.base, plan.throttle_rps, 50, port);
     let mut sink = Sink::start(env, "throttled", &toml, port, &[])?;
     // Wait for the first 204, then for 1 s of warm-up (the burst) plus the window, plus margin.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while standin.accepted_count().await? == 0 {
-        sink.check_alive()?;
-        if Instant::now() > deadline {
-            bail!("throttled: nothing accepted after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_204(standin, &mut sink, "throttled").await?;
     tokio::time::sleep(Duration::from_secs_f64(1.0 + plan.throttle_secs + 0.5)).await;
     sink.check_alive()?;
     let peak = sink.stop()?;
     let d = delivered(standin, &Produced::default()).await?;
-    let count_in = |from: i64, to: i64| d.times.iter().filter(|&&t| t >= from && t < to).count() as f64;
     let w = (plan.throttle_secs * 1000.0) as i64;
     let steady_from = d.first_ms + 1000;
-    let steady = count_in(steady_from, steady_from + w) / plan.throttle_secs;
-    let from_first = count_in(d.first_ms, d.first_ms + w) / plan.throttle_secs;
+    let steady = d.count_in(steady_from, steady_from + w) / plan.throttle_secs;
+    let from_first = d.count_in(d.first_ms, d.first_ms + w) / plan.throttle_secs;
     Ok(json!({
         "set_rps": plan.throttle_rps,
         "burst": 50,
@@ -270,14 +282,7 @@ pub async fn remote(
         in_flight.to_string(),
     )];
     let mut sink = Sink::start(env, &name, &toml, port, &vars)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while standin.accepted_count().await? == 0 {
-        sink.check_alive()?;
-        if Instant::now() > deadline {
-            bail!("{name}: nothing accepted after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_204(standin, &mut sink, &name).await?;
     let cpu = CpuMeter::start(&[("sink", Some(sink.pid()))]);
     let cpu_from = now_ms() as i64;
     tokio::time::sleep(Duration::from_secs_f64(2.0 + secs + 0.5)).await;
@@ -286,14 +291,13 @@ pub async fn remote(
     let cpu_to = now_ms() as i64;
     let peak = sink.stop()?;
     let d = delivered(standin, &Produced::default()).await?;
-    let count_in = |from: i64, to: i64| d.times.iter().filter(|&&t| t >= from && t < to).count() as f64;
     // The window: `secs` from 2 s after the first 204 (0.2 s on a smoke topic, which a fast
     // setting drains in about a second), cut at the last 204 if the topic ran out first.
     let warm_ms = if secs < 10.0 { 200 } else { 2000 };
     let from = d.first_ms + warm_ms;
     let to = (from + (secs * 1000.0) as i64).min(d.last_ms + 1);
     let window_s = ((to - from) as f64 / 1000.0).max(0.001);
-    let rate = count_in(from, to) / window_s;
+    let rate = d.count_in(from, to) / window_s;
     let little = in_flight as f64 / (latency_ms as f64 / 1000.0);
     Ok(json!({
         "latency_ms": latency_ms,
@@ -302,7 +306,7 @@ pub async fn remote(
         "notifications_per_s": round(rate, 1),
         "in_flight_over_latency": round(little, 1),
         "ratio": round(rate / little, 3),
-        "cpu_us_per_notification": round(sink_cpu_s * 1e6 / count_in(cpu_from, cpu_to).max(1.0), 1),
+        "cpu_us_per_notification": round(sink_cpu_s * 1e6 / d.count_in(cpu_from, cpu_to).max(1.0), 1),
         "peak_rss_mib": round(peak, 1),
     }))
 }
