@@ -149,13 +149,13 @@ impl Sender {
     }
 
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
+    ///
+    /// Memory: thousands of these wait for a slot at once (`pipeline.max_pending_notifications`),
+    /// so the waiting state is kept small. The request is built once the first attempt is
+    /// admitted (then cloned per attempt), and the attempt's future (reqwest's, about 1 KiB) is
+    /// boxed only while it runs (docs/performance.md, "Memory").
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
-        let req = wire_request(
-            self.endpoint(n.route.kind),
-            n,
-            self.forward_visitor,
-            self.api_key.as_ref(),
-        );
+        let mut req: Option<Box<reqwest::Request>> = None;
         let mut backoff = Backoff::new();
         loop {
             if !still_ours() {
@@ -171,8 +171,16 @@ impl Sender {
                     .limiter_wait_seconds
                     .inc_by(admitted.waited.as_secs_f64());
                 self.metrics.in_flight_requests.inc();
+                let req = req.get_or_insert_with(|| {
+                    Box::new(wire_request(
+                        self.endpoint(n.route.kind),
+                        n,
+                        self.forward_visitor,
+                        self.api_key.as_ref(),
+                    ))
+                });
                 let sent = Instant::now();
-                let mut a = self.attempt(&req).await;
+                let mut a = Box::pin(self.attempt(req)).await;
                 let took = sent.elapsed();
                 self.metrics.in_flight_requests.dec();
                 drop(admitted);
@@ -276,13 +284,14 @@ impl Sender {
             return transport(TransportError::Other);
         };
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.client.execute(req)).await;
+        // The client's own `timeout` (`elevate.request_timeout`) bounds the attempt, answer
+        // included: one timer per request, not a second one around it.
+        let result = self.client.execute(req).await;
         self.metrics
             .request_duration
             .observe(start.elapsed().as_secs_f64());
         let resp = match result {
-            Err(_) => return transport(TransportError::Timeout),
-            Ok(Err(e)) => {
+            Err(e) => {
                 let kind = if e.is_timeout() {
                     TransportError::Timeout
                 } else if e.is_connect() || e.is_request() {
@@ -292,7 +301,7 @@ impl Sender {
                 };
                 return transport(kind);
             }
-            Ok(Ok(r)) => r,
+            Ok(r) => r,
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -469,6 +478,30 @@ mod tests {
             event_time_ms: None,
             trace: Vec::new(),
         }
+    }
+
+    /// Thousands of notifications wait for a slot at once; each waits as a `send` future. Built
+    /// with the request and reqwest's attempt future inline it was 1,280 bytes; the request is
+    /// now built once admitted and the attempt boxed while it runs.
+    #[tokio::test]
+    async fn a_waiting_send_is_small() {
+        let c = crate::config::Config::from_toml_with_env(
+            "[kafka]\ntopics = [\"a\"]\n[elevate]\nbase_url = \"http://h\"\n",
+            " (test)",
+            std::iter::empty::<(String, String)>(),
+        )
+        .unwrap();
+        let sender = Sender::new(
+            &c.elevate,
+            &c.retry,
+            Arc::new(Limiter::new(&c.rate)),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let n = keyed("4", "s-1");
+        let waiting = sender.send(&n, || true);
+        let size = std::mem::size_of_val(&waiting);
+        assert!(size <= 640, "a waiting send is {size} bytes");
     }
 
     #[test]

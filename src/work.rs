@@ -261,7 +261,9 @@ impl Work {
             }
             Outcome::Park(why) => {
                 self.count_parked(&n.route, &why);
-                self.dead_letter.park(src, &why).await
+                // Boxed: a waiting notification's task stays the size of its wait, not of a
+                // produce (see `Sender::send`).
+                Box::pin(self.dead_letter.park(src, &why)).await
             }
             Outcome::Abandoned => return false,
         }

@@ -240,6 +240,47 @@ async fn a_transient_failure_longer_than_max_elapsed_is_parked() {
     }
 }
 
+/// An answer slower than `elevate.request_timeout` ends the attempt at the timeout as a
+/// transient `timeout` (the client's own timer is the only one around an attempt): two attempts
+/// of 200 ms against answers of 2 s are parked as `retries_exhausted` well before one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_slower_than_the_request_timeout_is_a_transient_timeout() {
+    let standin = StandIn::start().await.unwrap();
+    standin.set_faults(Faults {
+        latency_ms: 2000,
+        ..Faults::default()
+    });
+    let elevate = ElevateConfig {
+        base_url: Some(standin.base_url()),
+        request_timeout: Duration::from_millis(200),
+        ..ElevateConfig::default()
+    };
+    let retry = RetryConfig {
+        max_attempts: 2,
+        ..fast_retry()
+    };
+    let rate = RateConfig {
+        requests_per_second: 1000.0,
+        ..RateConfig::default()
+    };
+    let limiter = Arc::new(Limiter::new(&rate));
+    let s = Sender::new(&elevate, &retry, limiter, Arc::new(Metrics::new())).expect("sender");
+    let started = Instant::now();
+    match s.send(&notification("slow", "SE"), || true).await {
+        Outcome::Park(why) => {
+            assert_eq!(why.reason.as_str(), "retries_exhausted", "{why:?}");
+            assert_eq!((why.status, why.attempts), (None, 2), "{why:?}");
+            assert!(why.detail.ends_with("last answer timeout"), "{why:?}");
+        }
+        other => panic!("expected a park, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the attempts were not cut at the timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 // -------------------------------------------------------------------------------------------
 // item 7: the quota at Elevate's door
 
