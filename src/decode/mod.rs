@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::config::MappingConfig;
 
+pub(crate) mod pointer;
+
 /// Why a record is not a usable cart event. It goes to the dead-letter topic with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
@@ -289,7 +291,7 @@ pub(crate) fn line_items<'v>(mapping: &MappingConfig, root: &'v Value) -> Result
     if mapping.lines.is_empty() {
         return Ok(vec![root]);
     }
-    match root.pointer(&mapping.lines) {
+    match pointer::at(root, &mapping.lines) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => Ok(a.iter().collect()),
         Some(other) => Err(Invalid::new(
@@ -317,7 +319,7 @@ fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, 
             let from_elevate = if mapping.line_source.is_empty() {
                 true
             } else {
-                match line.pointer(&mapping.line_source) {
+                match pointer::at(line, &mapping.line_source) {
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => *b,
                     Some(Value::String(s)) => mapping.elevate_sources.iter().any(|e| e == s),
@@ -349,7 +351,7 @@ pub(crate) fn opt_string(root: &Value, pointer: &str, field: &str) -> Result<Opt
     if pointer.is_empty() {
         return Ok(None);
     }
-    match root.pointer(pointer) {
+    match pointer::at(root, pointer) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -367,7 +369,7 @@ fn event_time(root: &Value, pointer: &str) -> Result<Option<i64>, Invalid> {
     if pointer.is_empty() {
         return Ok(None);
     }
-    match root.pointer(pointer) {
+    match pointer::at(root, pointer) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
             Invalid::new(

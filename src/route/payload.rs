@@ -144,7 +144,7 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<Payment
 
 /// A required JSON number.
 fn number(line: &Value, pointer: &str, field: &str) -> Result<serde_json::Number, Invalid> {
-    match line.pointer(pointer) {
+    match crate::decode::pointer::at(line, pointer) {
         Some(Value::Number(n)) => Ok(n.clone()),
         None | Some(Value::Null) => Err(Invalid::new(
             InvalidReason::MissingField,
