@@ -43,10 +43,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = worker_threads(&cli.command) {
+        rt.worker_threads(workers);
+    }
+    let rt = rt.enable_all().build().expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run { config } => run(config).await,
@@ -68,6 +69,19 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `pipeline.worker_threads` of `run` and `replay`, read before the runtime exists. A config
+/// that does not load gives `None` (a default runtime), and the command then reports why.
+fn worker_threads(command: &Command) -> Option<usize> {
+    let path = match command {
+        Command::Run { config } => config.as_deref(),
+        Command::Replay(args) => args.config.as_deref(),
+        _ => return None,
+    };
+    Config::load(path, std::env::vars())
+        .ok()
+        .map(|c| c.pipeline.worker_threads)
 }
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -27,7 +27,7 @@ CONFIG_KEYS = {
     "retry": {"initial_backoff", "max_backoff", "max_attempts", "max_elapsed", "max_retry_after"},
     "dead_letter": {"topic", "properties"},
     "pipeline": {"max_in_flight_records", "max_pending_notifications", "commit_interval",
-                 "commit_metadata_max_bytes"},
+                 "commit_metadata_max_bytes", "worker_threads"},
     "shutdown": {"drain_deadline", "grace_period"},
     "admin": {"listen", "wedged_after"},
     "log": {"format", "level"},
@@ -35,7 +35,7 @@ CONFIG_KEYS = {
 INTEGER_KEYS = {
     ("elevate", "max_in_flight_requests"), ("rate", "burst"), ("retry", "max_attempts"),
     ("pipeline", "max_in_flight_records"), ("pipeline", "max_pending_notifications"),
-    ("pipeline", "commit_metadata_max_bytes"),
+    ("pipeline", "commit_metadata_max_bytes"), ("pipeline", "worker_threads"),
 }
 
 

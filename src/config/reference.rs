@@ -534,6 +534,12 @@ pub const SECTIONS: &[Section] = &[
                 default: Some("4096"),
                 doc: "Largest commit metadata (the done-offset map) in bytes, at least 128; at most the broker's `offset.metadata.max.bytes`. A map that does not fit is cut to a prefix and counted.",
             },
+            Key {
+                name: "worker_threads",
+                ty: Ty::Integer,
+                default: Some("1"),
+                doc: "Runtime worker threads of `run` and `replay`, 1 to 64 (librdkafka's own threads come on top). One carries about 30,000 notifications/s on this project's benchmark machine, far above any Elevate quota, and a second costs 15-25 % more CPU per notification in cross-thread wake-ups without carrying more (docs/performance.md). Raise it only when one core is measured to be the limit.",
+            },
         ],
     },
     Section {
