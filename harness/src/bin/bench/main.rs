@@ -106,6 +106,10 @@ struct Args {
     /// Profile every sink child with `perf record` into this directory (numbers then mean less).
     #[arg(long)]
     pub perf: Option<PathBuf>,
+    /// The tuning loop: the HTTP ceiling at the first `--http-conns` and phase 3 on the typical
+    /// and large full topics only; prints the figures and writes no report.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Phase lengths and sizes after applying the smoke defaults.
@@ -355,6 +359,33 @@ async fn sink_phases(
     ])
 }
 
+/// `--quick`: the HTTP ceiling at one connection count and phase 3 on the preloaded workloads,
+/// each end-to-end rate and CPU per notification set against the ceiling.
+async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> Result<Value> {
+    let standin = Standin::start(&env.bin_dir.join("elevate-standin"))?;
+    let one = Args {
+        http_conns: args.http_conns.iter().take(1).copied().collect(),
+        ..args.clone()
+    };
+    let (runs, best) = http_ceilings(&standin, &one, plan).await?;
+    let loadgen_cpu = f(&runs[0]["cpu_us_per_request"]);
+    let e2e = run_all(env, &standin, workloads, plan.phase_timeout).await?;
+    let mut rows = Vec::new();
+    for r in &e2e {
+        let row = json!({
+            "workload": r["workload"]["shape"],
+            "ratio": round(f(&r["notifications_per_s"]) / best, 3),
+            "cpu_ratio": round(f(&r["cpu_us_per_notification"]) / loadgen_cpu, 2),
+            "notifications_per_s": r["notifications_per_s"],
+            "cpu_us_per_notification": r["cpu_us_per_notification"],
+            "peak_rss_mib": r["peak_rss_mib"],
+        });
+        say(format!("quick: {row}"));
+        rows.push(row);
+    }
+    Ok(json!({"quick": true, "http": runs, "rows": rows}))
+}
+
 /// One whole run: build, preload, the six phases, the report's figures.
 async fn run(args: Args) -> Result<Value> {
     let plan = Plan::from(&args);
@@ -382,7 +413,10 @@ async fn run(args: Args) -> Result<Value> {
     let mut mach = machine();
     say(format!("machine: {mach}; scratch {}", scratch.display()));
 
-    let workloads = preload_all(&bs, args.partitions, &plan).await?;
+    let workloads = preload_all(&bs, args.partitions, &plan, args.quick).await?;
+    if args.quick {
+        return quick(&env, &args, &plan, &workloads).await;
+    }
     let (topic, produced) = (&workloads[0].topic, &workloads[0].produced);
     let mut desc = workloads[0].describe();
     desc["partitions"] = json!(args.partitions);
@@ -431,7 +465,13 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let out = args.out.clone();
+    let quick = args.quick;
     let report = rt.block_on(run(args))?;
+    if quick {
+        println!("{report}");
+        rt.shutdown_timeout(Duration::from_secs(1));
+        return Ok(());
+    }
     std::fs::create_dir_all(&out)?;
     let md = markdown(&report);
     std::fs::write(

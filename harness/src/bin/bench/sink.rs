@@ -89,6 +89,11 @@ impl Sink {
             .args(["run", "--config"])
             .arg(&cfg_path)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(
+                std::env::var("BENCH_SINK_WORKERS")
+                    .ok()
+                    .map(|w| ("TOKIO_WORKER_THREADS", w)),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

@@ -63,12 +63,17 @@ fn full_records(shape: Shape, records: u64) -> u64 {
     }
 }
 
-/// Creates and preloads every workload's topic (and its dead-letter topic).
-pub async fn preload_all(bs: &str, partitions: i32, plan: &Plan) -> Result<Vec<Workload>> {
+/// Creates and preloads every workload's topic (and its dead-letter topic); `quick` (the dev
+/// loop) only the full topics of the typical and large shapes.
+pub async fn preload_all(bs: &str, partitions: i32, plan: &Plan, quick: bool) -> Result<Vec<Workload>> {
     let mut out = Vec::new();
     for (i, shape) in Shape::ALL.into_iter().enumerate() {
+        if quick && shape == Shape::Small {
+            continue;
+        }
         let full = full_records(shape, plan.records);
-        for (size, n) in [("full", full), ("quarter", (full / 4).max(2))] {
+        let sizes = [("full", full), ("quarter", (full / 4).max(2))];
+        for (size, n) in sizes.into_iter().take(if quick { 1 } else { 2 }) {
             let topic = unique(&format!("bench-{}-{size}", shape.name()));
             create_topic(bs, &topic, partitions, &[]).await?;
             create_topic(bs, &format!("{topic}-dlq"), 1, &[]).await?;
