@@ -242,10 +242,11 @@ fn effective_config(env: &Env, topic: &str) -> Result<(Config, Value)> {
         "pipeline": cfg.pipeline,
         "summary": format!(
             "elevate.max_in_flight_requests={}, pipeline.max_in_flight_records={}, \
-             pipeline.max_pending_notifications={}, kafka.properties={:?}",
+             pipeline.max_pending_notifications={}, pipeline.worker_threads={}, kafka.properties={:?}",
             cfg.elevate.max_in_flight_requests,
             cfg.pipeline.max_in_flight_records,
             cfg.pipeline.max_pending_notifications,
+            cfg.pipeline.worker_threads,
             cfg.kafka.properties
         ),
     });
