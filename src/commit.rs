@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -209,33 +210,69 @@ pub fn is_retriable(e: &KafkaError) -> bool {
     )
 }
 
+/// How long a revoke's commit is tried again while the group coordinator is moving.
+pub const REVOKE_COMMIT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// The synchronous commit of a revoke: the points [`crate::ledger::Ledger::revoke_point`]
 /// returned for the partitions given up (no longer in the ledger, so not marked), with their
-/// maps, so the new owner skips what is done. A failure is logged: the new owner re-sends from
-/// the last commit.
+/// maps, so the new owner skips what is done. Refusals that pass once the coordinator is found
+/// again ([`coordinator_moving`]: right after a broker restart every revoke met
+/// `WaitingForCoordinator`, and the new owners re-sent all that was done since the last commit)
+/// are tried again every 100 ms for up to `patience`. This blocks the polling thread, and with it
+/// the rebalance, at most that long: the new owner must not start before the commit lands. Any
+/// other failure is logged: the new owner re-sends from the last commit.
 pub fn commit_revoked<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     metrics: &Metrics,
     budget: usize,
     points: &[Point],
+    patience: Duration,
 ) -> KafkaResult<()> {
     if points.is_empty() {
         return Ok(());
     }
     let tpl = request(points, &Metadata::run(budget), metrics);
-    let result = consumer.commit(&tpl, CommitMode::Sync);
-    tracing::debug!(points = %describe(points), ?result, "revoke commit");
-    match result {
-        Ok(()) => {
-            metrics.commits.inc();
-            Ok(())
-        }
-        Err(e) => {
-            metrics.commit_failures.inc();
-            tracing::warn!(error = %e, "commit on revoke failed; the new owner re-sends from the last commit");
-            Err(e)
+    let deadline = std::time::Instant::now() + patience;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let result = consumer.commit(&tpl, CommitMode::Sync);
+        tracing::debug!(points = %describe(points), ?result, tries, "revoke commit");
+        match result {
+            Ok(()) => {
+                metrics.commits.inc();
+                return Ok(());
+            }
+            Err(e) if coordinator_moving(&e) && std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, tries, "commit on revoke refused while the coordinator moves or the group rebalances; trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                metrics.commit_failures.inc();
+                tracing::warn!(error = %e, tries, "commit on revoke failed; the new owner re-sends from the last commit");
+                return Err(e);
+            }
         }
     }
+}
+
+/// Whether a refused commit may pass within seconds without this member rejoining: the
+/// coordinator is being looked up, moving or loading, or the group is between two steps of a
+/// rebalance. (A commit refused for the generation, `IllegalGeneration` or `UnknownMemberId`, can
+/// only pass after this member rejoins: [`is_retriable`], for the final commit.)
+pub fn coordinator_moving(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            WaitingForCoordinator
+                | NotCoordinator
+                | CoordinatorNotAvailable
+                | CoordinatorLoadInProgress
+                | RebalanceInProgress
+                | RequestTimedOut
+        )
+    )
 }
 
 /// The periodic commit: every commit point not yet acknowledged, asynchronously, from the polling

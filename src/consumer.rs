@@ -1,9 +1,9 @@
 //! The consumer both `run` and `replay` read with: its context (rebalances, commit answers,
 //! statistics, errors), the commit glue over [`crate::commit`], pause/resume, consume errors and
 //! why a loop stops ([`Stop`]). Guarantees: revoked partitions get a synchronous commit of what is
-//! done and their in-flight results are never committed; a new assignment is seeded from the
-//! committed done-offset maps. Limits: a failed seed read or revoke commit means duplicates, never
-//! loss; `replay` (manual assignment) never sees a rebalance and has no readiness to report.
+//! done (tried again for up to 5 s while the coordinator moves) and their in-flight results are
+//! never committed; a new assignment is seeded from the committed done-offset maps. Limits: a
+//! failed seed read or revoke commit means duplicates, never loss; `replay` (manual assignment) never sees a rebalance and has no readiness to report.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -219,7 +219,14 @@ impl ConsumerContext for SinkContext {
                 }
                 self.metrics.assigned_partitions.set(ledger.len() as i64);
             }
-            let committed = commit::commit_revoked(consumer, &self.metrics, self.budget, &points).is_ok();
+            let committed = commit::commit_revoked(
+                consumer,
+                &self.metrics,
+                self.budget,
+                &points,
+                commit::REVOKE_COMMIT_PATIENCE,
+            )
+            .is_ok();
             {
                 let mut orphans = lock(&self.orphans);
                 for p in &points {
