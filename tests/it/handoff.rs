@@ -16,12 +16,12 @@ use elevate_standin::StandIn;
 
 use crate::support::kafka::{
     client_config, committed_offsets, high_watermarks, produce, setup, wait_until, wait_until_async, Landed,
-    Names, Rec,
+    Names,
 };
 use crate::support::mock::Mock;
 use crate::support::sink::{
-    committed_reach_end, committed_vs_end, config_toml, multiset, parse, simple, wait_commit_reaches_end,
-    InProcess, Proc, SIGKILL, SIGTERM,
+    committed_reach_end, committed_vs_end, config_toml, multiset, parse, simple, spread,
+    wait_commit_reaches_end, InProcess, Proc, SIGKILL, SIGTERM,
 };
 
 /// Answers for a ticket kept in retry: far more 503s than a test's hand-off takes (each attempt
@@ -67,16 +67,6 @@ fn resent_after_204(standin: &StandIn) -> (usize, Vec<String>) {
         .collect();
     twice.sort();
     (accepted.values().map(|c| c - 1).sum(), twice)
-}
-
-/// One record per ticket, dealt round-robin over `partitions`: the producer's sticky partitioner
-/// can put a whole unkeyed batch on one partition, and these scenarios need every partition fed.
-fn spread(tickets: &[String], partitions: i32) -> Vec<Rec> {
-    tickets
-        .iter()
-        .zip((0..partitions).cycle())
-        .map(|(t, p)| simple(t).partition(p))
-        .collect()
 }
 
 /// How many fast tickets landed above the first slow ticket of their partition: what the first

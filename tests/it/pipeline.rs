@@ -16,8 +16,8 @@ use crate::support::kafka::{
     committed_offsets, consume_all, produce, setup, wait_until, wait_until_async, Rec,
 };
 use crate::support::sink::{
-    committed_reach_end, config_toml, event, header, multiset, parse, simple, wait_commit_reaches_end,
-    InProcess, Proc, SIGKILL, SIGTERM,
+    committed_reach_end, config_toml, event, header, multiset, parse, simple, spread,
+    wait_commit_reaches_end, InProcess, Proc, SIGKILL, SIGTERM,
 };
 
 /// 1. 10,000 mixed records: exactly the expected tickets, committed offsets reach the end.
@@ -413,7 +413,8 @@ async fn two_instances_one_stopped_mid_stream_lose_nothing() {
         },
     )
     .await;
-    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    // Dealt over the six partitions: both members' partitions must hold records.
+    produce(&bs, &n.topic, spread(&tickets, 6)).await;
     wait_until(Duration::from_secs(60), "both members took work", || {
         a.series("elevate_sink_notifications_total") > 0.0
             && b.series("elevate_sink_notifications_total") > 0.0

@@ -19,7 +19,7 @@ use elevate_sink::{Outcome, Sender};
 use elevate_standin::{max_in_window, Faults, StandIn};
 
 use crate::support::kafka::{consume_all, produce, setup, wait_until, wait_until_async};
-use crate::support::sink::{committed_reach_end, config_toml, header, parse, simple, InProcess};
+use crate::support::sink::{committed_reach_end, config_toml, header, parse, simple, spread, InProcess};
 
 // -------------------------------------------------------------------------------------------
 // helpers
@@ -334,7 +334,8 @@ async fn quota_holds_at_the_door_across_a_rebalance() {
     let (bs, n) = setup("door-rebalance", 4).await;
     let (door_a, door_b) = (StandIn::start().await.unwrap(), StandIn::start().await.unwrap());
     let tickets: Vec<String> = (0..600).map(|i| format!("r{i}")).collect();
-    produce(&bs, &n.topic, tickets.iter().map(|t| simple(t))).await;
+    // Dealt over the four partitions: B's half must hold records to send.
+    produce(&bs, &n.topic, spread(&tickets, 4)).await;
     let (rate, burst) = (10.0, 10.0);
     // Short drains: each replica holds a backlog it cannot send within a drain at its share, and
     // the default 20 s drain made each stop take 20 s.

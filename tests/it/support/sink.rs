@@ -144,6 +144,16 @@ pub fn simple(ticket: &str) -> Rec {
     Rec::json(&event(&[("elevate", Some(ticket))], None))
 }
 
+/// One record per ticket, dealt round-robin over `partitions`: the producer's sticky partitioner
+/// can put a whole unkeyed batch on one partition, and these scenarios need every partition fed.
+pub fn spread(tickets: &[String], partitions: i32) -> Vec<Rec> {
+    tickets
+        .iter()
+        .zip((0..partitions).cycle())
+        .map(|(t, p)| simple(t).partition(p))
+        .collect()
+}
+
 pub fn multiset(tickets: Vec<String>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for t in tickets {
