@@ -69,6 +69,19 @@ fn resent_after_204(standin: &StandIn) -> (usize, Vec<String>) {
     (accepted.values().map(|c| c - 1).sum(), twice)
 }
 
+/// A mock cluster with topic `{prefix}-in` of `partitions` and its dead-letter topic, its
+/// bootstrap address, and the names (group `{prefix}-g`).
+fn on_mock(prefix: &str, partitions: i32) -> (Mock, String, Names) {
+    let n = Names {
+        topic: format!("{prefix}-in"),
+        dlq: format!("{prefix}-dlq"),
+        group: format!("{prefix}-g"),
+    };
+    let mock = Mock::new(&[(&n.topic, partitions), (&n.dlq, 1)]);
+    let bs = mock.bootstrap.clone();
+    (mock, bs, n)
+}
+
 /// How many fast tickets landed above the first slow ticket of their partition: what the first
 /// member finishes above its committed position while the slow ones sit in retry.
 fn done_above_first_slow(all: &[String], slow: &HashSet<String>, landed: &[Landed]) -> usize {
@@ -275,13 +288,7 @@ async fn a_crash_resends_at_most_what_completed_after_the_last_commit() {
 /// settles, commits again under the new generation, and the position and map arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_final_commit_is_retried_when_a_rebalance_refuses_it() {
-    let n = Names {
-        topic: "handoff-final-in".into(),
-        dlq: "handoff-final-dlq".into(),
-        group: "handoff-final-g".into(),
-    };
-    let mock = Mock::new(&[(&n.topic, 1), (&n.dlq, 1)]);
-    let bs = mock.bootstrap.clone();
+    let (mock, bs, n) = on_mock("handoff-final", 1);
     let standin = StandIn::start().await.unwrap();
     let (all, slow) = tickets(&standin, "f", 10, 5);
     produce(&bs, &n.topic, all.iter().map(|t| simple(t))).await;
@@ -334,13 +341,7 @@ async fn the_final_commit_is_retried_when_a_rebalance_refuses_it() {
 /// new owner re-sent all 20 tickets of the partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_commit_waits_out_a_moving_coordinator() {
-    let n = Names {
-        topic: "handoff-coord-in".into(),
-        dlq: "handoff-coord-dlq".into(),
-        group: "handoff-coord-g".into(),
-    };
-    let mock = Mock::new(&[(&n.topic, 2), (&n.dlq, 1)]);
-    let bs = mock.bootstrap.clone();
+    let (mock, bs, n) = on_mock("handoff-coord", 2);
     let standin = StandIn::start().await.unwrap();
     let all: Vec<String> = (0..40).map(|i| format!("co{i}")).collect();
     produce(&bs, &n.topic, spread(&all, 2)).await;
