@@ -186,28 +186,17 @@ pub fn commit_sync<C: ConsumerContext, K: Consumer<C>>(
     }
 }
 
-/// Whether a failed commit may succeed once the group settles: the generation moved on (a
-/// rebalance overlapped the commit), the member was dropped and rejoins, or the coordinator is
-/// moving. A retry after polling (which serves the rebalance) commits under the new generation.
+/// Whether a failed commit may succeed once the group settles: the coordinator is moving or the
+/// group is between two steps of a rebalance ([`coordinator_moving`]), or the generation moved on
+/// (a rebalance overlapped the commit) or the member was dropped and rejoins. A retry after
+/// polling (which serves the rebalance) commits under the new generation.
 pub fn is_retriable(e: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            IllegalGeneration
-                | UnknownMemberId
-                | RebalanceInProgress
-                | NotCoordinator
-                | CoordinatorNotAvailable
-                | CoordinatorLoadInProgress
-                | RequestTimedOut
-                | State
-                | WaitingForCoordinator
-                | OperationTimedOut
-                | Fenced
-                | AssignmentLost
+    coordinator_moving(e)
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(IllegalGeneration | UnknownMemberId | State | OperationTimedOut | Fenced | AssignmentLost)
         )
-    )
 }
 
 /// How long a revoke's commit is tried again while the group coordinator is moving.
@@ -216,9 +205,9 @@ pub const REVOKE_COMMIT_PATIENCE: Duration = Duration::from_secs(5);
 /// The synchronous commit of a revoke: the points [`crate::ledger::Ledger::revoke_point`]
 /// returned for the partitions given up (no longer in the ledger, so not marked), with their
 /// maps, so the new owner skips what is done. Refusals that pass once the coordinator is found
-/// again ([`coordinator_moving`]: right after a broker restart every revoke met
-/// `WaitingForCoordinator`, and the new owners re-sent all that was done since the last commit)
-/// are tried again every 100 ms for up to `patience`. This blocks the polling thread, and with it
+/// again or the rebalance step ends ([`coordinator_moving`]) are tried again every 100 ms for up
+/// to `patience`. (Not a cure for a broker outage longer than `session.timeout.ms`: the revoke
+/// then comes while no coordinator runs at all; see docs/chaos.md.) This blocks the polling thread, and with it
 /// the rebalance, at most that long: the new owner must not start before the commit lands. Any
 /// other failure is logged: the new owner re-sends from the last commit.
 pub fn commit_revoked<C: ConsumerContext, K: Consumer<C>>(

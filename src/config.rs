@@ -497,9 +497,9 @@ pub struct PipelineConfig {
     /// `offset.metadata.max.bytes`. A map that does not fit is cut to a prefix and counted.
     pub commit_metadata_max_bytes: usize,
     /// Runtime worker threads of `run` and `replay` (librdkafka's own threads come on top).
-    /// One is the default: measured in docs/performance.md, a second worker costs 15–25 % more
-    /// CPU per notification in cross-thread wake-ups and carries no more, and one worker
-    /// carries about 30,000 notifications/s, far above any Elevate quota.
+    /// One is the default: measured in docs/performance.md (three A/B pairs), a second worker
+    /// cost 1–39 % more CPU per notification and carried no more in two pairs of three, and one
+    /// worker carries about 30,000 notifications/s, far above any Elevate quota.
     pub worker_threads: usize,
 }
 

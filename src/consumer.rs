@@ -3,7 +3,8 @@
 //! why a loop stops ([`Stop`]). Guarantees: revoked partitions get a synchronous commit of what is
 //! done (tried again for up to 5 s while the coordinator moves) and their in-flight results are
 //! never committed; a new assignment is seeded from the committed done-offset maps. Limits: a
-//! failed seed read or revoke commit means duplicates, never loss; `replay` (manual assignment) never sees a rebalance and has no readiness to report.
+//! failed seed read or revoke commit means duplicates, never loss; `replay` (manual assignment)
+//! never sees a rebalance and has no readiness to report.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
