@@ -10,6 +10,7 @@
 //! sleeps hold neither. Answer excerpts are scrubbed of the request's personal keys before they
 //! are cut to length, logged or parked.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,8 +51,9 @@ struct Attempt {
     class: Class,
     /// The status, if any.
     status: Option<u16>,
-    /// Label for metrics: the status or the transport error kind.
-    label: String,
+    /// Label for metrics: the status or the transport error kind (no allocation for a 204 or
+    /// a transport error: one attempt per notification builds it).
+    label: Cow<'static, str>,
     /// What the answer said (a JSON `message` or the body; only read for answers other than
     /// 204): raw until [`Sender::send`] scrubs and cuts it.
     excerpt: String,
@@ -151,11 +153,11 @@ impl Sender {
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
     ///
     /// Memory: thousands of these wait for a slot at once (`pipeline.max_pending_notifications`),
-    /// so the waiting state is kept small. The request is built once the first attempt is
-    /// admitted (then cloned per attempt), and the attempt's future (reqwest's, about 1 KiB) is
-    /// boxed only while it runs (docs/performance.md, "Memory").
+    /// so the waiting state is kept small. Each attempt builds its request once it is admitted
+    /// and moves it into the client (a retry builds it again: rarer and cheaper than cloning a
+    /// kept request for every first attempt), and the attempt's future (reqwest's, about 1 KiB)
+    /// is boxed only while it runs (docs/performance.md, "Memory").
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
-        let mut req: Option<Box<reqwest::Request>> = None;
         let mut backoff = Backoff::new();
         loop {
             if !still_ours() {
@@ -171,14 +173,12 @@ impl Sender {
                     .limiter_wait_seconds
                     .inc_by(admitted.waited.as_secs_f64());
                 self.metrics.in_flight_requests.inc();
-                let req = req.get_or_insert_with(|| {
-                    Box::new(wire_request(
-                        self.endpoint(n.route.kind),
-                        n,
-                        self.forward_visitor,
-                        self.api_key.as_ref(),
-                    ))
-                });
+                let req = wire_request(
+                    self.endpoint(n.route.kind),
+                    n,
+                    self.forward_visitor,
+                    self.api_key.as_ref(),
+                );
                 let sent = Instant::now();
                 let mut a = Box::pin(self.attempt(req)).await;
                 let took = sent.elapsed();
@@ -212,7 +212,7 @@ impl Sender {
                 Class::Misconfigured => {
                     self.metrics
                         .config_errors
-                        .get_or_create(&label("status", &attempt.label))
+                        .get_or_create(&label("status", &*attempt.label))
                         .inc();
                     self.shout(&attempt, n.route.kind);
                     (Charge::Free, None)
@@ -227,7 +227,10 @@ impl Sender {
                     };
                     self.metrics
                         .retries
-                        .get_or_create(&vec![("class", class.into()), ("status", attempt.label.clone())])
+                        .get_or_create(&vec![
+                            ("class", class.into()),
+                            ("status", attempt.label.to_string()),
+                        ])
                         .inc();
                     tracing::debug!(status = %attempt.label, attempts = backoff.attempts, wait_ms = wait.as_millis() as u64, "retrying notification");
                     tokio::time::sleep(wait).await;
@@ -264,10 +267,10 @@ impl Sender {
     fn shout(&self, a: &Attempt, kind: Kind) {
         let mut loud = lock(&self.loud);
         let due = loud
-            .get(&a.label)
+            .get(&*a.label)
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
         if due {
-            loud.insert(a.label.clone(), Instant::now());
+            loud.insert(a.label.to_string(), Instant::now());
             tracing::error!(
                 status = %a.label,
                 endpoint = %self.endpoint(kind),
@@ -278,11 +281,7 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, req: &reqwest::Request) -> Attempt {
-        // A body of bytes always clones; `None` would be a streaming body, which is never built.
-        let Some(req) = req.try_clone() else {
-            return transport(TransportError::Other);
-        };
+    async fn attempt(&self, req: reqwest::Request) -> Attempt {
         let start = Instant::now();
         // The client's own `timeout` (`elevate.request_timeout`) bounds the attempt, answer
         // included: one timer per request, not a second one around it.
@@ -321,7 +320,10 @@ impl Sender {
         Attempt {
             class,
             status: Some(status),
-            label: status.to_string(),
+            label: match status {
+                204 => Cow::Borrowed("204"),
+                _ => Cow::Owned(status.to_string()),
+            },
             excerpt,
         }
     }
@@ -454,7 +456,7 @@ fn transport(kind: TransportError) -> Attempt {
     Attempt {
         class: classify_transport(kind),
         status: None,
-        label: kind.as_str().to_string(),
+        label: Cow::Borrowed(kind.as_str()),
         excerpt: String::new(),
     }
 }
