@@ -513,6 +513,52 @@ mod tests {
         f
     }
 
+    /// The revoke's commit waits out refusals that pass: the mock cluster refuses two commits
+    /// with REBALANCE_IN_PROGRESS (what a revoke met while the coordinator moved, in the long
+    /// chaos run) in a stable group; with patience the third try lands at the point, with none
+    /// the refusal is the answer. (librdkafka retries the coordinator errors themselves inside
+    /// `commit`; this is the refusal that reaches us. A group whose rebalance waits on this very
+    /// member refuses until it rejoins, which no patience cures: the new owner then re-sends
+    /// from the last commit.)
+    #[test]
+    fn a_revoke_commit_waits_out_refusals_that_pass() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::ClientConfig;
+        use RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS as REFUSED;
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("t", 1, 1).expect("topic");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "revoke-patience")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["t"]).expect("subscribe");
+        let start = std::time::Instant::now();
+        while consumer.assignment().map_or(0, |a| a.count()) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(30), "never assigned");
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        let points = due(&ledger_with_done(3));
+        let m = Metrics::new();
+
+        mock.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, &[REFUSED, REFUSED]);
+        commit_revoked(&consumer, &m, 4096, &points, Duration::from_secs(5))
+            .expect("landed on the third try");
+        let committed = consumer
+            .committed(Duration::from_secs(10))
+            .expect("committed offsets");
+        let at = committed.find_partition("t", 0).map(|e| e.offset());
+        assert_eq!(at, Some(Offset::Offset(3)));
+        assert_eq!((m.commits.get(), m.commit_failures.get()), (1, 0));
+
+        mock.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, &[REFUSED]);
+        let refused = commit_revoked(&consumer, &m, 4096, &points, Duration::ZERO);
+        assert!(refused.is_err(), "no patience: the refusal is the answer");
+        assert_eq!(m.commit_failures.get(), 1);
+    }
+
     #[test]
     fn an_acknowledged_commit_is_counted_and_not_due_again() {
         let ledger = ledger_with_done(3);

@@ -14,10 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use elevate_sink::offsetmap::{self, DoneMap};
 use elevate_standin::StandIn;
 
-use crate::support::kafka::{
-    client_config, committed_offsets, high_watermarks, produce, setup, wait_until, wait_until_async, Landed,
-    Names,
-};
+use crate::support::kafka::{client_config, committed_offsets, produce, setup, wait_until, Landed, Names};
 use crate::support::mock::Mock;
 use crate::support::sink::{
     committed_reach_end, committed_vs_end, config_toml, multiset, parse, simple, spread,
@@ -330,73 +327,6 @@ async fn the_final_commit_is_retried_when_a_rebalance_refuses_it() {
         "every fast record is in the map; f5 (offset 5) was in retry"
     );
     drop(mock);
-}
-
-/// A revoke while the group coordinator is moving (seen in the long chaos run after every
-/// broker restart: "commit on revoke failed ... WaitingForCoordinator", and the new owners re-sent
-/// everything done since the last commit, 973 tickets): the broker answers the revoke commit
-/// `REBALANCE_IN_PROGRESS` twice (the mock cluster's librdkafka retries the coordinator errors
-/// themselves internally, so this is the refusal that reaches the revoke here); the commit is tried
-/// again until it lands, and the partition's new owner re-sends nothing. With no second try, the
-/// new owner re-sent all 20 tickets of the partition.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoke_commit_waits_out_a_moving_coordinator() {
-    let (mock, bs, n) = on_mock("handoff-coord", 2);
-    let standin = StandIn::start().await.unwrap();
-    let all: Vec<String> = (0..40).map(|i| format!("co{i}")).collect();
-    produce(&bs, &n.topic, spread(&all, 2)).await;
-    // No periodic commit: only the revoke's commit can tell the new owner what is done.
-    let toml = toml(&bs, &n, &standin, "commit_interval = \"60s\"");
-    let a = InProcess::start(parse(&toml));
-    let expected: HashSet<String> = all.iter().cloned().collect();
-    standin
-        .wait_for_tickets(&expected, Duration::from_secs(60))
-        .await
-        .expect("every ticket delivered by the first member");
-    mock.request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
-        ],
-    );
-    // The second member commits often, so a partition it had to send again shows soon.
-    let b = InProcess::start(parse(&self::toml(
-        &bs,
-        &n,
-        &standin,
-        "commit_interval = \"200ms\"",
-    )));
-    wait_until(
-        Duration::from_secs(60),
-        "the second member took a partition over",
-        || b.series("elevate_sink_assigned_partitions") > 0.0,
-    )
-    .await;
-    // The moved partition's end committed: by the revoke's commit, or by the new owner after it
-    // sent the partition's tickets again (the partition the first member kept commits only at
-    // its 60 s tick).
-    wait_until_async(
-        Duration::from_secs(60),
-        "the moved partition committed to its end",
-        || async {
-            let high = high_watermarks(&bs, &n.topic).await;
-            let committed = committed_offsets(&bs, &n.group, &n.topic, high.keys().copied()).await;
-            high.iter()
-                .any(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
-        },
-    )
-    .await;
-    let skipped = || b.series("elevate_sink_skipped_total{reason=\"already_delivered\"}");
-    let (resent, twice) = resent_after_204(&standin);
-    println!("moving coordinator: {resent} re-sent, {} skipped", skipped());
-    b.stop().await;
-    a.stop().await;
-    drop(mock);
-    assert_eq!(
-        resent, 0,
-        "re-sent after the revoke commit was refused: {twice:?}"
-    );
 }
 
 /// The measurement behind `pipeline.commit_interval`'s default (docs/performance.md): for each
