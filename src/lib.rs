@@ -18,7 +18,8 @@
 //! * `select` (+ `route`) — an event → 0..N [`Notification`]s per route, consent rules, skip reasons.
 //! * `request` — notification → the exact HTTP request of Elevate's contract.
 //! * `limit` — governor quotas, global and per market, shared across replicas by partitions.
-//! * `send` — the HTTP layers: concurrency slot → rate tokens → retry (`classify`, `retry`) → timeout.
+//! * `send` — the HTTP layers: concurrency slot → rate tokens → retry (`classify`, `retry`) →
+//!   `client` (one exchange within the request timeout: hyper-util's pool over rustls).
 //! * `deadletter` — parks records with reason headers; done only once acked.
 //! * `tracker`, `ledger` — pure offset tracking and ownership generations.
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
@@ -69,6 +70,7 @@ pub mod wire;
 mod ages;
 mod backpressure;
 mod classify;
+mod client;
 mod commit;
 mod consumer;
 mod deadletter;
@@ -85,6 +87,7 @@ mod tracker;
 mod util;
 mod work;
 
+pub use client::{Answer, Client, WireRequest};
 pub use decode::{decode, decode_value, CartEvent, Invalid, InvalidReason, UserContext};
 pub use kafka::{consumer_config, SourceRecord};
 pub use ledger::{Claim, Ledger};

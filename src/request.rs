@@ -6,9 +6,10 @@
 //! (consent) are absent from the URL; the visitor's IP is forwarded only for the consent levels
 //! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
-use reqwest::header::HeaderValue;
+use http::header::HeaderValue;
 use url::Url;
 
+use crate::client::{WireBody, WireRequest};
 use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
 use crate::decode::UserContext;
 use crate::route::Kind;
@@ -122,18 +123,23 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
     }
 }
 
-/// The request [`build`] describes, as the sender sends it: the parsed URL handed over as is
-/// (reqwest does not parse it again), the `Api-Key` added for payment when `api_key` is given.
-/// Send a [`reqwest::Request::try_clone`] of it per attempt (the body is bytes, so it clones).
+/// The request [`build`] describes, as the client sends it ([`crate::client`]): the URL handed
+/// over as a URI without a copy, the `Api-Key` added for payment when `api_key` is given. Built
+/// for each attempt. An error only if the URL is not a valid URI, which `url` does not produce
+/// for the percent-encoded queries built here.
 pub fn wire_request(
     endpoint: &Url,
     n: &Notification,
     forward: Forwarding,
     api_key: Option<&HeaderValue>,
-) -> reqwest::Request {
+) -> Result<WireRequest, http::Error> {
     let (url, headers, body) = parts(endpoint, n, forward);
-    let mut req = reqwest::Request::new(reqwest::Method::POST, url);
+    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(String::from(url)))?;
+    let mut req = http::Request::new(WireBody::new(bytes::Bytes::from(body)));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
     let map = req.headers_mut();
+    map.reserve(headers.len() + 1);
     for (name, value) in headers {
         // `parts` only keeps header-safe values, which always convert.
         if let Ok(v) = HeaderValue::try_from(value) {
@@ -145,10 +151,7 @@ pub fn wire_request(
             map.insert("api-key", key.clone());
         }
     }
-    if !body.is_empty() {
-        *req.body_mut() = Some(body.into());
-    }
-    req
+    Ok(req)
 }
 
 /// The URL (query included), the headers and the body of `n`'s request.

@@ -15,10 +15,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::header::HeaderValue;
 use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
+use crate::client::{Client, ClientError, WireRequest};
 use crate::config::Secret;
 use crate::config::{ElevateConfig, RetryConfig};
 use crate::deadletter::{ParkCause, ParkReason};
@@ -61,13 +63,13 @@ struct Attempt {
 
 /// Sends notifications to Elevate. Share it in an `Arc`.
 pub struct Sender {
-    /// Pooled HTTP client (keep-alive, gzip, timeouts).
-    client: reqwest::Client,
+    /// The innermost layer: one exchange, within the request timeout ([`crate::client`]).
+    client: Client,
     /// The endpoint of each kind, in [`Kind::ALL`] order.
     endpoints: Vec<Url>,
     /// The payment kind's `Api-Key` (`elevate.payment_api_key`), if configured: a header value
     /// marked sensitive, so it never prints.
-    api_key: Option<reqwest::header::HeaderValue>,
+    api_key: Option<HeaderValue>,
     /// Which visitor headers to forward (User-Agent; X-Forwarded-For per consent level).
     forward_visitor: crate::request::Forwarding,
     /// Rate quotas.
@@ -76,8 +78,6 @@ pub struct Sender {
     slots: Semaphore,
     /// Backoff and budget.
     retry: RetryConfig,
-    /// Per-attempt timeout.
-    timeout: Duration,
     /// Series to update.
     metrics: Arc<Metrics>,
     /// `notifications_total{outcome="delivered",status="204"}`, the hot series, resolved once.
@@ -92,9 +92,9 @@ pub enum SenderError {
     /// The config's base URL is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// reqwest refused the client settings.
-    #[error("cannot build HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl Sender {
@@ -106,16 +106,7 @@ impl Sender {
         metrics: Arc<Metrics>,
     ) -> Result<Self, SenderError> {
         let base = elevate.base_url()?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(elevate.connect_timeout)
-            .timeout(elevate.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(elevate.max_in_flight_requests)
-            .tcp_nodelay(true)
-            .gzip(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(elevate.user_agent.clone())
-            .build()?;
+        let client = Client::new(elevate)?;
         let delivered_204 = metrics
             .notifications
             .get_or_create(&vec![("outcome", "delivered".into()), ("status", "204".into())])
@@ -132,7 +123,6 @@ impl Sender {
             limiter,
             slots: Semaphore::new(elevate.max_in_flight_requests),
             retry: retry.clone(),
-            timeout: elevate.request_timeout,
             delivered_204,
             metrics,
             loud: Mutex::new(HashMap::new()),
@@ -172,13 +162,16 @@ impl Sender {
                 self.metrics
                     .limiter_wait_seconds
                     .inc_by(admitted.waited.as_secs_f64());
-                self.metrics.in_flight_requests.inc();
-                let req = wire_request(
+                let req = match wire_request(
                     self.endpoint(n.route.kind),
                     n,
                     self.forward_visitor,
                     self.api_key.as_ref(),
-                );
+                ) {
+                    Ok(req) => req,
+                    Err(e) => return unbuildable(n, &e, backoff.attempts),
+                };
+                self.metrics.in_flight_requests.inc();
                 let sent = Instant::now();
                 let mut a = Box::pin(self.attempt(req)).await;
                 let took = sent.elapsed();
@@ -281,44 +274,24 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, req: reqwest::Request) -> Attempt {
+    async fn attempt(&self, req: WireRequest) -> Attempt {
         let start = Instant::now();
-        // The client's own `timeout` (`elevate.request_timeout`) bounds the attempt, answer
-        // included: one timer per request, not a second one around it.
-        let result = self.client.execute(req).await;
+        let result = self.client.exchange(req).await;
         self.metrics
             .request_duration
             .observe(start.elapsed().as_secs_f64());
-        let resp = match result {
-            Err(e) => {
-                let kind = if e.is_timeout() {
-                    TransportError::Timeout
-                } else if e.is_connect() || e.is_request() {
-                    TransportError::Connection
-                } else {
-                    TransportError::Other
-                };
-                return transport(kind);
-            }
-            Ok(r) => r,
+        let answer = match result {
+            Err(kind) => return transport(kind),
+            Ok(a) => a,
         };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let class = classify_status(status, retry_after.as_deref());
-        let excerpt = if status == 204 {
+        let status = answer.status;
+        let excerpt = if answer.body.is_empty() {
             String::new()
         } else {
-            match tokio::time::timeout(self.timeout, resp.bytes()).await {
-                Ok(Ok(b)) => answer_text(&b[..b.len().min(4096)]),
-                _ => String::new(),
-            }
+            answer_text(&answer.body)
         };
         Attempt {
-            class,
+            class: classify_status(status, answer.retry_after.as_deref()),
             status: Some(status),
             label: match status {
                 204 => Cow::Borrowed("204"),
@@ -330,8 +303,8 @@ impl Sender {
 }
 
 /// The `Api-Key` header value, marked sensitive; the error never shows the key.
-fn api_key_header(key: &Secret) -> Result<reqwest::header::HeaderValue, SenderError> {
-    let mut v = reqwest::header::HeaderValue::from_str(key.expose()).map_err(|_| {
+fn api_key_header(key: &Secret) -> Result<HeaderValue, SenderError> {
+    let mut v = HeaderValue::from_str(key.expose()).map_err(|_| {
         crate::config::ConfigError::invalid(
             "elevate.payment_api_key",
             "is not a valid header value (visible ASCII only)",
@@ -450,6 +423,19 @@ fn word_at(text: &str, i: usize) -> bool {
         return is_word_byte(b);
     }
     text[i..].chars().next().is_some_and(is_word_char)
+}
+
+/// A notification whose request cannot be built (its URL is not a valid URI) breaks the request
+/// contract: parked, never retried.
+fn unbuildable(n: &Notification, e: &http::Error, attempts: u32) -> Outcome {
+    Outcome::Park(ParkReason {
+        reason: ParkCause::Invalid(crate::decode::InvalidReason::BadValue),
+        detail: format!("the request could not be built: {e}"),
+        status: None,
+        attempts,
+        line: Some(n.line),
+        route: Some(n.route.name.to_string()),
+    })
 }
 
 fn transport(kind: TransportError) -> Attempt {

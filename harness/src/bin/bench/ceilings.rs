@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use testkit::events;
 use testkit::kafka::{partitions_of, unique};
 
-use elevate_sink::config::{Config, MappingConfig};
+use elevate_sink::config::{Config, ElevateConfig, MappingConfig};
 use elevate_sink::{consumer_config, endpoint, map_record, wire_request, SourceRecord};
 
 use harness::round;
@@ -100,35 +100,121 @@ pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<
     }))
 }
 
-/// Phase 2: N keep-alive connections post the sink's exact requests as fast as answered, made
-/// as the sink makes them (`send::wire_request`, cloned per request).
-pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> {
+/// Which HTTP client the load generator drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadClient {
+    /// The sink's own client (`elevate_sink::Client`, the sink's settings): the ceiling the
+    /// ratios use.
+    Sink,
+    /// An ordinary reqwest client with the settings the sink had before it used its own: a
+    /// reference row, what a typical client gets from the same stand-in.
+    Reqwest,
+}
+
+impl LoadClient {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadClient::Sink => "sink client",
+            LoadClient::Reqwest => "reqwest",
+        }
+    }
+}
+
+/// One request's parts, built once by `wire_request`; put together again per request (an
+/// `http::Request` does not clone), so the load generator pays no request building.
+struct Parts {
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+    /// The same request for reqwest, cloned per request.
+    reqwest: reqwest::Request,
+}
+
+impl Parts {
+    fn of(req: elevate_sink::WireRequest) -> Result<Parts> {
+        let (head, body) = req.into_parts();
+        let body = body.into_inner().unwrap_or_default();
+        let mut r = reqwest::Request::new(reqwest::Method::POST, head.uri.to_string().parse()?);
+        *r.headers_mut() = head.headers.clone();
+        *r.body_mut() = Some(body.clone().into());
+        Ok(Parts {
+            uri: head.uri,
+            headers: head.headers,
+            body,
+            reqwest: r,
+        })
+    }
+
+    fn request(&self) -> elevate_sink::WireRequest {
+        let mut req = http::Request::new(http_body_util::Full::new(self.body.clone()));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The client of one load run.
+#[derive(Clone)]
+enum Driver {
+    Sink(Box<elevate_sink::Client>),
+    Reqwest(reqwest::Client),
+}
+
+impl Driver {
+    fn new(client: LoadClient, conns: usize) -> Result<Driver> {
+        let elevate = ElevateConfig {
+            max_in_flight_requests: conns,
+            user_agent: "elevate-sink-bench".into(),
+            ..ElevateConfig::default()
+        };
+        Ok(match client {
+            LoadClient::Sink => Driver::Sink(Box::new(elevate_sink::Client::new(&elevate)?)),
+            LoadClient::Reqwest => Driver::Reqwest(
+                reqwest::Client::builder()
+                    .connect_timeout(elevate.connect_timeout)
+                    .timeout(elevate.request_timeout)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(conns)
+                    .tcp_nodelay(true)
+                    .gzip(true)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(elevate.user_agent.clone())
+                    .build()?,
+            ),
+        })
+    }
+
+    /// Sends one request; true on a 204.
+    async fn send(&self, p: &Parts) -> bool {
+        match self {
+            Driver::Sink(c) => matches!(c.exchange(p.request()).await, Ok(a) if a.status == 204),
+            Driver::Reqwest(c) => match p.reqwest.try_clone() {
+                Some(r) => matches!(c.execute(r).await, Ok(resp) if resp.status().as_u16() == 204),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Phase 2: N keep-alive connections post the sink's exact requests (`wire_request`) as fast as
+/// answered, through `client`.
+pub async fn http_ceiling(base: &str, client: LoadClient, conns: usize, secs: f64) -> Result<Value> {
     let mapping = MappingConfig::default();
     let ep = endpoint(&base.parse()?);
     let mut gen = events::Events::new(99);
-    let mut reqs: Vec<reqwest::Request> = Vec::new();
+    let mut reqs: Vec<Parts> = Vec::new();
     for id in 0..4000 {
         let g = gen.event(1_000_000_000 + id, "2026-11-20T10:15:30.123Z");
         if let Ok(m) = map_record(&mapping, Some(&g.value)) {
-            reqs.extend(
-                m.notifications
-                    .iter()
-                    .map(|n| wire_request(&ep, n, true.into(), None)),
-            );
+            for n in &m.notifications {
+                reqs.push(Parts::of(wire_request(&ep, n, true.into(), None)?)?);
+            }
         }
     }
     let reqs = Arc::new(reqs);
-    // The same client settings as `send::Sender`.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(conns)
-        .tcp_nodelay(true)
-        .gzip(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("elevate-sink-bench")
-        .build()?;
+    let http = Driver::new(client, conns)?;
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -138,14 +224,13 @@ pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> 
         tasks.push(tokio::spawn(async move {
             let mut i = c * 997;
             while !stop.load(Ordering::Relaxed) {
-                let Some(r) = reqs[i % reqs.len()].try_clone() else {
-                    break;
-                };
+                let p = &reqs[i % reqs.len()];
                 i += 1;
-                match http.execute(r).await {
-                    Ok(resp) if resp.status().as_u16() == 204 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => bad.fetch_add(1, Ordering::Relaxed),
-                };
+                if http.send(p).await {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }
@@ -170,6 +255,7 @@ pub async fn http_ceiling(base: &str, conns: usize, secs: f64) -> Result<Value> 
     }
     let s = (t1 - t0).as_secs_f64();
     Ok(json!({
+        "client": client.name(),
         "connections": conns,
         "seconds": round(s, 2),
         "requests_per_s": round((ok1 - ok0) as f64 / s, 0),

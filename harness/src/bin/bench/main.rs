@@ -50,7 +50,7 @@ use elevate_sink::consumer_config;
 
 use harness::round;
 
-use crate::ceilings::{consume_ceiling, http_ceiling, stream_ceiling};
+use crate::ceilings::{consume_ceiling, http_ceiling, stream_ceiling, LoadClient};
 use crate::phases::{latency, remote, throttled};
 use crate::procfs::{loadavg, machine, CpuMeter};
 use crate::report::{f, markdown};
@@ -258,7 +258,7 @@ fn effective_config(env: &Env, topic: &str) -> Result<(Config, Value)> {
 async fn http_ceilings(standin: &Standin, args: &Args, plan: &Plan) -> Result<(Vec<Value>, Value)> {
     let mut runs = Vec::new();
     for &c in &args.http_conns {
-        runs.push(one_ceiling(standin, c, plan).await?);
+        runs.push(one_ceiling(standin, LoadClient::Sink, c, plan).await?);
     }
     let best = runs
         .iter()
@@ -268,13 +268,14 @@ async fn http_ceilings(standin: &Standin, args: &Args, plan: &Plan) -> Result<(V
     Ok((runs, best))
 }
 
-/// One load-generator run at `conns` connections, with the cores each process used.
-async fn one_ceiling(standin: &Standin, conns: usize, plan: &Plan) -> Result<Value> {
+/// One load-generator run through `client` at `conns` connections, with the cores each process
+/// used.
+async fn one_ceiling(standin: &Standin, client: LoadClient, conns: usize, plan: &Plan) -> Result<Value> {
     let cpu = CpuMeter::start(&[
         ("standin", Some(standin.pid())),
         ("bench", Some(std::process::id())),
     ]);
-    let mut r = http_ceiling(&standin.base, conns, plan.http_secs).await?;
+    let mut r = http_ceiling(&standin.base, client, conns, plan.http_secs).await?;
     r["cores_used"] = cpu.stop();
     say(format!("   {r}"));
     standin.reset().await?;
@@ -295,7 +296,7 @@ async fn bracketed(
     let mut e2e = run_all(env, standin, std::slice::from_ref(workload), plan.phase_timeout).await?;
     say("   the HTTP ceiling again, right after it");
     let conns = before["connections"].as_u64().unwrap_or(32) as usize;
-    let after = one_ceiling(standin, conns, plan).await?;
+    let after = one_ceiling(standin, LoadClient::Sink, conns, plan).await?;
     let mean = |k: &str| (f(&before[k]) + f(&after[k])) / 2.0;
     let ceiling = json!({
         "before": before,
@@ -347,6 +348,9 @@ async fn sink_phases(
     say("2. HTTP ceiling");
     let standin = Standin::start(&env.bin_dir.join("elevate-standin"))?;
     let (runs, best) = http_ceilings(&standin, args, plan).await?;
+    say("   for reference, an ordinary reqwest client at the same connection count");
+    let conns = best["connections"].as_u64().unwrap_or(32) as usize;
+    let reqwest = one_ceiling(&standin, LoadClient::Reqwest, conns, plan).await?;
 
     say("3. end to end, unthrottled, every workload");
     let (first, bracket) = bracketed(env, &standin, &workloads[0], &best, plan).await?;
@@ -357,6 +361,7 @@ async fn sink_phases(
         "best_requests_per_s": best["requests_per_s"],
         "best_cpu_us_per_request": best["cpu_us_per_request"],
         "bracket": bracket,
+        "reqwest": reqwest,
     });
 
     say(format!("4. throttled at {}/s", plan.throttle_rps));
@@ -405,7 +410,7 @@ async fn sink_phases(
 async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> Result<Value> {
     let standin = Standin::start(&env.bin_dir.join("elevate-standin"))?;
     let conns = args.http_conns.first().copied().unwrap_or(32);
-    let before = one_ceiling(&standin, conns, plan).await?;
+    let before = one_ceiling(&standin, LoadClient::Sink, conns, plan).await?;
     let (first, ceiling) = bracketed(env, &standin, &workloads[0], &before, plan).await?;
     let mut e2e = vec![first];
     e2e.extend(run_all(env, &standin, &workloads[1..], plan.phase_timeout).await?);

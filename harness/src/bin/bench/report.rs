@@ -66,6 +66,14 @@ pub fn markdown(r: &Value) -> String {
         f(&hb["before"]["cpu_us_per_request"]),
         f(&hb["after"]["cpu_us_per_request"]),
     );
+    if let Some(rq) = hc.get("reqwest") {
+        s += &format!(
+            "| 2. … for reference, an ordinary reqwest client (same requests, {} conns) | {:.0} requests/s, {:.1} µs CPU per request | | |\n",
+            rq["connections"],
+            f(&rq["requests_per_s"]),
+            f(&rq["cpu_us_per_request"]),
+        );
+    }
     s += &format!(
         "| 3. end to end, unthrottled ({} records) | {:.0} records/s, {:.0} notifications/s ({:.0} records/s to committed end) | | |\n",
         e["records"],
