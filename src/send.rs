@@ -1,9 +1,10 @@
 //! Send: one notification through the layers, outermost first — concurrency slot, rate limit,
-//! retry (classifying each answer), per-attempt timeout. Guarantees: returns `Delivered` only on a
-//! 204; `Park` only for an answer about the record itself (400, 409, 413, 414, 422, 431) or a
-//! spent transient budget (never for configuration-class answers, which are retried without limit
-//! and logged loudly, at most once per 30 s per status); `Abandoned` only when the caller says the
-//! record is no longer ours.
+//! retry (classifying each answer), the client's exchange within the per-attempt timeout
+//! ([`crate::client`]). Guarantees: returns `Delivered` only on a 204; `Park` only for an answer
+//! about the record itself (400, 409, 413, 414, 422, 431), a request that cannot be built (its
+//! URL is not a valid URI), or a spent transient budget (never for configuration-class answers,
+//! which are retried without limit and logged loudly, at most once per 30 s per status);
+//! `Abandoned` only when the caller says the record is no longer ours.
 //!
 //! Every attempt, first or retry, takes a concurrency slot and then its rate tokens, and leaves at
 //! once, so the quota bounds every request Elevate sees at its door ([`crate::limit`]); backoff
@@ -145,7 +146,7 @@ impl Sender {
     /// Memory: thousands of these wait for a slot at once (`pipeline.max_pending_notifications`),
     /// so the waiting state is kept small. Each attempt builds its request once it is admitted
     /// and moves it into the client (a retry builds it again: rarer and cheaper than cloning a
-    /// kept request for every first attempt), and the attempt's future (reqwest's, about 1 KiB)
+    /// kept request for every first attempt), and the attempt's future (the client's exchange)
     /// is boxed only while it runs (docs/performance.md, "Memory").
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
         let mut backoff = Backoff::new();
@@ -469,8 +470,8 @@ mod tests {
     }
 
     /// Thousands of notifications wait for a slot at once; each waits as a `send` future. Built
-    /// with the request and reqwest's attempt future inline it was 1,280 bytes; the request is
-    /// now built once admitted and the attempt boxed while it runs.
+    /// with the request and the HTTP client's attempt future inline it was 1,280 bytes; the
+    /// request is now built once admitted and the attempt boxed while it runs.
     #[tokio::test]
     async fn a_waiting_send_is_small() {
         let c = crate::config::Config::from_toml_with_env(
