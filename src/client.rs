@@ -4,6 +4,11 @@
 //! head and, for anything but a 204, the first 4 KiB of its body, the rest is dropped); redirects
 //! are never followed and answers are never decompressed (nothing asks for an encoding).
 //!
+//! Proxies: when the proxy environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, less
+//! `NO_PROXY`, read as curl does) names a proxy for Elevate's base URL, requests go through
+//! reqwest, which speaks to proxies, with the same settings and guarantees; that is how the sink
+//! sent every request before it had this client.
+//!
 //! Why not reqwest here: for our one request shape reqwest adds work we do not need on every
 //! request — its redirect layer parses the URL again even with `Policy::none()`, the URL is
 //! turned into a URI again, and the answer is wrapped with a copy of the URL. On this machine the
@@ -18,6 +23,7 @@ use http::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioExecutor;
 
 use crate::classify::TransportError;
@@ -52,12 +58,26 @@ pub enum ClientError {
     /// `elevate.user_agent` is not a valid header value.
     #[error("elevate.user_agent: not a valid header value")]
     UserAgent,
+    /// reqwest refused the settings of the proxied transport.
+    #[error("cannot set up the HTTP client for the proxy: {0}")]
+    Proxied(#[from] reqwest::Error),
+}
+
+/// How requests leave. (One per process: the size of the larger variant costs nothing, a box
+/// would cost an indirection per request.)
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Transport {
+    /// hyper-util's pooled client, straight to Elevate.
+    Direct(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>),
+    /// reqwest, through the proxy the environment names for Elevate's host.
+    Proxied(reqwest::Client),
 }
 
 /// Sends requests to Elevate over pooled connections. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>,
+    http: Transport,
     /// Sent when the request carries no (forwarded) User-Agent of its own.
     user_agent: HeaderValue,
     /// The one timer of an exchange.
@@ -66,33 +86,37 @@ pub struct Client {
 
 impl Client {
     /// The client `elevate` describes: connect and request timeouts, up to
-    /// `max_in_flight_requests` idle connections kept for 60 s, `TCP_NODELAY`.
+    /// `max_in_flight_requests` idle connections kept for 60 s, `TCP_NODELAY`; through a proxy
+    /// when the environment names one for `elevate`'s base URL.
     pub fn new(elevate: &ElevateConfig) -> Result<Self, ClientError> {
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(elevate.connect_timeout));
-        tcp.enforce_http(false);
-        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(elevate.max_in_flight_requests)
-            .build(https);
+        Self::with_proxies(elevate, &Matcher::from_env())
+    }
+
+    /// [`Client::new`] with the proxy rules given instead of read from the environment.
+    pub fn with_proxies(elevate: &ElevateConfig, proxies: &Matcher) -> Result<Self, ClientError> {
+        let base = elevate
+            .base_url()
+            .ok()
+            .and_then(|u| u.as_str().parse::<http::Uri>().ok());
+        let http = match base.and_then(|b| proxies.intercept(&b)) {
+            Some(proxy) => {
+                // Host and port only: the proxy's address may carry credentials.
+                let at = proxy.uri().authority().map(|a| (a.host(), a.port_u16()));
+                tracing::info!(proxy = ?at, "Elevate requests go through the proxy the environment names");
+                Transport::Proxied(proxied_client(elevate, &proxy)?)
+            }
+            None => Transport::Direct(direct_client(elevate)?),
+        };
         Ok(Client {
             http,
             user_agent: HeaderValue::from_str(&elevate.user_agent).map_err(|_| ClientError::UserAgent)?,
             timeout: elevate.request_timeout,
         })
+    }
+
+    /// Whether requests go through a proxy (reqwest).
+    pub fn proxied(&self) -> bool {
+        matches!(self.http, Transport::Proxied(_))
     }
 
     /// One exchange: sends `req` and reads the answer, within the request timeout.
@@ -107,30 +131,117 @@ impl Client {
     }
 
     async fn answer(&self, req: WireRequest) -> Result<Answer, TransportError> {
-        let resp = self.http.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                TransportError::Connection
-            } else {
-                TransportError::Other
-            }
-        })?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = if status == 204 {
-            Bytes::new()
-        } else {
-            head_of(resp.into_body()).await
-        };
-        Ok(Answer {
-            status,
-            retry_after,
-            body,
-        })
+        match &self.http {
+            Transport::Direct(http) => direct(http, req).await,
+            Transport::Proxied(http) => proxied(http, req).await,
+        }
     }
+}
+
+/// hyper-util's client with rustls, the webpki roots and ALPN (HTTP/2 when offered).
+fn direct_client(
+    elevate: &ElevateConfig,
+) -> Result<hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>, ClientError> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(elevate.connect_timeout));
+    tcp.enforce_http(false);
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(elevate.max_in_flight_requests)
+        .build(https))
+}
+
+/// reqwest with the same settings through `proxy` (with its credentials), no decompression, no
+/// redirects (the exchange's own timer bounds it).
+fn proxied_client(elevate: &ElevateConfig, proxy: &Intercept) -> Result<reqwest::Client, ClientError> {
+    let mut via = reqwest::Proxy::all(proxy.uri().to_string())?;
+    if let Some((user, password)) = proxy.raw_auth() {
+        via = via.basic_auth(user, password);
+    }
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .proxy(via)
+        .connect_timeout(elevate.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(elevate.max_in_flight_requests)
+        .tcp_nodelay(true)
+        .gzip(false)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+fn connect_or_other(connect: bool) -> TransportError {
+    if connect {
+        TransportError::Connection
+    } else {
+        TransportError::Other
+    }
+}
+
+async fn direct(
+    http: &hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>,
+    req: WireRequest,
+) -> Result<Answer, TransportError> {
+    let resp = http
+        .request(req)
+        .await
+        .map_err(|e| connect_or_other(e.is_connect()))?;
+    let status = resp.status().as_u16();
+    let retry_after = retry_after(resp.headers());
+    let body = if status == 204 {
+        Bytes::new()
+    } else {
+        head_of(resp.into_body()).await
+    };
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+async fn proxied(http: &reqwest::Client, req: WireRequest) -> Result<Answer, TransportError> {
+    let req = req.map(|b| b.into_inner().unwrap_or_default());
+    let req = reqwest::Request::try_from(req).map_err(|_| TransportError::Other)?;
+    let mut resp = http
+        .execute(req)
+        .await
+        .map_err(|e| connect_or_other(e.is_connect()))?;
+    let status = resp.status().as_u16();
+    let retry_after = retry_after(resp.headers());
+    let mut buf = Vec::new();
+    while status != 204 && buf.len() < ANSWER_BODY_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(ANSWER_BODY_LIMIT);
+    Ok(Answer {
+        status,
+        retry_after,
+        body: Bytes::from(buf),
+    })
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Up to [`ANSWER_BODY_LIMIT`] bytes of `body` (what arrived before an error, if one comes).
@@ -228,6 +339,31 @@ mod tests {
         let head = server.await.unwrap();
         assert!(head.contains("user-agent: mozilla/5.0 (visitor)"), "{head}");
         assert!(!head.contains("sink-test"), "{head}");
+    }
+
+    /// With a proxy named for Elevate's host, the request reaches the proxy in absolute form
+    /// (reqwest's forwarding); `NO_PROXY` for the host sends it directly.
+    #[tokio::test]
+    async fn a_proxy_named_for_elevate_carries_the_request_and_no_proxy_skips_it() {
+        let (proxy, server) = serve_once(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()).await;
+        let elevate = ElevateConfig {
+            base_url: Some("http://elevate.invalid".into()),
+            ..ElevateConfig::default()
+        };
+        let rules = |no: &str| Matcher::builder().http(proxy.clone()).no(no.to_string()).build();
+        assert!(!Client::with_proxies(&elevate, &rules("elevate.invalid"))
+            .unwrap()
+            .proxied());
+        let c = Client::with_proxies(&elevate, &rules("")).unwrap();
+        assert!(c.proxied());
+        let a = c.exchange(post("http://elevate.invalid", None)).await.unwrap();
+        assert_eq!(a.status, 204);
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("post http://elevate.invalid/x?market=se "),
+            "{head}"
+        );
+        assert!(head.contains("user-agent: elevate-sink/"), "{head}");
     }
 
     #[tokio::test]
