@@ -135,6 +135,16 @@ impl Sender {
         build(self.endpoint(n.route.kind), n, self.forward_visitor)
     }
 
+    /// The request of one attempt at `n` ([`wire_request`]).
+    fn wire(&self, n: &Notification) -> Result<WireRequest, http::Error> {
+        wire_request(
+            self.endpoint(n.route.kind),
+            n,
+            self.forward_visitor,
+            self.api_key.as_ref(),
+        )
+    }
+
     /// The endpoint of `kind`.
     fn endpoint(&self, kind: Kind) -> &Url {
         let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
@@ -163,12 +173,7 @@ impl Sender {
                 self.metrics
                     .limiter_wait_seconds
                     .inc_by(admitted.waited.as_secs_f64());
-                let req = match wire_request(
-                    self.endpoint(n.route.kind),
-                    n,
-                    self.forward_visitor,
-                    self.api_key.as_ref(),
-                ) {
+                let req = match self.wire(n) {
                     Ok(req) => req,
                     Err(e) => return unbuildable(n, &e, backoff.attempts),
                 };
