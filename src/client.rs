@@ -199,6 +199,25 @@ async fn direct(
         .request(req)
         .await
         .map_err(|e| connect_or_other(e.is_connect()))?;
+    Ok(answer_of(resp).await)
+}
+
+async fn proxied(http: &reqwest::Client, req: WireRequest) -> Result<Answer, TransportError> {
+    let req = req.map(|b| b.into_inner().unwrap_or_default());
+    let req = reqwest::Request::try_from(req).map_err(|_| TransportError::Other)?;
+    let resp = http
+        .execute(req)
+        .await
+        .map_err(|e| connect_or_other(e.is_connect()))?;
+    Ok(answer_of(http::Response::from(resp)).await)
+}
+
+/// The answer in `resp`, whichever transport brought it: status, `Retry-After`, and the head of
+/// the body unless it is a 204.
+async fn answer_of<B>(resp: http::Response<B>) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let status = resp.status().as_u16();
     let retry_after = retry_after(resp.headers());
     let body = if status == 204 {
@@ -206,35 +225,11 @@ async fn direct(
     } else {
         head_of(resp.into_body()).await
     };
-    Ok(Answer {
+    Answer {
         status,
         retry_after,
         body,
-    })
-}
-
-async fn proxied(http: &reqwest::Client, req: WireRequest) -> Result<Answer, TransportError> {
-    let req = req.map(|b| b.into_inner().unwrap_or_default());
-    let req = reqwest::Request::try_from(req).map_err(|_| TransportError::Other)?;
-    let mut resp = http
-        .execute(req)
-        .await
-        .map_err(|e| connect_or_other(e.is_connect()))?;
-    let status = resp.status().as_u16();
-    let retry_after = retry_after(resp.headers());
-    let mut buf = Vec::new();
-    while status != 204 && buf.len() < ANSWER_BODY_LIMIT {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
-        }
     }
-    buf.truncate(ANSWER_BODY_LIMIT);
-    Ok(Answer {
-        status,
-        retry_after,
-        body: Bytes::from(buf),
-    })
 }
 
 fn retry_after(headers: &http::HeaderMap) -> Option<String> {
@@ -245,7 +240,7 @@ fn retry_after(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// Up to [`ANSWER_BODY_LIMIT`] bytes of `body` (what arrived before an error, if one comes).
-async fn head_of(mut body: hyper::body::Incoming) -> Bytes {
+async fn head_of<B: hyper::body::Body<Data = Bytes> + Unpin>(mut body: B) -> Bytes {
     let mut buf = Vec::new();
     while buf.len() < ANSWER_BODY_LIMIT {
         match body.frame().await {
