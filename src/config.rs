@@ -1015,29 +1015,46 @@ impl ElevateConfig {
     }
 }
 
+/// What a mapping pointer is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The event (the record's value).
+    Event,
+    /// The event: the array of lines (empty: the event is its own one line).
+    Lines,
+    /// Each line.
+    Line,
+}
+
 impl MappingConfig {
+    /// Every pointer of the mapping, once: its key, its text, whether it is required, and what
+    /// it is read from (`validate` and the parser's keep-list, `decode/prune.rs`, both use it).
+    pub(crate) fn pointers(&self) -> [(&'static str, &str, bool, Place); 17] {
+        use Place::{Event, Line, Lines};
+        [
+            ("mapping.event_type", &self.event_type, true, Event),
+            ("mapping.market", &self.market, true, Event),
+            ("mapping.customer_key", &self.customer_key, false, Event),
+            ("mapping.session_key", &self.session_key, false, Event),
+            ("mapping.user_context", &self.user_context, false, Event),
+            ("mapping.user_agent", &self.user_agent, false, Event),
+            ("mapping.visitor_ip", &self.visitor_ip, false, Event),
+            ("mapping.event_time", &self.event_time, false, Event),
+            ("mapping.lines", &self.lines, false, Lines),
+            ("mapping.line_source", &self.line_source, false, Line),
+            ("mapping.line_ticket", &self.line_ticket, true, Line),
+            ("mapping.product_key", &self.product_key, false, Event),
+            ("mapping.variant_key", &self.variant_key, false, Event),
+            ("mapping.line_variant_key", &self.line_variant_key, true, Line),
+            ("mapping.line_quantity", &self.line_quantity, true, Line),
+            ("mapping.line_selling_price", &self.line_selling_price, true, Line),
+            ("mapping.line_cost", &self.line_cost, true, Line),
+        ]
+    }
+
     /// Every pointer must be empty or start with `/`; required ones must be set.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let pointers = [
-            ("mapping.event_type", &self.event_type, true),
-            ("mapping.market", &self.market, true),
-            ("mapping.customer_key", &self.customer_key, false),
-            ("mapping.session_key", &self.session_key, false),
-            ("mapping.user_context", &self.user_context, false),
-            ("mapping.user_agent", &self.user_agent, false),
-            ("mapping.visitor_ip", &self.visitor_ip, false),
-            ("mapping.event_time", &self.event_time, false),
-            ("mapping.lines", &self.lines, false),
-            ("mapping.line_source", &self.line_source, false),
-            ("mapping.line_ticket", &self.line_ticket, true),
-            ("mapping.product_key", &self.product_key, false),
-            ("mapping.variant_key", &self.variant_key, false),
-            ("mapping.line_variant_key", &self.line_variant_key, true),
-            ("mapping.line_quantity", &self.line_quantity, true),
-            ("mapping.line_selling_price", &self.line_selling_price, true),
-            ("mapping.line_cost", &self.line_cost, true),
-        ];
-        for (key, ptr, required) in pointers {
+        for (key, ptr, required, _) in self.pointers() {
             if required && ptr.is_empty() {
                 return Err(ConfigError::invalid(
                     key,

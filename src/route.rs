@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, MappingConfig};
-use crate::decode::{decode_value, event_type, parse, require_object, Invalid};
+use crate::decode::{decode_value, event_type, parse_kept, require_object, Invalid, Keep};
 use crate::select::{select, Mapped, SkipReason};
 
+pub mod bots;
 pub mod payload;
 pub mod quota;
 pub mod trace;
@@ -157,7 +158,11 @@ pub struct Routes {
     /// In config order.
     pub routes: Vec<Route>,
     /// Known-bot User-Agents to skip (`elevate.skip_bots`), None when off.
-    bots: Option<Arc<isbot::Bots>>,
+    bots: Option<Arc<bots::Bots>>,
+    /// What the parser keeps of a record, by topic: what its routes' mappings read.
+    keep: Vec<(String, Keep)>,
+    /// What the routes together read (`map_any`).
+    keep_any: Keep,
 }
 
 impl Routes {
@@ -198,9 +203,20 @@ impl Routes {
                 "is required by a payment route ({ file = \"..\" } or { env = \"..\" })",
             ));
         }
+        let keep = cfg
+            .kafka
+            .topics
+            .iter()
+            .map(|t| {
+                let fed = routes.iter().filter(|r| r.topics.contains(t));
+                (t.clone(), Keep::of(fed.map(|r| &r.mapping)))
+            })
+            .collect();
         Ok(Routes {
+            keep,
+            keep_any: Keep::of(routes.iter().map(|r| &r.mapping)),
             routes,
-            bots: bots(&cfg.elevate)?,
+            bots: bots::Bots::from_config(&cfg.elevate)?.map(Arc::new),
         })
     }
 
@@ -220,12 +236,17 @@ impl Routes {
     /// together (the record is done when all are), skips labelled by route. An invalid record
     /// names the route at fault (when the value got that far).
     pub fn map(&self, topic: &str, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
-        self.map_for(self.for_topic(topic).collect(), value)
+        let keep = self.keep.iter().find(|(t, _)| t == topic).map(|(_, k)| k);
+        self.map_for(
+            self.for_topic(topic).collect(),
+            value,
+            keep.unwrap_or(&self.keep_any),
+        )
     }
 
     /// As [`Routes::map`], trying every route whatever its topics (`check --sample`).
     pub fn map_any(&self, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
-        self.map_for(self.routes.iter().collect(), value)
+        self.map_for(self.routes.iter().collect(), value, &self.keep_any)
     }
 
     /// As [`Routes::map`], for a value already decoded (an Avro or Protobuf record as JSON).
@@ -233,9 +254,15 @@ impl Routes {
         self.map_root(self.for_topic(topic).collect(), root)
     }
 
-    fn map_for(&self, candidates: Vec<&Route>, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+    /// Parses only what `keep` names (what the candidates read), then maps.
+    fn map_for(
+        &self,
+        candidates: Vec<&Route>,
+        value: Option<&[u8]>,
+        keep: &Keep,
+    ) -> Result<Mapped, RouteInvalid> {
         let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
-        let root = parse(value).map_err(|invalid| RouteInvalid { route: only, invalid })?;
+        let root = parse_kept(value, keep).map_err(|invalid| RouteInvalid { route: only, invalid })?;
         self.map_root(candidates, &root)
     }
 
@@ -406,25 +433,5 @@ fn resolve(cfg: &Config, i: usize, rc: &RouteConfig) -> Result<Route, ConfigErro
 }
 
 /// The bot filter: isbot's maintained list plus `bot_patterns` (each checked as a regex first).
-fn bots(elevate: &crate::config::ElevateConfig) -> Result<Option<Arc<isbot::Bots>>, ConfigError> {
-    if !elevate.skip_bots {
-        return Ok(None);
-    }
-    for p in &elevate.bot_patterns {
-        regex::Regex::new(&p.to_ascii_lowercase()).map_err(|e| {
-            ConfigError::invalid(
-                "elevate.bot_patterns",
-                format!("{p:?} is not a regular expression: {e}"),
-            )
-        })?;
-    }
-    let mut bots = isbot::Bots::default();
-    if !elevate.bot_patterns.is_empty() {
-        let extra: Vec<&str> = elevate.bot_patterns.iter().map(String::as_str).collect();
-        bots.append(&extra);
-    }
-    Ok(Some(Arc::new(bots)))
-}
-
 #[cfg(test)]
 mod tests;

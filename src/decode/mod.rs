@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::config::MappingConfig;
 
 pub(crate) mod pointer;
+mod prune;
+
+pub use prune::Keep;
 
 /// Why a record is not a usable cart event. It goes to the dead-letter topic with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,6 +199,11 @@ pub fn decode(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<CartEvent
 
 /// A record value as JSON: UTF-8 (a BOM tolerated), then JSON; nothing about its shape.
 pub fn parse(value: Option<&[u8]>) -> Result<Value, Invalid> {
+    parse_kept(value, &Keep::all())
+}
+
+/// As [`parse`], keeping only what `keep` names (`decode/prune.rs`).
+pub fn parse_kept(value: Option<&[u8]>, keep: &Keep) -> Result<Value, Invalid> {
     let bytes =
         value.ok_or_else(|| Invalid::new(InvalidReason::MalformedJson, "record has no value (tombstone)"))?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -205,7 +213,7 @@ pub fn parse(value: Option<&[u8]>) -> Result<Value, Invalid> {
         )
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    serde_json::from_str(text)
+    keep.parse(text)
         .map_err(|e| Invalid::new(InvalidReason::MalformedJson, format!("value is not JSON: {e}")))
 }
 

@@ -31,8 +31,22 @@ pub(crate) fn at<'v>(root: &'v Value, pointer: &str) -> Option<&'v Value> {
     })
 }
 
+/// The unescaped tokens of `pointer` (`""`: none, the root), None when it is not a pointer (it
+/// then finds nothing in any value).
+pub(crate) fn tokens(pointer: &str) -> Option<Vec<String>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = pointer.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|raw| raw.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
 /// An array index token: digits only, no leading zero unless it is `0` (as serde_json reads it).
-fn index(token: &str) -> Option<usize> {
+pub(crate) fn index(token: &str) -> Option<usize> {
     if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
         return None;
     }

@@ -1,0 +1,428 @@
+//! Parse only what the mapping reads: a record value into a `serde_json::Value` that holds the
+//! subtrees the `[mapping]` pointers of its topic's routes name, and nothing else. Guarantees:
+//! every mapping pointer finds in the kept value exactly what it finds in the whole value (the
+//! same value, or the same type where a check reads only the type), so mapping either gives the
+//! same notifications and the same invalid reasons (property-tested below); the whole text must
+//! still be JSON. Limits: keys outside the pointers are scanned but never copied; an array that a
+//! pointer indexes by number is kept whole.
+//!
+//! Parsing every record into a whole `Value` (its keys, prices, product ids) and dropping it
+//! again was 7.8 % of the sink's CPU on the benchmark's typical records (docs/performance.md).
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
+
+use super::pointer::{index, tokens};
+use crate::config::{MappingConfig, Place};
+
+/// What to keep of a record value; build it once per topic with [`Keep::of`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keep {
+    root: Node,
+}
+
+/// One place in the value: keep all of it, or only its named children (object keys or array
+/// indexes) and, when it is an array of lines, what each line needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    all: bool,
+    children: Vec<(String, Node)>,
+    items: Option<Box<Node>>,
+}
+
+impl Node {
+    /// The node at `path` below this one, created on the way.
+    fn at(&mut self, path: &[String]) -> &mut Node {
+        let Some((first, rest)) = path.split_first() else {
+            return self;
+        };
+        let i = match self.children.iter().position(|(k, _)| k == first) {
+            Some(i) => i,
+            None => {
+                self.children.push((first.clone(), Node::default()));
+                self.children.len() - 1
+            }
+        };
+        self.children[i].1.at(rest)
+    }
+
+    fn child(&self, key: &str) -> Option<&Node> {
+        self.children.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+    }
+
+    /// Whether a pointer indexes this node as an array.
+    fn indexed(&self) -> bool {
+        self.children.iter().any(|(k, _)| index(k).is_some())
+    }
+}
+
+impl Keep {
+    /// Everything any of `mappings` reads: each event pointer's whole value; the lines array,
+    /// and in each of its elements each line pointer's whole value (the event itself when no
+    /// lines pointer is set).
+    pub fn of<'m>(mappings: impl IntoIterator<Item = &'m MappingConfig>) -> Keep {
+        let mut root = Node::default();
+        for mapping in mappings {
+            let (mut events, mut lines, mut in_line) = (Vec::new(), None, Vec::new());
+            for (_, pointer, _, place) in mapping.pointers() {
+                if pointer.is_empty() && place != Place::Lines {
+                    continue;
+                }
+                match place {
+                    Place::Event => events.push(pointer),
+                    Place::Lines => lines = Some(pointer),
+                    Place::Line => in_line.push(pointer),
+                }
+            }
+            for p in events {
+                mark_all(&mut root, p);
+            }
+            let line_node = match lines.filter(|l| !l.is_empty()) {
+                None => &mut root,
+                Some(l) => match tokens(l) {
+                    Some(path) => root.at(&path).items.get_or_insert_with(Box::default),
+                    None => continue,
+                },
+            };
+            for p in in_line {
+                mark_all(line_node, p);
+            }
+        }
+        Keep { root }
+    }
+
+    /// Keeps everything (a whole parse).
+    pub fn all() -> Keep {
+        Keep {
+            root: Node {
+                all: true,
+                ..Node::default()
+            },
+        }
+    }
+
+    /// The kept part of `text`, or serde_json's error when `text` is not JSON.
+    pub fn parse(&self, text: &str) -> serde_json::Result<Value> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = Seed(&self.root).deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+}
+
+/// Marks the value `pointer` names as kept whole (a pointer that is not one keeps nothing: it
+/// finds nothing in any value).
+fn mark_all(root: &mut Node, pointer: &str) {
+    if let Some(path) = tokens(pointer) {
+        root.at(&path).all = true;
+    }
+}
+
+/// Deserializes one value under its node.
+#[derive(Clone, Copy)]
+struct Seed<'k>(&'k Node);
+
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.all {
+            Value::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    /// An array: whole when a pointer indexes it, each line pruned when it holds lines, else
+    /// only its type (no pointer looks inside).
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        if self.0.indexed() {
+            while let Some(v) = seq.next_element::<Value>()? {
+                out.push(v);
+            }
+        } else if let Some(line) = &self.0.items {
+            while let Some(v) = seq.next_element_seed(Seed(line))? {
+                out.push(v);
+            }
+        } else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// An object: the named keys (the last of a repeated key wins, as in serde_json), the rest
+    /// scanned and dropped.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(found) = map.next_key_seed(Key(self.0))? {
+            match found {
+                Some((key, child)) => {
+                    let v = map.next_value_seed(Seed(child))?;
+                    out.insert(key, v);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// An object key: the key and its node when kept (the only keys copied), else None.
+struct Key<'k>(&'k Node);
+
+impl<'de, 'k> DeserializeSeed<'de> for Key<'k> {
+    type Value = Option<(String, &'k Node)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'k> Visitor<'de> for Key<'k> {
+    type Value = Option<(String, &'k Node)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.child(v).map(|n| (v.to_owned(), n)))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(self.0.child(&v).map(|n| (v, n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::pointer::at;
+    use crate::decode::type_name;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn mapping(lines: &str) -> MappingConfig {
+        MappingConfig {
+            lines: lines.into(),
+            ..MappingConfig::default()
+        }
+    }
+
+    /// Whatever a pointer of `m` finds: the same value, or for the lines and each line, the
+    /// same type (decode reads no more of them).
+    fn assert_same_reads(m: &MappingConfig, whole: &Value, kept: &Value) {
+        for (key, p, _, place) in m.pointers() {
+            match place {
+                Place::Event if !p.is_empty() => assert_eq!(at(kept, p), at(whole, p), "{key} at {p}"),
+                Place::Event => {}
+                Place::Lines | Place::Line => {}
+            }
+        }
+        let lines = |v: &'_ Value| -> Option<Vec<Value>> {
+            if m.lines.is_empty() {
+                return Some(vec![v.clone()]);
+            }
+            at(v, &m.lines).and_then(Value::as_array).cloned()
+        };
+        if !m.lines.is_empty() {
+            assert_eq!(
+                at(kept, &m.lines).map(type_name),
+                at(whole, &m.lines).map(type_name)
+            );
+        }
+        let (w, k) = (lines(whole), lines(kept));
+        assert_eq!(w.as_ref().map(Vec::len), k.as_ref().map(Vec::len), "line count");
+        for (wl, kl) in w.unwrap_or_default().iter().zip(k.unwrap_or_default().iter()) {
+            assert_eq!(type_name(wl), type_name(kl));
+            for (key, p, _, place) in m.pointers() {
+                if place == Place::Line && !p.is_empty() {
+                    assert_eq!(at(kl, p), at(wl, p), "{key} at {p} in a line");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keeps_what_the_default_mapping_reads_and_drops_the_rest() {
+        let m = MappingConfig::default();
+        let text = json!({
+            "type": "add_to_cart", "market": "SE", "customerKey": "c", "sessionKey": "s",
+            "eventId": "evt-1", "visitor": {"userAgent": "UA", "ip": "203.0.113.9", "geo": {"x": 1}},
+            "lines": [
+                {"productKey": "p1", "price": {"amount": 10.5}, "source": "elevate", "ticket": "t1"},
+                "not a line",
+                {"productKey": "p2", "source": "shop"}
+            ]
+        })
+        .to_string();
+        let whole: Value = serde_json::from_str(&text).unwrap();
+        let kept = Keep::of([&m]).parse(&text).unwrap();
+        assert_same_reads(&m, &whole, &kept);
+        assert_eq!(kept.get("eventId"), None);
+        assert_eq!(kept["visitor"], json!({"userAgent": "UA", "ip": "203.0.113.9"}));
+        assert_eq!(kept["lines"][0], json!({"source": "elevate", "ticket": "t1"}));
+        assert_eq!(kept["lines"][1], json!("not a line"));
+    }
+
+    #[test]
+    fn not_json_is_still_an_error_and_numbers_and_indexes_keep_their_meaning() {
+        let keep = Keep::of([&MappingConfig::default()]);
+        for bad in ["", "{", "{\"type\": 1,}", "{} x", "{\"eventId\": [1, }"] {
+            assert!(keep.parse(bad).is_err(), "{bad:?}");
+        }
+        let indexed = MappingConfig {
+            market: "/markets/1".into(),
+            ..MappingConfig::default()
+        };
+        let text = r#"{"markets": ["SE", "NO", {"deep": [1.5e3, -2, 18446744073709551615]}]}"#;
+        let whole: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            Keep::of([&indexed]).parse(text).unwrap()["markets"],
+            whole["markets"]
+        );
+        assert_eq!(Keep::all().parse(text).unwrap(), whole);
+    }
+
+    /// The keep-list is built from `MappingConfig::pointers`: a string field added to the mapping
+    /// and not listed there would be dropped by the parser, so this names it.
+    #[test]
+    fn every_mapping_field_that_is_a_pointer_is_listed() {
+        let m = MappingConfig::default();
+        let listed: Vec<&str> = m.pointers().iter().map(|(k, ..)| *k).collect();
+        let Value::Object(fields) = serde_json::to_value(&m).unwrap() else {
+            panic!("the mapping serializes as a table")
+        };
+        for (name, value) in fields {
+            if value.is_string() {
+                let key = format!("mapping.{name}");
+                assert!(
+                    listed.contains(&key.as_str()),
+                    "{key} is not in MappingConfig::pointers"
+                );
+            }
+        }
+    }
+
+    fn values() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("type".to_string()),
+            Just("market".to_string()),
+            Just("lines".to_string()),
+            Just("source".to_string()),
+            Just("ticket".to_string()),
+            Just("visitor".to_string()),
+            Just("userAgent".to_string()),
+            Just("a/b".to_string()),
+            Just("0".to_string()),
+            Just("other".to_string()),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z\"\\\\/]{0,4}".prop_map(Value::from)
+        ];
+        leaf.prop_recursive(5, 64, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn pointers() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("type"),
+                Just("market"),
+                Just("lines"),
+                Just("source"),
+                Just("ticket"),
+                Just("visitor"),
+                Just("userAgent"),
+                Just("a~1b"),
+                Just("0"),
+                Just("1"),
+            ],
+            1..4,
+        )
+        .prop_map(|t| t.iter().map(|t| format!("/{t}")).collect())
+    }
+
+    proptest! {
+        /// For random values and random mappings (pointers that overlap, index arrays, name the
+        /// lines array or no array at all), every pointer reads the same in the kept value.
+        #[test]
+        fn every_pointer_reads_the_same(
+            v in values(),
+            event in prop::collection::vec(pointers(), 1..4),
+            lines in prop_oneof![Just(String::new()), pointers()],
+            line in prop::collection::vec(pointers(), 1..3),
+        ) {
+            let mut m = mapping(&lines);
+            m.event_type = event[0].clone();
+            m.market = event.get(1).cloned().unwrap_or_default();
+            m.user_agent = event.get(2).cloned().unwrap_or_default();
+            m.line_source = line[0].clone();
+            m.line_ticket = line.get(1).cloned().unwrap_or_default();
+            let text = v.to_string();
+            let whole: Value = serde_json::from_str(&text).unwrap();
+            let kept = Keep::of([&m, &MappingConfig::default()]).parse(&text).unwrap();
+            assert_same_reads(&m, &whole, &kept);
+            assert_same_reads(&MappingConfig::default(), &whole, &kept);
+        }
+    }
+}
