@@ -76,8 +76,8 @@ impl<K> CommitPoint<K> {
 /// All owned partitions and the in-flight counts that drive backpressure.
 #[derive(Debug, Clone)]
 pub struct Ledger<K> {
-    /// Owned partitions.
-    owned: HashMap<K, Owned>,
+    /// Owned partitions (foldhash: a lookup per record and per completion, on keys we made).
+    owned: HashMap<K, Owned, foldhash::fast::RandomState>,
     /// Next generation number to hand out.
     next_generation: u64,
     /// Records tracked and not done, over all partitions.
@@ -89,7 +89,7 @@ pub struct Ledger<K> {
 impl<K> Default for Ledger<K> {
     fn default() -> Self {
         Ledger {
-            owned: HashMap::new(),
+            owned: HashMap::default(),
             next_generation: 1,
             records: 0,
             parts: 0,

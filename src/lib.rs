@@ -88,7 +88,7 @@ mod util;
 mod work;
 
 pub use client::{Answer, Client, WireRequest};
-pub use decode::{decode, decode_value, CartEvent, Invalid, InvalidReason, UserContext};
+pub use decode::{decode, decode_value, parse_kept, CartEvent, Invalid, InvalidReason, Keep, UserContext};
 pub use kafka::{consumer_config, SourceRecord};
 pub use ledger::{Claim, Ledger};
 pub use limit::Limiter;

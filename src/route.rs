@@ -355,7 +355,7 @@ pub struct RouteInvalid {
 /// One route's notifications for a record whose event type feeds it.
 fn map_one(route: &Route, root: &Value) -> Result<Mapped, Invalid> {
     let mut mapped = match route.tag.kind {
-        Kind::AddToCart | Kind::Click => select(&decode_value(&route.mapping, root)?)?,
+        Kind::AddToCart | Kind::Click => select(decode_value(&route.mapping, root)?)?,
         kind => payload::map(kind, &route.mapping, root)?,
     };
     for n in &mut mapped.notifications {

@@ -144,12 +144,13 @@ pub struct Mapped {
 
 /// Decodes and maps a record value: the whole pure front half of the pipeline.
 pub fn map_record(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<Mapped, Invalid> {
-    select(&decode(mapping, value)?)
+    select(decode(mapping, value)?)
 }
 
 /// Selects the lines worth a notification and builds them under the consent rules (as the
-/// default `add-to-cart` route; [`crate::route`] re-tags them for its own).
-pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
+/// default `add-to-cart` route; [`crate::route`] re-tags them for its own). The event's fields
+/// move into the notifications: the last one takes them, the others get copies.
+pub fn select(mut event: CartEvent) -> Result<Mapped, Invalid> {
     let mut out = Mapped {
         event_time_ms: event.event_time_ms,
         ..Mapped::default()
@@ -163,67 +164,63 @@ pub fn select(event: &CartEvent) -> Result<Mapped, Invalid> {
         return Ok(out);
     }
     let mut selected = Vec::new();
-    for (i, line) in event.lines.iter().enumerate() {
-        match (&line.ticket, line.from_elevate) {
+    for (i, line) in std::mem::take(&mut event.lines).into_iter().enumerate() {
+        match (line.ticket, line.from_elevate) {
             (_, false) => out.skipped.push(SkipReason::NotFromElevate),
-            (Some(t), true) if !t.is_empty() => selected.push((i, t.clone())),
+            (Some(t), true) if !t.is_empty() => selected.push((i, t)),
             (_, true) => out.skipped.push(SkipReason::NoTicket),
         }
     }
-    if selected.is_empty() {
+    let Some(last) = selected.pop() else {
         return Ok(out);
-    }
+    };
     // Only records that will produce a request are held to the request contract.
-    let market = required_market(event)?;
-    let (customer_key, session_key) = consent(event)?;
-    out.notifications = selected
-        .into_iter()
-        .map(|(line, ticket)| Notification {
-            route: RouteTag::default(),
-            body: Body::Ticket(ticket),
-            market: market.clone(),
-            customer_key: customer_key.clone(),
-            session_key: session_key.clone(),
-            user_context: event.user_context,
-            user_agent: event.user_agent.clone(),
-            visitor_ip: event.visitor_ip.clone(),
-            line,
-            event_time_ms: event.event_time_ms,
-            trace: Vec::new(),
-        })
-        .collect();
+    let template = template(event)?;
+    let one = |(line, ticket): (usize, String), n: Notification| Notification {
+        body: Body::Ticket(ticket),
+        line,
+        ..n
+    };
+    out.notifications = selected.into_iter().map(|s| one(s, template.clone())).collect();
+    out.notifications.push(one(last, template));
     Ok(out)
 }
 
-/// The market, which every request needs.
-pub(crate) fn required_market(event: &CartEvent) -> Result<String, Invalid> {
-    event.market.clone().ok_or_else(|| {
+/// What every notification of `event` shares: the market, which every request needs; the
+/// customerKey/sessionKey its consent level sends (Elevate's table, [`UserContext::customer_key`]
+/// and [`UserContext::session_key`]: forbidden keys dropped, a missing required key an error
+/// naming it); the visitor and the event time. Its body is empty and its line 0.
+pub(crate) fn template(event: CartEvent) -> Result<Notification, Invalid> {
+    let ctx = event.user_context.unwrap_or_default();
+    let market = event.market.ok_or_else(|| {
         Invalid::new(
             InvalidReason::MissingField,
             "market is missing; Elevate requires it",
         )
-    })
-}
-
-/// The customerKey/sessionKey to send under the event's consent level (Elevate's table,
-/// [`UserContext::customer_key`] and [`UserContext::session_key`]): forbidden keys are dropped,
-/// missing required keys are an error naming the key.
-pub(crate) fn consent(event: &CartEvent) -> Result<(Option<String>, Option<String>), Invalid> {
-    let ctx = event.user_context.unwrap_or_default();
-    let key = |rule: KeyRule, key: &Option<String>, name: &str| match rule {
+    })?;
+    let key = |rule: KeyRule, key: Option<String>, name: &str| match rule {
         KeyRule::Dropped => Ok(None),
-        KeyRule::IfPresent => Ok(key.clone()),
-        KeyRule::Required => key.clone().map(Some).ok_or_else(|| {
+        KeyRule::IfPresent => Ok(key),
+        KeyRule::Required => key.map(Some).ok_or_else(|| {
             Invalid::new(
                 InvalidReason::MissingField,
                 format!("{name} is missing; userContext {} requires it", ctx.as_str()),
             )
         }),
     };
-    Ok((
-        key(ctx.customer_key(), &event.customer_key, "customerKey")?,
-        key(ctx.session_key(), &event.session_key, "sessionKey")?,
-    ))
+    Ok(Notification {
+        route: RouteTag::default(),
+        body: Body::Empty,
+        market,
+        customer_key: key(ctx.customer_key(), event.customer_key, "customerKey")?,
+        session_key: key(ctx.session_key(), event.session_key, "sessionKey")?,
+        user_context: event.user_context,
+        user_agent: event.user_agent,
+        visitor_ip: event.visitor_ip,
+        line: 0,
+        event_time_ms: event.event_time_ms,
+        trace: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -266,7 +263,7 @@ mod tests {
 
     #[test]
     fn one_notification_per_elevate_line_with_ticket() {
-        let m = select(&event(None, Some("c"), Some("s"))).unwrap();
+        let m = select(event(None, Some("c"), Some("s"))).unwrap();
         let tickets: Vec<_> = m
             .notifications
             .iter()
@@ -280,7 +277,7 @@ mod tests {
     fn consent_table() {
         use UserContext::*;
         let keys = |ctx, ck, sk| {
-            select(&event(ctx, ck, sk)).map(|m| {
+            select(event(ctx, ck, sk)).map(|m| {
                 let n = &m.notifications[0];
                 (n.customer_key.clone(), n.session_key.clone())
             })
@@ -310,14 +307,17 @@ mod tests {
     fn irrelevant_records_are_skipped_not_validated() {
         let mut e = event(None, None, None);
         e.is_add_to_cart = false;
-        assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NotAddToCart]);
+        assert_eq!(select(e.clone()).unwrap().skipped, vec![SkipReason::NotAddToCart]);
         let mut e = event(None, None, None);
         e.lines.retain(|l| !l.from_elevate);
         e.market = None;
-        assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NotFromElevate]);
+        assert_eq!(
+            select(e.clone()).unwrap().skipped,
+            vec![SkipReason::NotFromElevate]
+        );
         let mut e = event(None, None, None);
         e.lines.clear();
-        assert_eq!(select(&e).unwrap().skipped, vec![SkipReason::NoLines]);
+        assert_eq!(select(e.clone()).unwrap().skipped, vec![SkipReason::NoLines]);
     }
 
     /// Issue 11 item 12: a record that would produce no request is not held to the request
@@ -418,7 +418,7 @@ mod tests {
             from_elevate: true,
             ticket: Some(String::new()),
         }];
-        let m = select(&e).unwrap();
+        let m = select(e.clone()).unwrap();
         assert!(m.notifications.is_empty());
         assert_eq!(m.skipped, vec![SkipReason::NoTicket]);
     }
@@ -427,7 +427,7 @@ mod tests {
     fn missing_market_is_invalid() {
         let mut e = event(None, Some("c"), Some("s"));
         e.market = None;
-        assert!(select(&e).unwrap_err().detail.contains("market"));
+        assert!(select(e.clone()).unwrap_err().detail.contains("market"));
     }
 
     proptest! {
@@ -441,7 +441,7 @@ mod tests {
         fn every_line_is_mapped_or_skipped(lines in proptest::collection::vec((any::<bool>(), proptest::option::of("[a-z]{0,3}")), 1..20)) {
             let mut e = event(Some(UserContext::Anonymous), None, None);
             e.lines = lines.iter().map(|(f, t)| CartLine { from_elevate: *f, ticket: t.clone().filter(|t| !t.is_empty()) }).collect();
-            let m = select(&e).unwrap();
+            let m = select(e.clone()).unwrap();
             prop_assert_eq!(m.notifications.len() + m.skipped.len(), e.lines.len());
             for n in &m.notifications {
                 prop_assert!(!n.ticket().unwrap().is_empty());

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Kind;
 use crate::config::MappingConfig;
 use crate::decode::{decode_request_fields, opt_string, type_name, CartEvent, Invalid, InvalidReason};
-use crate::select::{consent, required_market, Body, Mapped, Notification, PaymentLine};
+use crate::select::{template, Body, Mapped, Notification, PaymentLine};
 
 /// The one notification of a favourite, end or payment event (`kind` is one of those).
 pub fn map(kind: Kind, mapping: &MappingConfig, root: &Value) -> Result<Mapped, Invalid> {
@@ -20,24 +20,14 @@ pub fn map(kind: Kind, mapping: &MappingConfig, root: &Value) -> Result<Mapped, 
         Kind::Payment => Body::Payment(order_lines(mapping, root)?),
         _ => Body::Empty,
     };
-    let market = required_market(&event)?;
-    let (customer_key, session_key) = consent(&event)?;
+    let event_time_ms = event.event_time_ms;
     let n = Notification {
-        route: super::RouteTag::default(),
         body,
-        market,
-        customer_key,
-        session_key,
-        user_context: event.user_context,
-        user_agent: event.user_agent,
-        visitor_ip: event.visitor_ip,
-        line: 0,
-        event_time_ms: event.event_time_ms,
-        trace: Vec::new(),
+        ..template(event)?
     };
     Ok(Mapped {
         notifications: vec![n],
-        event_time_ms: event.event_time_ms,
+        event_time_ms,
         ..Mapped::default()
     })
 }
