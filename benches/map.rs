@@ -1,12 +1,13 @@
-//! Decode + select + map, ns per record, over realistic default-shape events
+//! Decode + select + map, and the request, per record, over realistic default-shape events
 //! (`cargo bench --bench map`). The events are those the harness's `bench` preloads.
+//! `routes_*` is what `run` does for each record (the parse keeps only what the mapping reads,
+//! `decode/prune.rs`); `whole_parse_*` parses every record whole, as `map_record` does.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use elevate_sink::config::MappingConfig;
-use elevate_sink::map_record;
-use elevate_sink::{build, endpoint};
+use elevate_sink::config::{Config, MappingConfig};
+use elevate_sink::{endpoint, map_record, wire_request, Forwarding, Routes};
 use testkit::events;
 
 fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {
@@ -24,10 +25,13 @@ fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {
 
 fn map(c: &mut Criterion) {
     let mapping = MappingConfig::default();
+    let cfg = Config::default();
+    let topic = cfg.kafka.topics[0].clone();
+    let routes = Routes::from_config(&cfg).expect("the default routes");
     let (values, notes) = sample(1024);
     let mut g = c.benchmark_group("map");
     g.throughput(Throughput::Elements(values.len() as u64));
-    g.bench_function("decode_select_map_1024_records", |b| {
+    g.bench_function("whole_parse_decode_select_map_1024_records", |b| {
         b.iter(|| {
             let mut n = 0usize;
             for v in &values {
@@ -39,18 +43,32 @@ fn map(c: &mut Criterion) {
             n
         })
     });
-    let ep = endpoint(&"http://127.0.0.1:8080".parse().expect("URL"));
-    g.bench_function("decode_select_map_request_1024_records", |b| {
+    g.bench_function("routes_decode_select_map_1024_records", |b| {
         b.iter(|| {
-            let mut bytes = 0usize;
+            let mut n = 0usize;
             for v in &values {
-                if let Ok(m) = map_record(&mapping, Some(black_box(v))) {
+                if let Ok(m) = routes.map(&topic, Some(black_box(v))) {
+                    n += m.notifications.len();
+                }
+            }
+            assert_eq!(n as u64, notes);
+            n
+        })
+    });
+    let ep = endpoint(&"http://127.0.0.1:8080".parse().expect("URL"));
+    let forward = Forwarding::from(true);
+    g.bench_function("routes_map_wire_request_1024_records", |b| {
+        b.iter(|| {
+            let mut sent = 0usize;
+            for v in &values {
+                if let Ok(m) = routes.map(&topic, Some(black_box(v))) {
                     for n in &m.notifications {
-                        bytes += build(&ep, n, true).url.len();
+                        let req = wire_request(&ep, n, forward, None).expect("a request");
+                        sent += req.headers().len();
                     }
                 }
             }
-            bytes
+            sent
         })
     });
     g.finish();

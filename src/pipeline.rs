@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tokio::sync::{watch, Notify};
@@ -193,6 +193,9 @@ async fn consume(
     );
     // Set once records could not be read: the run stalls (see `stall_on_unreadable`).
     let mut unreadable: Option<String> = None;
+    // One stream for the whole run: `recv` makes (and registers a waker slot for) a new one per
+    // record. Its `next` is cancellation safe, as `recv` is.
+    let mut records = r.consumer.stream();
     let stop = 'turns: loop {
         health.touch();
         // Stalled or paused, the loop still polls (max.poll.interval.ms), taking nothing.
@@ -207,7 +210,7 @@ async fn consume(
                 }
             }
             _ = r.wake.notified() => {}
-            m = r.consumer.recv(), if take => {
+            Some(m) = records.next(), if take => {
                 if let Some(stop) = on_message(m, r, metrics, health, &mut unreadable) {
                     break stop;
                 }
@@ -217,7 +220,7 @@ async fn consume(
                     if unreadable.is_some() || bounds_full(r) {
                         break;
                     }
-                    let Some(m) = r.consumer.recv().now_or_never() else {
+                    let Some(Some(m)) = records.next().now_or_never() else {
                         break;
                     };
                     if let Some(stop) = on_message(m, r, metrics, health, &mut unreadable) {

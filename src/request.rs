@@ -6,7 +6,7 @@
 //! (consent) are absent from the URL; the visitor's IP is forwarded only for the consent levels
 //! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::client::{WireBody, WireRequest};
@@ -113,10 +113,13 @@ impl From<bool> for Forwarding {
 /// Builds the request for `n`, with the visitor headers `forward` allows (a `bool` means the
 /// default table or nothing).
 pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -> HttpRequest {
-    let (url, headers, body) = parts(endpoint, n, forward.into());
+    let body = body_json(&n.body);
+    let headers = headers(n, forward.into(), !body.is_empty())
+        .map(|(name, value)| (name, value.to_string()))
+        .collect();
     HttpRequest {
         method: "POST",
-        url,
+        url: url(endpoint, n),
         headers,
         body,
         api_key: n.route.kind == Kind::Payment,
@@ -124,26 +127,28 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
 }
 
 /// The request [`build`] describes, as the client sends it ([`crate::client`]): the URL handed
-/// over as a URI without a copy, the `Api-Key` added for payment when `api_key` is given. Built
-/// for each attempt. An error only if the URL is not a valid URI, which `url` does not produce
-/// for the percent-encoded queries built here.
+/// over as a URI without a copy, each header value copied once into the header map, the
+/// `Api-Key` added for payment when `api_key` is given. Built for each attempt. An error only if
+/// the URL is not a valid URI, which `url` does not produce for the percent-encoded queries
+/// built here.
 pub fn wire_request(
     endpoint: &Url,
     n: &Notification,
     forward: Forwarding,
     api_key: Option<&HeaderValue>,
 ) -> Result<WireRequest, http::Error> {
-    let (url, headers, body) = parts(endpoint, n, forward);
-    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url))?;
+    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url(endpoint, n)))?;
+    let body = body_json(&n.body);
+    let has_body = !body.is_empty();
     let mut req = http::Request::new(WireBody::new(bytes::Bytes::from(body)));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     let map = req.headers_mut();
-    map.reserve(headers.len() + 1);
-    for (name, value) in headers {
-        // `parts` only keeps header-safe values, which always convert.
-        if let Ok(v) = HeaderValue::try_from(value) {
-            map.append(name, v);
+    map.reserve(4);
+    for (name, value) in headers(n, forward, has_body) {
+        // `headers` only yields header-safe values, which always convert.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            map.append(HeaderName::from_static(name), v);
         }
     }
     if n.route.kind == Kind::Payment {
@@ -154,14 +159,9 @@ pub fn wire_request(
     Ok(req)
 }
 
-/// The URL (query included), the headers and the body of `n`'s request. The query is
-/// form-encoded onto the endpoint's text as `url`'s `query_pairs_mut` would, without a copy of
-/// the endpoint's `Url`.
-fn parts(
-    endpoint: &Url,
-    n: &Notification,
-    forward: Forwarding,
-) -> (String, Vec<(&'static str, String)>, String) {
+/// The URL of `n`'s request, query included: form-encoded onto the endpoint's text as `url`'s
+/// `query_pairs_mut` would, without a copy of the endpoint's `Url`.
+fn url(endpoint: &Url, n: &Notification) -> String {
     let mut url = String::with_capacity(endpoint.as_str().len() + 160);
     url.push_str(endpoint.as_str());
     let start = match url.find('?') {
@@ -182,28 +182,33 @@ fn parts(
     if let Some(ctx) = n.user_context {
         q.append_pair("userContext", ctx.as_str());
     }
-    let url = q.finish();
-    let body = body_json(&n.body);
-    let mut headers = Vec::new();
-    if !body.is_empty() {
-        headers.push(("content-type", "application/json;charset=utf-8".to_string()));
-    }
-    if forward.user_agent() {
-        if let Some(ua) = n.user_agent.as_deref().filter(|v| header_safe(v)) {
-            headers.push(("user-agent", ua.to_string()));
-        }
-    }
-    if forward.ip(n.user_context) {
-        if let Some(ip) = n.visitor_ip.as_deref().filter(|v| header_safe(v)) {
-            headers.push(("x-forwarded-for", ip.to_string()));
-        }
-    }
-    for (name, value) in &n.trace {
-        if header_safe(value) {
-            headers.push((name, value.clone()));
-        }
-    }
-    (url, headers, body)
+    q.finish()
+}
+
+/// The headers of `n`'s request, in order (lower-case names): the content type when there is a
+/// body, the visitor headers `forward` allows, the trace context; only header-safe values.
+fn headers(
+    n: &Notification,
+    forward: Forwarding,
+    has_body: bool,
+) -> impl Iterator<Item = (&'static str, &str)> {
+    let content_type = has_body.then_some(("content-type", "application/json;charset=utf-8"));
+    let user_agent = n
+        .user_agent
+        .as_deref()
+        .filter(|v| forward.user_agent() && header_safe(v))
+        .map(|v| ("user-agent", v));
+    let ip = n
+        .visitor_ip
+        .as_deref()
+        .filter(|v| forward.ip(n.user_context) && header_safe(v))
+        .map(|v| ("x-forwarded-for", v));
+    let trace = n
+        .trace
+        .iter()
+        .filter(|(_, v)| header_safe(v))
+        .map(|(name, v)| (*name, v.as_str()));
+    content_type.into_iter().chain(user_agent).chain(ip).chain(trace)
 }
 
 /// The JSON body of each kind (empty for `end`).

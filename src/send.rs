@@ -178,9 +178,7 @@ impl Sender {
                     Err(e) => return unbuildable(n, &e, backoff.attempts),
                 };
                 self.metrics.in_flight_requests.inc();
-                let sent = Instant::now();
-                let mut a = Box::pin(self.attempt(req)).await;
-                let took = sent.elapsed();
+                let (mut a, took) = Box::pin(self.attempt(req)).await;
                 self.metrics.in_flight_requests.dec();
                 drop(admitted);
                 if !a.excerpt.is_empty() {
@@ -280,14 +278,14 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, req: WireRequest) -> Attempt {
+    /// One exchange, classified, and how long it took (also observed as `request_duration`).
+    async fn attempt(&self, req: WireRequest) -> (Attempt, Duration) {
         let start = Instant::now();
         let result = self.client.exchange(req).await;
-        self.metrics
-            .request_duration
-            .observe(start.elapsed().as_secs_f64());
+        let took = start.elapsed();
+        self.metrics.request_duration.observe(took.as_secs_f64());
         let answer = match result {
-            Err(kind) => return transport(kind),
+            Err(kind) => return (transport(kind), took),
             Ok(a) => a,
         };
         let status = answer.status;
@@ -296,7 +294,7 @@ impl Sender {
         } else {
             answer_text(&answer.body)
         };
-        Attempt {
+        let attempt = Attempt {
             class: classify_status(status, answer.retry_after.as_deref()),
             status: Some(status),
             label: match status {
@@ -304,7 +302,8 @@ impl Sender {
                 _ => Cow::Owned(status.to_string()),
             },
             excerpt,
-        }
+        };
+        (attempt, took)
     }
 }
 
