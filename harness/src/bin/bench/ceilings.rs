@@ -198,9 +198,37 @@ impl Driver {
     }
 }
 
+/// Releases `rate` requests per second to the load generator's connections, a millisecond's
+/// worth at a time (tokio's timer has millisecond ticks); at most 100 ms of them are banked.
+async fn pace(permits: Arc<tokio::sync::Semaphore>, rate: f64, stop: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut last, mut owed) = (Instant::now(), 0.0);
+    let cap = (rate / 10.0).max(1.0) as usize;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let now = Instant::now();
+        owed += rate * (now - last).as_secs_f64();
+        last = now;
+        let whole = owed.floor();
+        owed -= whole;
+        let room = cap.saturating_sub(permits.available_permits());
+        permits.add_permits((whole as usize).min(room));
+    }
+    permits.close();
+}
+
 /// Phase 2: N keep-alive connections post the sink's exact requests (`wire_request`) as fast as
-/// answered, through `client`.
-pub async fn http_ceiling(base: &str, client: LoadClient, conns: usize, secs: f64) -> Result<Value> {
+/// answered, through `client`; or, with `paced`, at that many requests per second (the load
+/// generator's CPU per request at the sink's own rate: the stand-in then idles as much as it
+/// does behind the sink, see docs/performance.md).
+pub async fn http_ceiling(
+    base: &str,
+    client: LoadClient,
+    conns: usize,
+    secs: f64,
+    paced: Option<f64>,
+) -> Result<Value> {
     let mapping = MappingConfig::default();
     let ep = endpoint(&base.parse()?);
     let mut gen = events::Events::new(99);
@@ -218,12 +246,23 @@ pub async fn http_ceiling(base: &str, client: LoadClient, conns: usize, secs: f6
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
     let mut tasks = Vec::new();
+    if let Some(rate) = paced {
+        tasks.push(tokio::spawn(pace(permits.clone(), rate, stop.clone())));
+    }
     for c in 0..conns {
         let (http, reqs, ok, bad, stop) = (http.clone(), reqs.clone(), ok.clone(), bad.clone(), stop.clone());
+        let permits = paced.map(|_| permits.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = c * 997;
             while !stop.load(Ordering::Relaxed) {
+                if let Some(permits) = &permits {
+                    match permits.acquire().await {
+                        Ok(p) => p.forget(),
+                        Err(_) => break,
+                    }
+                }
                 let p = &reqs[i % reqs.len()];
                 i += 1;
                 if http.send(p).await {
@@ -256,6 +295,7 @@ pub async fn http_ceiling(base: &str, client: LoadClient, conns: usize, secs: f6
     let s = (t1 - t0).as_secs_f64();
     Ok(json!({
         "client": client.name(),
+        "paced_per_s": paced.map(|r| round(r, 0)),
         "connections": conns,
         "seconds": round(s, 2),
         "requests_per_s": round((ok1 - ok0) as f64 / s, 0),

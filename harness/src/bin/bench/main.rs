@@ -11,9 +11,11 @@
 //!
 //! 1. the consume ceiling: a bare `BaseConsumer` (settings from `kafka::consumer_config`, the
 //!    service's own) reading the whole topic and discarding it;
-//! 2. the HTTP ceiling: our load generator (reqwest, N keep-alive connections, the sink's exact
-//!    requests from `request::wire_request`) against the stand-in, and once more right after
-//!    phase 3's first run; the ratios use the mean of the two (`bracketed`);
+//! 2. the HTTP ceiling: our load generator (the sink's own client, N keep-alive connections, the
+//!    sink's exact requests from `request::wire_request`) against the stand-in, and once more
+//!    right after phase 3's first run; the ratios use the mean of the two (`bracketed`); then the
+//!    load generator paced at the sink's rate, for its CPU per request with the stand-in as idle
+//!    as it is behind the sink (a row of its own, not a target);
 //! 3. `elevate-sink run` end to end, unthrottled, as a child process: CPU per notification and
 //!    peak RSS, on every workload shape (`typical`, `small`: many small records, `large`: few
 //!    records of many lines; `testkit::events::Shape`) at two topic sizes each;
@@ -271,11 +273,22 @@ async fn http_ceilings(standin: &Standin, args: &Args, plan: &Plan) -> Result<(V
 /// One load-generator run through `client` at `conns` connections, with the cores each process
 /// used.
 async fn one_ceiling(standin: &Standin, client: LoadClient, conns: usize, plan: &Plan) -> Result<Value> {
+    one_load(standin, client, conns, plan, None).await
+}
+
+/// One load-generator run, flat out or `paced` at that many requests per second.
+async fn one_load(
+    standin: &Standin,
+    client: LoadClient,
+    conns: usize,
+    plan: &Plan,
+    paced: Option<f64>,
+) -> Result<Value> {
     let cpu = CpuMeter::start(&[
         ("standin", Some(standin.pid())),
         ("bench", Some(std::process::id())),
     ]);
-    let mut r = http_ceiling(&standin.base, client, conns, plan.http_secs).await?;
+    let mut r = http_ceiling(&standin.base, client, conns, plan.http_secs, paced).await?;
     r["cores_used"] = cpu.stop();
     say(format!("   {r}"));
     standin.reset().await?;
@@ -297,10 +310,14 @@ async fn bracketed(
     say("   the HTTP ceiling again, right after it");
     let conns = before["connections"].as_u64().unwrap_or(32) as usize;
     let after = one_ceiling(standin, LoadClient::Sink, conns, plan).await?;
+    say("   the load generator again, paced at the sink's rate");
+    let rate = f(&e2e[0]["notifications_per_s"]);
+    let paced = one_load(standin, LoadClient::Sink, conns, plan, Some(rate)).await?;
     let mean = |k: &str| (f(&before[k]) + f(&after[k])) / 2.0;
     let ceiling = json!({
         "before": before,
         "after": after,
+        "paced": paced,
         "requests_per_s": round(mean("requests_per_s"), 0),
         "cpu_us_per_request": round(mean("cpu_us_per_request"), 1),
     });
@@ -416,9 +433,11 @@ async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> R
     e2e.extend(run_all(env, &standin, &workloads[1..], plan.phase_timeout).await?);
     let (rate, loadgen_cpu) = (f(&ceiling["requests_per_s"]), f(&ceiling["cpu_us_per_request"]));
     say(format!(
-        "quick: ceiling {rate:.0}/s ({:.0} before, {:.0} after), load generator {loadgen_cpu:.1} µs",
+        "quick: ceiling {rate:.0}/s ({:.0} before, {:.0} after), load generator {loadgen_cpu:.1} µs; paced at the sink's {:.0}/s: {:.1} µs",
         f(&before["requests_per_s"]),
-        f(&ceiling["after"]["requests_per_s"])
+        f(&ceiling["after"]["requests_per_s"]),
+        f(&ceiling["paced"]["requests_per_s"]),
+        f(&ceiling["paced"]["cpu_us_per_request"]),
     ));
     let mut rows = Vec::new();
     for r in &e2e {
@@ -426,6 +445,10 @@ async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> R
             "workload": r["workload"]["shape"],
             "ratio": round(f(&r["notifications_per_s"]) / rate, 3),
             "cpu_ratio": round(f(&r["cpu_us_per_notification"]) / loadgen_cpu, 2),
+            "cpu_ratio_paced": round(
+                f(&r["cpu_us_per_notification"]) / f(&ceiling["paced"]["cpu_us_per_request"]),
+                2
+            ),
             "notifications_per_s": r["notifications_per_s"],
             "cpu_us_per_notification": r["cpu_us_per_notification"],
             "peak_rss_mib": r["peak_rss_mib"],

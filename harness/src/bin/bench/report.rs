@@ -95,6 +95,15 @@ pub fn markdown(r: &Value) -> String {
         f(&tg["cpu_ratio"]["value"]),
         ok(&tg["cpu_ratio"]["met"])
     );
+    if let Some(p) = hb.get("paced").filter(|p| !p.is_null()) {
+        s += &format!(
+            "| 3. … the load generator paced at the sink's rate ({:.0}/s; the stand-in as idle as behind the sink) | {:.1} µs ÷ {:.1} µs = {:.2} | | |\n",
+            f(&p["requests_per_s"]),
+            f(&e["cpu_us_per_notification"]),
+            f(&p["cpu_us_per_request"]),
+            f(&e["cpu_us_per_notification"]) / f(&p["cpu_us_per_request"]),
+        );
+    }
     s += &format!(
         "| 3. peak RSS (VmHWM), every workload below | {:.1} MiB at most | < 64 MiB, flat | {} |\n",
         tg["peak_rss"]["value_mib"]
