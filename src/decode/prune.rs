@@ -2,16 +2,18 @@
 //! subtrees the `[mapping]` pointers of its topic's routes name, and nothing else. Guarantees:
 //! every mapping pointer finds in the kept value exactly what it finds in the whole value (the
 //! same value, or the same type where a check reads only the type), so mapping either gives the
-//! same notifications and the same invalid reasons (property-tested below); the whole text must
-//! still be JSON. Limits: keys outside the pointers are scanned but never copied; an array that a
-//! pointer indexes by number is kept whole.
+//! same notifications and the same invalid reasons (property-tested below); a text is refused
+//! exactly when serde_json refuses to build a `Value` from it (the dropped parts are checked as
+//! it checks them: escapes, number range, the nesting limit of 128), so the same records are
+//! dead-lettered as with a whole parse. Limits: an array that a pointer indexes by number is kept
+//! whole.
 //!
 //! Parsing every record into a whole `Value` (its keys, prices, product ids) and dropping it
 //! again was 7.8 % of the sink's CPU on the benchmark's typical records (docs/performance.md).
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
@@ -193,7 +195,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
                 out.push(v);
             }
         } else {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            while seq.next_element::<Skip>()?.is_some() {}
         }
         Ok(Value::Array(out))
     }
@@ -209,11 +211,72 @@ impl<'de> Visitor<'de> for Seed<'_> {
                     out.insert(key, v);
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skip>()?;
                 }
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A dropped value: read as serde_json reads a value it builds (so it refuses the same texts:
+/// a lone surrogate escape, a number out of range, nesting past its limit) and never copied
+/// (serde's `IgnoredAny` would accept all three).
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(Skip)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_none<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+        Skip::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
     }
 }
 
@@ -332,6 +395,36 @@ mod tests {
             whole["markets"]
         );
         assert_eq!(Keep::all().parse(text).unwrap(), whole);
+    }
+
+    /// What serde_json refuses to build (nesting past 128, a lone surrogate, a number out of
+    /// range) is refused in a dropped key too, with serde_json's own message; what it builds
+    /// (nesting to 128, a 30-digit integer, a surrogate pair) passes.
+    #[test]
+    fn dropped_keys_are_checked_as_serde_json_checks_them() {
+        let keep = Keep::of([&MappingConfig::default()]);
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        for extra in [
+            nest(300),
+            r#""\ud800""#.into(),
+            "1e400".into(),
+            "{\"a\": [1, }".into(),
+        ] {
+            for text in [format!(r#"{{"type": "t", "x": {extra}}}"#), format!("[{extra}]")] {
+                let whole = serde_json::from_str::<Value>(&text).unwrap_err().to_string();
+                let kept = keep.parse(&text).unwrap_err().to_string();
+                assert_eq!(kept, whole, "{text:.60}");
+            }
+        }
+        for extra in [
+            nest(120),
+            "123456789012345678901234567890".into(),
+            r#""\ud83d\ude00""#.into(),
+        ] {
+            let text = format!(r#"{{"type": "t", "x": {extra}}}"#);
+            serde_json::from_str::<Value>(&text).unwrap();
+            assert_eq!(keep.parse(&text).unwrap(), json!({"type": "t"}));
+        }
     }
 
     /// The keep-list is built from `MappingConfig::pointers`: a string field added to the mapping
