@@ -432,6 +432,5 @@ fn resolve(cfg: &Config, i: usize, rc: &RouteConfig) -> Result<Route, ConfigErro
     })
 }
 
-/// The bot filter: isbot's maintained list plus `bot_patterns` (each checked as a regex first).
 #[cfg(test)]
 mod tests;
