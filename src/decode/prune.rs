@@ -68,28 +68,24 @@ impl Keep {
     pub fn of<'m>(mappings: impl IntoIterator<Item = &'m MappingConfig>) -> Keep {
         let mut root = Node::default();
         for mapping in mappings {
-            let (mut events, mut lines, mut in_line) = (Vec::new(), None, Vec::new());
-            for (_, pointer, _, place) in mapping.pointers() {
-                if pointer.is_empty() && place != Place::Lines {
-                    continue;
-                }
-                match place {
-                    Place::Event => events.push(pointer),
-                    Place::Lines => lines = Some(pointer),
-                    Place::Line => in_line.push(pointer),
-                }
-            }
-            for p in events {
+            let pointers = mapping.pointers();
+            let at = |place: Place| {
+                pointers
+                    .into_iter()
+                    .filter(move |(_, p, _, at)| *at == place && !p.is_empty())
+                    .map(|(_, p, ..)| p)
+            };
+            for p in at(Place::Event) {
                 mark_all(&mut root, p);
             }
-            let line_node = match lines.filter(|l| !l.is_empty()) {
+            let line_node = match at(Place::Lines).next() {
                 None => &mut root,
-                Some(l) => match tokens(l) {
+                Some(lines) => match tokens(lines) {
                     Some(path) => root.at(&path).items.get_or_insert_with(Box::default),
                     None => continue,
                 },
             };
-            for p in in_line {
+            for p in at(Place::Line) {
                 mark_all(line_node, p);
             }
         }
