@@ -13,36 +13,33 @@ use serde_json::Value;
 /// The value `pointer` names in `root`: `""` is `root` itself; otherwise the pointer starts with
 /// `/` and each token is an object key, or an array index without sign or leading zeros.
 pub(crate) fn at<'v>(root: &'v Value, pointer: &str) -> Option<&'v Value> {
-    if pointer.is_empty() {
-        return Some(root);
-    }
-    let rest = pointer.strip_prefix('/')?;
-    rest.split('/').try_fold(root, |target, raw| {
-        let token: Cow<'_, str> = if raw.contains('~') {
-            Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
-        } else {
-            Cow::Borrowed(raw)
-        };
-        match target {
-            Value::Object(map) => map.get(token.as_ref()),
-            Value::Array(list) => index(&token).and_then(|i| list.get(i)),
-            _ => None,
-        }
+    split(pointer)?.try_fold(root, |target, token| match target {
+        Value::Object(map) => map.get(token.as_ref()),
+        Value::Array(list) => index(&token).and_then(|i| list.get(i)),
+        _ => None,
     })
 }
 
 /// The unescaped tokens of `pointer` (`""`: none, the root), None when it is not a pointer (it
 /// then finds nothing in any value).
 pub(crate) fn tokens(pointer: &str) -> Option<Vec<String>> {
-    if pointer.is_empty() {
-        return Some(Vec::new());
-    }
-    let rest = pointer.strip_prefix('/')?;
-    Some(
-        rest.split('/')
-            .map(|raw| raw.replace("~1", "/").replace("~0", "~"))
-            .collect(),
-    )
+    Some(split(pointer)?.map(Cow::into_owned).collect())
+}
+
+/// The tokens of `pointer` in order, unescaped (`~1` is `/`, `~0` is `~`); a token is copied
+/// only when it holds an escape. None when `pointer` is neither `""` nor starts with `/`.
+fn split(pointer: &str) -> Option<impl Iterator<Item = Cow<'_, str>>> {
+    let rest = match pointer {
+        "" => None,
+        p => Some(p.strip_prefix('/')?),
+    };
+    Some(rest.into_iter().flat_map(|r| r.split('/')).map(|raw| {
+        if raw.contains('~') {
+            Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
+        } else {
+            Cow::Borrowed(raw)
+        }
+    }))
 }
 
 /// An array index token: digits only, no leading zero unless it is `0` (as serde_json reads it).
