@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, MappingConfig};
-use crate::decode::{decode_value, event_type, parse_kept, require_object, Invalid, Keep};
+use crate::decode::{decode_typed, event_type, parse_kept, require_object, Invalid, Keep};
 use crate::select::{select, Mapped, SkipReason};
 
 pub mod bots;
@@ -284,7 +284,7 @@ impl Routes {
                 continue;
             }
             matched = true;
-            let mapped = self.without_bots(map_one(route, root).map_err(fail)?);
+            let mapped = self.without_bots(map_one(route, root, ty).map_err(fail)?);
             out.event_time_ms = out.event_time_ms.or(mapped.event_time_ms);
             out.notifications.extend(mapped.notifications);
             for reason in mapped.skipped {
@@ -352,10 +352,10 @@ pub struct RouteInvalid {
     pub invalid: Invalid,
 }
 
-/// One route's notifications for a record whose event type feeds it.
-fn map_one(route: &Route, root: &Value) -> Result<Mapped, Invalid> {
+/// One route's notifications for a record (an object) whose event type feeds it.
+fn map_one(route: &Route, root: &Value, event_type: String) -> Result<Mapped, Invalid> {
     let mut mapped = match route.tag.kind {
-        Kind::AddToCart | Kind::Click => select(decode_value(&route.mapping, root)?)?,
+        Kind::AddToCart | Kind::Click => select(decode_typed(&route.mapping, root, event_type)?)?,
         kind => payload::map(kind, &route.mapping, root)?,
     };
     for n in &mut mapped.notifications {

@@ -242,7 +242,16 @@ pub(crate) fn event_type(mapping: &MappingConfig, root: &Value) -> Result<String
 /// only) the lines, then (only when a line would be sent) what the request needs.
 pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, Invalid> {
     require_object(root)?;
-    let event_type = event_type(mapping, root)?;
+    decode_typed(mapping, root, event_type(mapping, root)?)
+}
+
+/// [`decode_value`] of an object whose event type was already read (the routes read it first,
+/// to choose the routes it feeds).
+pub(crate) fn decode_typed(
+    mapping: &MappingConfig,
+    root: &Value,
+    event_type: String,
+) -> Result<CartEvent, Invalid> {
     let mut event = CartEvent {
         is_add_to_cart: mapping.add_to_cart_types.contains(&event_type),
         event_type,
@@ -345,7 +354,7 @@ fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, 
             };
             // A line that is not an Elevate product is never sent: its ticket is not read.
             let ticket = if from_elevate {
-                opt_string(line, &mapping.line_ticket, &format!("lines[{i}] ticket"))?
+                opt_string(line, &mapping.line_ticket, LineField(i, "ticket"))?
             } else {
                 None
             };
@@ -354,8 +363,22 @@ fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, 
         .collect()
 }
 
+/// A line's field as errors name it, `lines[3] ticket`: formatted only when an error is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineField<'a>(pub usize, pub &'a str);
+
+impl std::fmt::Display for LineField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lines[{}] {}", self.0, self.1)
+    }
+}
+
 /// A string field: absent, null or "" → None; another type → WrongType naming `field`.
-pub(crate) fn opt_string(root: &Value, pointer: &str, field: &str) -> Result<Option<String>, Invalid> {
+pub(crate) fn opt_string(
+    root: &Value,
+    pointer: &str,
+    field: impl std::fmt::Display,
+) -> Result<Option<String>, Invalid> {
     if pointer.is_empty() {
         return Ok(None);
     }

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::Kind;
 use crate::config::MappingConfig;
-use crate::decode::{decode_request_fields, opt_string, type_name, CartEvent, Invalid, InvalidReason};
+use crate::decode::{
+    decode_request_fields, opt_string, type_name, CartEvent, Invalid, InvalidReason, LineField,
+};
 use crate::select::{template, Body, Mapped, Notification, PaymentLine};
 
 /// The one notification of a favourite, end or payment event (`kind` is one of those).
@@ -83,19 +85,18 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<Payment
             format!("lines[{i}] is a {}, expected an object", type_name(line)),
         ));
     }
-    let name = |f: &str| format!("lines[{i}] {f}");
-    let variant_key =
-        opt_string(line, &mapping.line_variant_key, &name("variant_key"))?.ok_or_else(|| {
-            Invalid::new(
-                InvalidReason::MissingField,
-                format!(
-                    "{} at {} is missing",
-                    name("variant_key"),
-                    mapping.line_variant_key
-                ),
-            )
-        })?;
-    let quantity = match number(line, &mapping.line_quantity, &name("quantity"))?.as_u64() {
+    let name = |f| LineField(i, f);
+    let variant_key = opt_string(line, &mapping.line_variant_key, name("variant_key"))?.ok_or_else(|| {
+        Invalid::new(
+            InvalidReason::MissingField,
+            format!(
+                "{} at {} is missing",
+                name("variant_key"),
+                mapping.line_variant_key
+            ),
+        )
+    })?;
+    let quantity = match number(line, &mapping.line_quantity, name("quantity"))?.as_u64() {
         Some(q) if q > 0 => q,
         _ => {
             return Err(Invalid::new(
@@ -110,8 +111,8 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<Payment
     };
     // A price is the float it denotes: `199` and `199.0` (a JSON integer, an Avro or Protobuf
     // double) send the same `199.0`, so an order's request is the same whatever its wire format.
-    let price = |pointer: &str, field: &str| -> Result<serde_json::Number, Invalid> {
-        let n = number(line, pointer, &name(field))?;
+    let price = |pointer: &str, field: &'static str| -> Result<serde_json::Number, Invalid> {
+        let n = number(line, pointer, name(field))?;
         let canonical = n.as_f64().filter(|f| f.is_finite() && *f >= 0.0);
         match canonical.and_then(serde_json::Number::from_f64) {
             Some(price) => Ok(price),
@@ -133,7 +134,7 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<Payment
 }
 
 /// A required JSON number.
-fn number(line: &Value, pointer: &str, field: &str) -> Result<serde_json::Number, Invalid> {
+fn number(line: &Value, pointer: &str, field: LineField<'_>) -> Result<serde_json::Number, Invalid> {
     match crate::decode::pointer::at(line, pointer) {
         Some(Value::Number(n)) => Ok(n.clone()),
         None | Some(Value::Null) => Err(Invalid::new(

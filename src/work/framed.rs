@@ -15,7 +15,7 @@ use crate::ledger::{Claim, Track};
 use crate::metrics::{label, route_labels};
 use crate::route::RouteInvalid;
 use crate::select::Mapped;
-use crate::util::{lock, now_ms};
+use crate::util::lock;
 use crate::wire::{WireError, WireReason};
 
 impl Work {
@@ -84,7 +84,12 @@ impl Work {
             .routes
             .map_value(&src.topic, value)
             .map_err(|e| self.invalid_park(e))?;
-        Ok(trace_and_age(mapped, src, self.max_age, now_ms()))
+        Ok(trace_and_age(
+            mapped,
+            src,
+            self.max_age,
+            super::clock(self.max_age),
+        ))
     }
 
     /// A mapping failure as a park reason naming its route, counted, as [`Work::take`] parks it.
