@@ -19,7 +19,7 @@ use elevate_sink::{consumer_config, endpoint, map_record, wire_request, SourceRe
 
 use harness::round;
 
-use crate::procfs::cpu_secs;
+use crate::procfs::cpu_split;
 
 /// Phase 1: a bare consumer with the service's settings reads the whole topic and discards it.
 pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value> {
@@ -275,19 +275,20 @@ pub async fn http_ceiling(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let me = std::process::id();
-    let (ok0, bad0, t0, cpu0) = (
+    let (ok0, bad0, t0, (user0, sys0)) = (
         ok.load(Ordering::Relaxed),
         bad.load(Ordering::Relaxed),
         Instant::now(),
-        cpu_secs(me).unwrap_or(0.0),
+        cpu_split(me).unwrap_or_default(),
     );
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    let (ok1, bad1, t1, cpu1) = (
+    let (ok1, bad1, t1, (user1, sys1)) = (
         ok.load(Ordering::Relaxed),
         bad.load(Ordering::Relaxed),
         Instant::now(),
-        cpu_secs(me).unwrap_or(0.0),
+        cpu_split(me).unwrap_or_default(),
     );
+    let per_request = |secs: f64| round(secs * 1e6 / ((ok1 - ok0).max(1)) as f64, 1);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -301,6 +302,7 @@ pub async fn http_ceiling(
         "requests_per_s": round((ok1 - ok0) as f64 / s, 0),
         "non_204": bad1 - bad0,
         // The load generator is this process, doing nothing else while it measures.
-        "cpu_us_per_request": round((cpu1 - cpu0) * 1e6 / ((ok1 - ok0).max(1)) as f64, 1),
+        "cpu_us_per_request": per_request(user1 + sys1 - user0 - sys0),
+        "kernel_us_per_request": per_request(sys1 - sys0),
     }))
 }

@@ -320,6 +320,7 @@ async fn bracketed(
         "paced": paced,
         "requests_per_s": round(mean("requests_per_s"), 0),
         "cpu_us_per_request": round(mean("cpu_us_per_request"), 1),
+        "kernel_us_per_request": round(mean("kernel_us_per_request"), 1),
     });
     Ok((e2e.remove(0), ceiling))
 }
@@ -433,11 +434,13 @@ async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> R
     e2e.extend(run_all(env, &standin, &workloads[1..], plan.phase_timeout).await?);
     let (rate, loadgen_cpu) = (f(&ceiling["requests_per_s"]), f(&ceiling["cpu_us_per_request"]));
     say(format!(
-        "quick: ceiling {rate:.0}/s ({:.0} before, {:.0} after), load generator {loadgen_cpu:.1} µs; paced at the sink's {:.0}/s: {:.1} µs",
+        "quick: ceiling {rate:.0}/s ({:.0} before, {:.0} after), load generator {loadgen_cpu:.1} µs (kernel {:.1}); paced at the sink's {:.0}/s: {:.1} µs (kernel {:.1})",
         f(&before["requests_per_s"]),
         f(&ceiling["after"]["requests_per_s"]),
+        f(&ceiling["kernel_us_per_request"]),
         f(&ceiling["paced"]["requests_per_s"]),
         f(&ceiling["paced"]["cpu_us_per_request"]),
+        f(&ceiling["paced"]["kernel_us_per_request"]),
     ));
     let mut rows = Vec::new();
     for r in &e2e {
@@ -451,6 +454,7 @@ async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> R
             ),
             "notifications_per_s": r["notifications_per_s"],
             "cpu_us_per_notification": r["cpu_us_per_notification"],
+            "kernel_us_per_notification": r["kernel_us_per_notification"],
             "peak_rss_mib": r["peak_rss_mib"],
         });
         say(format!("quick: {row}"));

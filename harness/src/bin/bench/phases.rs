@@ -115,7 +115,7 @@ pub async fn e2e(
     let cpu = CpuMeter {
         procs: {
             let mut p = cpu.procs;
-            p.push(("sink".into(), sink.pid(), 0.0));
+            p.push(("sink".into(), sink.pid(), (0.0, 0.0)));
             p
         },
         ..cpu
@@ -145,7 +145,8 @@ pub async fn e2e(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let sink_cpu_s = cpu.secs("sink").unwrap_or(f64::NAN);
+    let (sink_user_s, sink_system_s) = cpu.split("sink").unwrap_or((f64::NAN, f64::NAN));
+    let sink_cpu_s = sink_user_s + sink_system_s;
     let cpu = cpu.stop();
     let metrics_text = sink.metrics().await;
     std::fs::write(env.scratch.join(format!("{name}.metrics")), &metrics_text)?;
@@ -169,6 +170,7 @@ pub async fn e2e(
         "cores_used": cpu,
         "sink_cpu_s": round(sink_cpu_s, 2),
         "cpu_us_per_notification": round(sink_cpu_s * 1e6 / d.accepted.max(1) as f64, 1),
+        "kernel_us_per_notification": round(sink_system_s * 1e6 / d.accepted.max(1) as f64, 1),
         "queueing_latency_ms": {"p50": pct(&d.latencies, 0.5), "p99": pct(&d.latencies, 0.99)},
         "sink_counters": {
             "commits": metrics::sum(&metrics_text, "elevate_sink_commits_total"),

@@ -12,13 +12,20 @@ use harness::round;
 
 /// CPU time (user + system) of a process, in seconds.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// CPU time of a process in seconds: (user, system). System time is the kernel working for the
+/// process: its syscalls and, on loopback, the TCP receive path its writes run for the peer
+/// (waking the peer included).
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields after the command: state is #3 overall, utime #14, stime #15.
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime / 100.0, stime / 100.0))
 }
 
 /// A `/proc/PID/status` field in KiB (e.g. `VmHWM`).
@@ -59,8 +66,8 @@ pub fn loadavg() -> String {
 
 /// CPU use of the processes that matter over one phase.
 pub struct CpuMeter {
-    /// Processes measured: name, pid, CPU seconds at start.
-    pub procs: Vec<(String, u32, f64)>,
+    /// Processes measured: name, pid, CPU seconds (user, system) at start.
+    pub procs: Vec<(String, u32, (f64, f64))>,
     /// Machine (busy, total) jiffies at start.
     pub machine: (u64, u64),
     /// Wall clock at start.
@@ -72,7 +79,7 @@ impl CpuMeter {
         CpuMeter {
             procs: procs
                 .iter()
-                .filter_map(|(n, p)| p.map(|p| (n.to_string(), p, cpu_secs(p).unwrap_or(0.0))))
+                .filter_map(|(n, p)| p.map(|p| (n.to_string(), p, cpu_split(p).unwrap_or_default())))
                 .collect(),
             machine: machine_jiffies(),
             start: Instant::now(),
@@ -81,8 +88,13 @@ impl CpuMeter {
 
     /// CPU seconds (user + system) `name` used since the start, if it is measured.
     pub fn secs(&self, name: &str) -> Option<f64> {
-        let (_, pid, start) = self.procs.iter().find(|(n, _, _)| n == name)?;
-        cpu_secs(*pid).map(|c| c - start)
+        self.split(name).map(|(user, system)| user + system)
+    }
+
+    /// CPU seconds (user, system) `name` used since the start, if it is measured.
+    pub fn split(&self, name: &str) -> Option<(f64, f64)> {
+        let (_, pid, (user, system)) = self.procs.iter().find(|(n, _, _)| n == name)?;
+        cpu_split(*pid).map(|(u, s)| (u - user, s - system))
     }
 
     /// Cores used by each process, and by the whole machine (all processes, ours and others').
@@ -90,8 +102,8 @@ impl CpuMeter {
         let wall = self.start.elapsed().as_secs_f64().max(1e-3);
         let mut out = serde_json::Map::new();
         let mut ours = 0.0;
-        for (name, pid, start) in &self.procs {
-            let used = cpu_secs(*pid).map(|c| c - start).unwrap_or(0.0);
+        for (name, pid, (user, system)) in &self.procs {
+            let used = cpu_secs(*pid).map(|c| c - user - system).unwrap_or(0.0);
             ours += used / wall;
             out.insert(name.clone(), json!(round(used / wall, 2)));
         }

@@ -89,18 +89,22 @@ pub fn markdown(r: &Value) -> String {
         ok(&tg["e2e_ratio"]["met"])
     );
     s += &format!(
-        "| 3. … sink CPU per notification ÷ load generator CPU per request | {:.1} µs ÷ {:.1} µs = {:.2} | ≤ 1.5 | {} |\n",
+        "| 3. … sink CPU per notification ÷ load generator CPU per request (of which kernel) | {:.1} µs ({:.1}) ÷ {:.1} µs ({:.1}) = {:.2} | ≤ 1.5 | {} |\n",
         f(&e["cpu_us_per_notification"]),
+        f(&e["kernel_us_per_notification"]),
         f(&hb["cpu_us_per_request"]),
+        f(&hb["kernel_us_per_request"]),
         f(&tg["cpu_ratio"]["value"]),
         ok(&tg["cpu_ratio"]["met"])
     );
     if let Some(p) = hb.get("paced").filter(|p| !p.is_null()) {
         s += &format!(
-            "| 3. … the load generator paced at the sink's rate ({:.0}/s; the stand-in as idle as behind the sink) | {:.1} µs ÷ {:.1} µs = {:.2} | | |\n",
+            "| 3. … the load generator paced at the sink's rate ({:.0}/s; the stand-in as idle as behind the sink) | {:.1} µs ({:.1}) ÷ {:.1} µs ({:.1}) = {:.2} | | |\n",
             f(&p["requests_per_s"]),
             f(&e["cpu_us_per_notification"]),
+            f(&e["kernel_us_per_notification"]),
             f(&p["cpu_us_per_request"]),
+            f(&p["kernel_us_per_request"]),
             f(&e["cpu_us_per_notification"]) / f(&p["cpu_us_per_request"]),
         );
     }
