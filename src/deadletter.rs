@@ -19,6 +19,8 @@ use crate::kafka::SourceRecord;
 use crate::metrics::{label, LabelValue, Metrics};
 use crate::wire::WireReason;
 
+pub mod produce;
+
 /// Why a record (or one of its lines) is parked: the closed set behind the reason header and
 /// the `reason` label of `elevate_sink_dead_lettered_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
