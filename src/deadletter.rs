@@ -11,13 +11,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::producer::BaseRecord;
 
 use crate::decode::InvalidReason;
 use crate::kafka::SourceRecord;
 use crate::metrics::{label, LabelValue, Metrics};
 use crate::wire::WireReason;
+
+pub mod produce;
+
+pub use produce::{DeadLetterProducer, StartError};
 
 /// Why a record (or one of its lines) is parked: the closed set behind the reason header and
 /// the `reason` label of `elevate_sink_dead_lettered_total`.
@@ -138,7 +141,7 @@ fn is_too_large(e: &rdkafka::error::KafkaError) -> bool {
 /// Writes parked records. Share it in an `Arc`.
 pub struct DeadLetter {
     /// The idempotent producer.
-    producer: FutureProducer,
+    producer: DeadLetterProducer,
     /// The dead-letter topic.
     topic: String,
     /// Series to update.
@@ -152,7 +155,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// Wraps a producer made from [`crate::kafka::producer_config`].
-    pub fn new(producer: FutureProducer, topic: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(producer: DeadLetterProducer, topic: String, metrics: Arc<Metrics>) -> Self {
         DeadLetter {
             producer,
             topic,
@@ -252,7 +255,7 @@ impl DeadLetter {
                     value: Some(v),
                 });
             }
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(owned);
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(owned);
             if let Some(k) = &src.key {
                 rec = rec.key(k.as_slice());
             }
@@ -262,11 +265,7 @@ impl DeadLetter {
             // No timestamp: the producer stamps the time of parking. The source's time would
             // let retention delete a parked replay of old events at once, and a time far in the
             // future would be refused (`message.timestamp.after.max.ms`) and retried forever.
-            match self
-                .producer
-                .send(rec, Timeout::After(Duration::from_secs(30)))
-                .await
-            {
+            match self.producer.send(rec, Duration::from_secs(30)).await {
                 Ok(_) => {
                     self.failing_since_ms.store(0, Ordering::Relaxed);
                     self.metrics
@@ -281,7 +280,7 @@ impl DeadLetter {
                     );
                     return;
                 }
-                Err((e, _)) if is_too_large(&e) && value.is_some() => {
+                Err(e) if is_too_large(&e) && value.is_some() => {
                     self.failed();
                     let size = src.value.as_ref().map_or(0, Vec::len);
                     tracing::error!(
@@ -291,7 +290,7 @@ impl DeadLetter {
                     hs.push((headers::VALUE_OMITTED.to_string(), size.to_string().into_bytes()));
                     value = None;
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     if self.failed() {
                         // The record stays unfinished, so its offset is never committed; the
                         // loop sees `fatal()` and ends the process.

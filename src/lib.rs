@@ -20,7 +20,8 @@
 //! * `limit` — governor quotas, global and per market, shared across replicas by partitions.
 //! * `send` — the HTTP layers: concurrency slot → rate tokens → retry (`classify`, `retry`) →
 //!   `client` (one exchange within the request timeout: hyper-util's pool over rustls).
-//! * `deadletter` — parks records with reason headers; done only once acked.
+//! * `deadletter` — parks records with reason headers; done only once acked (`deadletter/produce`:
+//!   its producer, with a polling thread that does not spin).
 //! * `tracker`, `ledger` — pure offset tracking and ownership generations.
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
 //! * `commit` — the one place positions go from the ledger to the broker.
@@ -88,6 +89,7 @@ mod util;
 mod work;
 
 pub use client::{Answer, Client, WireRequest};
+pub use deadletter::produce::{DeadLetterProducer, Delivered, ReportContext, StartError};
 pub use decode::{decode, decode_value, parse_kept, CartEvent, Invalid, InvalidReason, Keep, UserContext};
 pub use kafka::{consumer_config, SourceRecord};
 pub use ledger::{Claim, Ledger};

@@ -48,6 +48,9 @@ pub enum PipelineError {
     /// librdkafka refused to create a client or subscribe.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The dead-letter producer (or its polling thread) could not start.
+    #[error(transparent)]
+    DeadLetter(#[from] crate::deadletter::StartError),
 }
 
 /// Stalls `run` on unreadable records, visibly: every assigned partition is paused (rust-rdkafka

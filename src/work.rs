@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::ages::Ages;
 use crate::backpressure::Bounds;
 use crate::config::{Config, Secret};
-use crate::deadletter::{DeadLetter, ParkCause, ParkReason};
+use crate::deadletter::{DeadLetter, DeadLetterProducer, ParkCause, ParkReason, StartError};
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger, Track};
 use crate::metrics::{label, route_labels, HotCounters, Metrics};
@@ -34,7 +34,7 @@ pub const ALREADY_DELIVERED: &str = "already_delivered";
 pub enum WorkError {
     /// The dead-letter producer could not be created.
     #[error(transparent)]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    DeadLetter(#[from] StartError),
     /// The routes (or the value formats) are misconfigured.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -133,7 +133,7 @@ impl Work {
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
     ) -> Result<Self, WorkError> {
-        let producer: rdkafka::producer::FutureProducer = producer_config(cfg, secrets).create()?;
+        let producer = DeadLetterProducer::new(&producer_config(cfg, secrets))?;
         let routes = Routes::from_config(cfg)?;
         Ok(Work {
             bounds: Bounds {
@@ -306,7 +306,7 @@ impl Work {
 impl From<WorkError> for crate::pipeline::PipelineError {
     fn from(e: WorkError) -> Self {
         match e {
-            WorkError::Kafka(k) => crate::pipeline::PipelineError::Kafka(k),
+            WorkError::DeadLetter(d) => crate::pipeline::PipelineError::DeadLetter(d),
             WorkError::Config(c) => crate::pipeline::PipelineError::Config(c),
         }
     }

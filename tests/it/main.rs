@@ -6,6 +6,7 @@
 mod support;
 
 mod broker;
+mod deadletter_producer;
 mod handoff;
 mod hostile;
 mod kafka_edges;
