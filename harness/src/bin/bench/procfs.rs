@@ -10,11 +10,6 @@ use serde_json::{json, Value};
 
 use harness::round;
 
-/// CPU time (user + system) of a process, in seconds.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
-    cpu_split(pid).map(|(user, system)| user + system)
-}
-
 /// CPU time of a process in seconds: (user, system). System time is the kernel working for the
 /// process: its syscalls and, on loopback, the TCP receive path its writes run for the peer
 /// (waking the peer included).
@@ -102,8 +97,8 @@ impl CpuMeter {
         let wall = self.start.elapsed().as_secs_f64().max(1e-3);
         let mut out = serde_json::Map::new();
         let mut ours = 0.0;
-        for (name, pid, (user, system)) in &self.procs {
-            let used = cpu_secs(*pid).map(|c| c - user - system).unwrap_or(0.0);
+        for (name, ..) in &self.procs {
+            let used = self.secs(name).unwrap_or(0.0);
             ours += used / wall;
             out.insert(name.clone(), json!(round(used / wall, 2)));
         }
