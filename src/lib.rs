@@ -90,7 +90,9 @@ mod work;
 
 pub use client::{Answer, Client, WireRequest};
 pub use deadletter::produce::{DeadLetterProducer, Delivered, ReportContext, StartError};
-pub use decode::{decode, decode_value, parse_kept, CartEvent, Invalid, InvalidReason, Keep, UserContext};
+pub use decode::{
+    decode, decode_kept, decode_value, parse_kept, CartEvent, Invalid, InvalidReason, Keep, UserContext,
+};
 pub use kafka::{consumer_config, SourceRecord};
 pub use ledger::{Claim, Ledger};
 pub use limit::Limiter;

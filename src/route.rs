@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, MappingConfig};
-use crate::decode::{decode_typed, event_type, parse_kept, require_object, Invalid, Keep};
+use crate::decode::{decode_typed, event_type, parse_kept, parse_slots, require_object, Doc, Invalid, Keep};
 use crate::select::{select, Mapped, SkipReason};
 
 pub mod bots;
@@ -262,11 +262,14 @@ impl Routes {
         keep: &Keep,
     ) -> Result<Mapped, RouteInvalid> {
         let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
-        let root = parse_kept(value, keep).map_err(|invalid| RouteInvalid { route: only, invalid })?;
-        self.map_root(candidates, &root)
+        let fail = |invalid| RouteInvalid { route: only, invalid };
+        match keep.slots() {
+            Some(plan) => self.map_root(candidates, &parse_slots(value, plan).map_err(fail)?),
+            None => self.map_root(candidates, &parse_kept(value, keep).map_err(fail)?),
+        }
     }
 
-    fn map_root(&self, candidates: Vec<&Route>, root: &Value) -> Result<Mapped, RouteInvalid> {
+    fn map_root(&self, candidates: Vec<&Route>, root: &impl Doc) -> Result<Mapped, RouteInvalid> {
         let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
         let fail = |route: Option<RouteTag>| {
             move |invalid| RouteInvalid {
@@ -353,7 +356,7 @@ pub struct RouteInvalid {
 }
 
 /// One route's notifications for a record (an object) whose event type feeds it.
-fn map_one(route: &Route, root: &Value, event_type: String) -> Result<Mapped, Invalid> {
+fn map_one(route: &Route, root: &impl Doc, event_type: String) -> Result<Mapped, Invalid> {
     let mut mapped = match route.tag.kind {
         Kind::AddToCart | Kind::Click => select(decode_typed(&route.mapping, root, event_type)?)?,
         kind => payload::map(kind, &route.mapping, root)?,

@@ -10,8 +10,13 @@ use serde_json::Value;
 
 use crate::config::MappingConfig;
 
+mod fields;
 pub(crate) mod pointer;
 mod prune;
+mod slots;
+
+pub(crate) use fields::{Doc, Fields};
+pub(crate) use slots::{SlotDoc, SlotPlan};
 
 pub use prune::Keep;
 
@@ -204,6 +209,27 @@ pub fn parse(value: Option<&[u8]>) -> Result<Value, Invalid> {
 
 /// As [`parse`], keeping only what `keep` names (`decode/prune.rs`).
 pub fn parse_kept(value: Option<&[u8]>, keep: &Keep) -> Result<Value, Invalid> {
+    keep.parse(text(value)?).map_err(not_json)
+}
+
+/// Decodes as `run` does: only what `keep` names is parsed, straight into slots when `keep` has
+/// a plan for them (`decode/slots.rs`), else into a pruned value (`decode/prune.rs`). The same
+/// event or the same [`Invalid`] as [`decode`] for every value, when `keep` is built from
+/// `mapping` (the fuzz checks compare the two).
+pub fn decode_kept(mapping: &MappingConfig, value: Option<&[u8]>, keep: &Keep) -> Result<CartEvent, Invalid> {
+    match keep.slots() {
+        Some(plan) => decode_doc(mapping, &parse_slots(value, plan)?),
+        None => decode_doc(mapping, &parse_kept(value, keep)?),
+    }
+}
+
+/// As [`parse_kept`], straight into the slots of `plan` (`decode/slots.rs`).
+pub(crate) fn parse_slots<'p>(value: Option<&[u8]>, plan: &'p SlotPlan) -> Result<SlotDoc<'p>, Invalid> {
+    plan.parse(text(value)?).map_err(not_json)
+}
+
+/// A record value as text: UTF-8, a BOM tolerated.
+fn text(value: Option<&[u8]>) -> Result<&str, Invalid> {
     let bytes =
         value.ok_or_else(|| Invalid::new(InvalidReason::MalformedJson, "record has no value (tombstone)"))?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -212,24 +238,26 @@ pub fn parse_kept(value: Option<&[u8]>, keep: &Keep) -> Result<Value, Invalid> {
             format!("value is not UTF-8 (first bad byte at {})", e.valid_up_to()),
         )
     })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    keep.parse(text)
-        .map_err(|e| Invalid::new(InvalidReason::MalformedJson, format!("value is not JSON: {e}")))
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+fn not_json(e: serde_json::Error) -> Invalid {
+    Invalid::new(InvalidReason::MalformedJson, format!("value is not JSON: {e}"))
 }
 
 /// The value is an object, else an [`Invalid`] naming what it is.
-pub(crate) fn require_object(root: &Value) -> Result<(), Invalid> {
-    if root.is_object() {
-        return Ok(());
+pub(crate) fn require_object(root: &impl Fields) -> Result<(), Invalid> {
+    match root.kind() {
+        "object" => Ok(()),
+        kind => Err(Invalid::new(
+            InvalidReason::NotAnObject,
+            format!("value is a JSON {kind}, expected an object"),
+        )),
     }
-    Err(Invalid::new(
-        InvalidReason::NotAnObject,
-        format!("value is a JSON {}, expected an object", type_name(root)),
-    ))
 }
 
 /// The event type at `mapping.event_type`, required.
-pub(crate) fn event_type(mapping: &MappingConfig, root: &Value) -> Result<String, Invalid> {
+pub(crate) fn event_type(mapping: &MappingConfig, root: &impl Fields) -> Result<String, Invalid> {
     opt_string(root, &mapping.event_type, "event_type")?.ok_or_else(|| {
         Invalid::new(
             InvalidReason::MissingField,
@@ -241,6 +269,11 @@ pub(crate) fn event_type(mapping: &MappingConfig, root: &Value) -> Result<String
 /// Decodes an already-parsed JSON value under `mapping`: the event type, then (add-to-cart
 /// only) the lines, then (only when a line would be sent) what the request needs.
 pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, Invalid> {
+    decode_doc(mapping, root)
+}
+
+/// [`decode_value`] of a whole value or of slots.
+fn decode_doc(mapping: &MappingConfig, root: &impl Doc) -> Result<CartEvent, Invalid> {
     require_object(root)?;
     decode_typed(mapping, root, event_type(mapping, root)?)
 }
@@ -249,7 +282,7 @@ pub fn decode_value(mapping: &MappingConfig, root: &Value) -> Result<CartEvent, 
 /// to choose the routes it feeds).
 pub(crate) fn decode_typed(
     mapping: &MappingConfig,
-    root: &Value,
+    root: &impl Doc,
     event_type: String,
 ) -> Result<CartEvent, Invalid> {
     let mut event = CartEvent {
@@ -271,7 +304,7 @@ pub(crate) fn decode_typed(
 /// visitor headers and the event time (which `--max-age` and the replay summary use).
 pub(crate) fn decode_request_fields(
     mapping: &MappingConfig,
-    root: &Value,
+    root: &impl Fields,
     event: &mut CartEvent,
 ) -> Result<(), Invalid> {
     event.user_context = match opt_string(root, &mapping.user_context, "user_context")? {
@@ -304,39 +337,42 @@ pub(crate) fn decode_request_fields(
 /// The line items `mapping.lines` points at: the array's elements (none when it is absent or
 /// null), or the event itself when no lines pointer is configured (one line per event). Shared
 /// by cart lines and order lines.
-pub(crate) fn line_items<'v>(mapping: &MappingConfig, root: &'v Value) -> Result<Vec<&'v Value>, Invalid> {
+pub(crate) fn line_items<'v, D: Doc>(
+    mapping: &MappingConfig,
+    root: &'v D,
+) -> Result<Vec<D::Line<'v>>, Invalid> {
     if mapping.lines.is_empty() {
-        return Ok(vec![root]);
+        return Ok(vec![root.as_line()]);
     }
-    match pointer::at(root, &mapping.lines) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => Ok(a.iter().collect()),
-        Some(other) => Err(Invalid::new(
+    root.lines(&mapping.lines).map_err(|kind| {
+        Invalid::new(
             InvalidReason::WrongType,
-            format!(
-                "lines at {} is a {}, expected an array",
-                mapping.lines,
-                type_name(other)
-            ),
+            format!("lines at {} is a {kind}, expected an array", mapping.lines),
+        )
+    })
+}
+
+/// A line is an object, else an [`Invalid`] naming line `i` and what it is.
+pub(crate) fn require_line_object(i: usize, line: &impl Fields) -> Result<(), Invalid> {
+    match line.kind() {
+        "object" => Ok(()),
+        kind => Err(Invalid::new(
+            InvalidReason::WrongType,
+            format!("lines[{i}] is a {kind}, expected an object"),
         )),
     }
 }
 
-fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, Invalid> {
+fn decode_lines(mapping: &MappingConfig, root: &impl Doc) -> Result<Vec<CartLine>, Invalid> {
     line_items(mapping, root)?
         .into_iter()
         .enumerate()
         .map(|(i, line)| {
-            if !line.is_object() {
-                return Err(Invalid::new(
-                    InvalidReason::WrongType,
-                    format!("lines[{i}] is a {}, expected an object", type_name(line)),
-                ));
-            }
+            require_line_object(i, &line)?;
             let from_elevate = if mapping.line_source.is_empty() {
                 true
             } else {
-                match pointer::at(line, &mapping.line_source) {
+                match line.at(&mapping.line_source) {
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => *b,
                     Some(Value::String(s)) => mapping.elevate_sources.iter().any(|e| e == s),
@@ -354,7 +390,7 @@ fn decode_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<CartLine>, 
             };
             // A line that is not an Elevate product is never sent: its ticket is not read.
             let ticket = if from_elevate {
-                opt_string(line, &mapping.line_ticket, LineField(i, "ticket"))?
+                opt_string(&line, &mapping.line_ticket, LineField(i, "ticket"))?
             } else {
                 None
             };
@@ -375,14 +411,14 @@ impl std::fmt::Display for LineField<'_> {
 
 /// A string field: absent, null or "" → None; another type → WrongType naming `field`.
 pub(crate) fn opt_string(
-    root: &Value,
+    root: &impl Fields,
     pointer: &str,
     field: impl std::fmt::Display,
 ) -> Result<Option<String>, Invalid> {
     if pointer.is_empty() {
         return Ok(None);
     }
-    match pointer::at(root, pointer) {
+    match root.at(pointer) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -396,11 +432,11 @@ pub(crate) fn opt_string(
     }
 }
 
-fn event_time(root: &Value, pointer: &str) -> Result<Option<i64>, Invalid> {
+fn event_time(root: &impl Fields, pointer: &str) -> Result<Option<i64>, Invalid> {
     if pointer.is_empty() {
         return Ok(None);
     }
-    match pointer::at(root, pointer) {
+    match root.at(pointer) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
             Invalid::new(

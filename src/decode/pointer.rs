@@ -13,11 +13,21 @@ use serde_json::Value;
 /// The value `pointer` names in `root`: `""` is `root` itself; otherwise the pointer starts with
 /// `/` and each token is an object key, or an array index without sign or leading zeros.
 pub(crate) fn at<'v>(root: &'v Value, pointer: &str) -> Option<&'v Value> {
-    split(pointer)?.try_fold(root, |target, token| match target {
-        Value::Object(map) => map.get(token.as_ref()),
-        Value::Array(list) => index(&token).and_then(|i| list.get(i)),
+    split(pointer)?.try_fold(root, |target, token| step(target, &token))
+}
+
+/// The value the unescaped `tokens` name in `root`, as [`at`] finds it for their pointer.
+pub(crate) fn walk<'v>(root: &'v Value, tokens: &[String]) -> Option<&'v Value> {
+    tokens.iter().try_fold(root, |target, token| step(target, token))
+}
+
+/// One token down: an object's key, or an array's index.
+fn step<'v>(target: &'v Value, token: &str) -> Option<&'v Value> {
+    match target {
+        Value::Object(map) => map.get(token),
+        Value::Array(list) => index(token).and_then(|i| list.get(i)),
         _ => None,
-    })
+    }
 }
 
 /// The unescaped tokens of `pointer` (`""`: none, the root), None when it is not a pointer (it

@@ -18,21 +18,24 @@ use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
 use super::pointer::{index, tokens};
+use super::slots::SlotPlan;
 use crate::config::{MappingConfig, Place};
 
 /// What to keep of a record value; build it once per topic with [`Keep::of`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keep {
     root: Node,
+    /// How to parse straight into slots instead (`slots.rs`), when the keep-list allows it.
+    slots: Option<SlotPlan>,
 }
 
 /// One place in the value: keep all of it, or only its named children (object keys or array
 /// indexes) and, when it is an array of lines, what each line needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Node {
-    all: bool,
-    children: Vec<(String, Node)>,
-    items: Option<Box<Node>>,
+pub(super) struct Node {
+    pub(super) all: bool,
+    pub(super) children: Vec<(String, Node)>,
+    pub(super) items: Option<Box<Node>>,
 }
 
 impl Node {
@@ -51,12 +54,12 @@ impl Node {
         self.children[i].1.at(rest)
     }
 
-    fn child(&self, key: &str) -> Option<&Node> {
+    pub(super) fn child(&self, key: &str) -> Option<&Node> {
         self.children.iter().find(|(k, _)| k == key).map(|(_, n)| n)
     }
 
     /// Whether a pointer indexes this node as an array.
-    fn indexed(&self) -> bool {
+    pub(super) fn indexed(&self) -> bool {
         self.children.iter().any(|(k, _)| index(k).is_some())
     }
 }
@@ -66,8 +69,9 @@ impl Keep {
     /// and in each of its elements each line pointer's whole value (the event itself when no
     /// lines pointer is set).
     pub fn of<'m>(mappings: impl IntoIterator<Item = &'m MappingConfig>) -> Keep {
+        let mappings: Vec<&MappingConfig> = mappings.into_iter().collect();
         let mut root = Node::default();
-        for mapping in mappings {
+        for &mapping in &mappings {
             let pointers = mapping.pointers();
             let at = |place: Place| {
                 pointers
@@ -89,7 +93,8 @@ impl Keep {
                 mark_all(line_node, p);
             }
         }
-        Keep { root }
+        let slots = SlotPlan::of(&root, &mappings);
+        Keep { root, slots }
     }
 
     /// Keeps everything (a whole parse).
@@ -99,7 +104,13 @@ impl Keep {
                 all: true,
                 ..Node::default()
             },
+            slots: None,
         }
+    }
+
+    /// The plan to parse straight into slots, when the keep-list allows one.
+    pub(crate) fn slots(&self) -> Option<&SlotPlan> {
+        self.slots.as_ref()
     }
 
     /// The kept part of `text`, or serde_json's error when `text` is not JSON.
@@ -218,7 +229,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
 /// A dropped value: read as serde_json reads a value it builds (so it refuses the same texts:
 /// a lone surrogate escape, a number out of range, nesting past its limit) and never copied
 /// (serde's `IgnoredAny` would accept all three).
-struct Skip;
+pub(super) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
@@ -304,14 +315,14 @@ impl<'de, 'k> Visitor<'de> for Key<'k> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::decode::pointer::at;
     use crate::decode::type_name;
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn mapping(lines: &str) -> MappingConfig {
+    pub(in crate::decode) fn mapping(lines: &str) -> MappingConfig {
         MappingConfig {
             lines: lines.into(),
             ..MappingConfig::default()
@@ -443,7 +454,7 @@ mod tests {
         }
     }
 
-    fn values() -> impl Strategy<Value = Value> {
+    pub(in crate::decode) fn values() -> impl Strategy<Value = Value> {
         let key = prop_oneof![
             Just("type".to_string()),
             Just("market".to_string()),
@@ -472,7 +483,7 @@ mod tests {
         })
     }
 
-    fn pointers() -> impl Strategy<Value = String> {
+    pub(in crate::decode) fn pointers() -> impl Strategy<Value = String> {
         prop::collection::vec(
             prop_oneof![
                 Just("type"),

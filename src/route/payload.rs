@@ -9,12 +9,13 @@ use serde_json::Value;
 use super::Kind;
 use crate::config::MappingConfig;
 use crate::decode::{
-    decode_request_fields, opt_string, type_name, CartEvent, Invalid, InvalidReason, LineField,
+    decode_request_fields, opt_string, require_line_object, type_name, CartEvent, Doc, Fields, Invalid,
+    InvalidReason, LineField,
 };
 use crate::select::{template, Body, Mapped, Notification, PaymentLine};
 
 /// The one notification of a favourite, end or payment event (`kind` is one of those).
-pub fn map(kind: Kind, mapping: &MappingConfig, root: &Value) -> Result<Mapped, Invalid> {
+pub(crate) fn map(kind: Kind, mapping: &MappingConfig, root: &impl Doc) -> Result<Mapped, Invalid> {
     let mut event = CartEvent::default();
     decode_request_fields(mapping, root, &mut event)?;
     let body = match kind {
@@ -35,7 +36,7 @@ pub fn map(kind: Kind, mapping: &MappingConfig, root: &Value) -> Result<Mapped, 
 }
 
 /// Exactly one of `product_key` / `variant_key`.
-fn product(mapping: &MappingConfig, root: &Value) -> Result<Body, Invalid> {
+fn product(mapping: &MappingConfig, root: &impl Fields) -> Result<Body, Invalid> {
     let p = opt_string(root, &mapping.product_key, "product_key")?;
     let v = opt_string(root, &mapping.variant_key, "variant_key")?;
     match (p, v) {
@@ -60,7 +61,7 @@ fn product(mapping: &MappingConfig, root: &Value) -> Result<Body, Invalid> {
 
 /// Every order line, each with a variant key, a positive integer quantity and finite,
 /// non-negative prices; an order without lines is invalid (a payment of nothing).
-fn order_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<PaymentLine>, Invalid> {
+fn order_lines(mapping: &MappingConfig, root: &impl Doc) -> Result<Vec<PaymentLine>, Invalid> {
     let items = crate::decode::line_items(mapping, root)?;
     if items.is_empty() {
         return Err(Invalid::new(
@@ -74,17 +75,12 @@ fn order_lines(mapping: &MappingConfig, root: &Value) -> Result<Vec<PaymentLine>
     items
         .into_iter()
         .enumerate()
-        .map(|(i, line)| order_line(mapping, i, line))
+        .map(|(i, line)| order_line(mapping, i, &line))
         .collect()
 }
 
-fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<PaymentLine, Invalid> {
-    if !line.is_object() {
-        return Err(Invalid::new(
-            InvalidReason::WrongType,
-            format!("lines[{i}] is a {}, expected an object", type_name(line)),
-        ));
-    }
+fn order_line(mapping: &MappingConfig, i: usize, line: &impl Fields) -> Result<PaymentLine, Invalid> {
+    require_line_object(i, line)?;
     let name = |f| LineField(i, f);
     let variant_key = opt_string(line, &mapping.line_variant_key, name("variant_key"))?.ok_or_else(|| {
         Invalid::new(
@@ -134,8 +130,8 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &Value) -> Result<Payment
 }
 
 /// A required JSON number.
-fn number(line: &Value, pointer: &str, field: LineField<'_>) -> Result<serde_json::Number, Invalid> {
-    match crate::decode::pointer::at(line, pointer) {
+fn number(line: &impl Fields, pointer: &str, field: LineField<'_>) -> Result<serde_json::Number, Invalid> {
+    match line.at(pointer) {
         Some(Value::Number(n)) => Ok(n.clone()),
         None | Some(Value::Null) => Err(Invalid::new(
             InvalidReason::MissingField,

@@ -1,0 +1,66 @@
+//! Where decode reads a record's fields: a JSON value (each pointer walked, `pointer.rs`), or the
+//! slots a pruned parse filled (`slots.rs`). Pure. Guarantees: for every pointer of the mapping the
+//! parse was planned for, both give the same value and the same JSON types for the record, the
+//! lines and each line, so decode maps a record the same way from either (property-tested in
+//! `slots.rs`). Limits: a slot document answers only the pointers it was planned for.
+
+use serde_json::Value;
+
+use super::{pointer, type_name};
+
+/// A place in a record that decode reads fields of: the event, or one of its lines.
+pub(crate) trait Fields {
+    /// The value `pointer` names below this place (`""`: the place itself, when it is a value).
+    fn at(&self, pointer: &str) -> Option<&Value>;
+    /// The JSON type of this place, as [`type_name`] names it.
+    fn kind(&self) -> &'static str;
+}
+
+/// A whole record: its fields, and its lines as places of their own.
+pub(crate) trait Doc: Fields {
+    /// One line of the record.
+    type Line<'a>: Fields
+    where
+        Self: 'a;
+    /// The record itself as its one line (no lines pointer configured).
+    fn as_line(&self) -> Self::Line<'_>;
+    /// The elements of the lines array at `pointer` (not empty): none when it is absent or null,
+    /// `Err(kind)` when it is not an array.
+    fn lines(&self, pointer: &str) -> Result<Vec<Self::Line<'_>>, &'static str>;
+}
+
+impl Fields for Value {
+    fn at(&self, pointer: &str) -> Option<&Value> {
+        pointer::at(self, pointer)
+    }
+
+    fn kind(&self) -> &'static str {
+        type_name(self)
+    }
+}
+
+impl<T: Fields + ?Sized> Fields for &T {
+    fn at(&self, pointer: &str) -> Option<&Value> {
+        (**self).at(pointer)
+    }
+
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}
+
+impl Doc for Value {
+    type Line<'a> = &'a Value;
+
+    fn as_line(&self) -> &Value {
+        self
+    }
+
+    fn lines(&self, pointer: &str) -> Result<Vec<&Value>, &'static str> {
+        match pointer::at(self, pointer) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a.iter().collect()),
+            Some(other) => Err(type_name(other)),
+        }
+    }
+}
