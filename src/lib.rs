@@ -13,7 +13,9 @@
 //!
 //! * [`config`] — the one typed configuration tree (TOML + `ELEVATE_SINK__*` env overrides).
 //! * `kafka` — librdkafka client settings and the owned [`SourceRecord`].
-//! * `decode` — bytes → [`CartEvent`] via JSON Pointers; bad input → a named reason.
+//! * `decode` — bytes → [`CartEvent`] via JSON Pointers; bad input → a named reason. `run` parses
+//!   only what the mapping reads, straight into slots (`decode/slots`; `decode/prune` when a
+//!   mapping indexes arrays).
 //! * [`wire`] — Avro / Protobuf in the Confluent wire format (schema registry) → the JSON decode reads.
 //! * `select` (+ `route`) — an event → 0..N [`Notification`]s per route, consent rules, skip reasons.
 //! * `request` — notification → the exact HTTP request of Elevate's contract.

@@ -10,6 +10,9 @@
 //!
 //! Parsing every record into a whole `Value` (its keys, prices, product ids) and dropping it
 //! again was 7.8 % of the sink's CPU on the benchmark's typical records (docs/performance.md).
+//! `run` now parses into slots (`slots.rs`) whenever the keep-list has a plan for them; this
+//! parse serves the keep-lists that have none (a mapping that indexes an array), and [`Keep`]
+//! is the keep-list both read.
 
 use std::fmt;
 
