@@ -162,27 +162,84 @@ pub fn wire_request(
 /// The URL of `n`'s request, query included: form-encoded onto the endpoint's text as `url`'s
 /// `query_pairs_mut` would, without a copy of the endpoint's `Url`.
 fn url(endpoint: &Url, n: &Notification) -> String {
-    let mut url = String::with_capacity(endpoint.as_str().len() + 160);
-    url.push_str(endpoint.as_str());
-    let start = match url.find('?') {
+    with_query(endpoint.as_str(), n)
+}
+
+/// `text` followed by `n`'s query pairs, the very text `form_urlencoded::Serializer::for_suffix`
+/// makes of it with `append_pair`: a `?` added when `text` has none, a `&` before each pair when
+/// the query is not empty, each value [`form_encode`]d (the names are alphanumeric, so written as
+/// they are).
+fn with_query(text: &str, n: &Notification) -> String {
+    let mut out = String::with_capacity(text.len() + 160);
+    out.push_str(text);
+    let start = match out.find('?') {
         Some(i) => i + 1,
         None => {
-            url.push('?');
-            url.len()
+            out.push('?');
+            out.len()
         }
     };
-    let mut q = form_urlencoded::Serializer::for_suffix(url, start);
+    let mut pair = |name: &str, value: &str| {
+        if out.len() > start {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        form_encode(&mut out, value);
+    };
     if let Some(ck) = &n.customer_key {
-        q.append_pair("customerKey", ck);
+        pair("customerKey", ck);
     }
-    q.append_pair("market", &n.market);
+    pair("market", &n.market);
     if let Some(sk) = &n.session_key {
-        q.append_pair("sessionKey", sk);
+        pair("sessionKey", sk);
     }
     if let Some(ctx) = n.user_context {
-        q.append_pair("userContext", ctx.as_str());
+        pair("userContext", ctx.as_str());
     }
-    q.finish()
+    out
+}
+
+/// The bytes form encoding keeps as they are: ASCII alphanumerics and `*-._`.
+const FORM_KEPT: [bool; 256] = {
+    let mut kept = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        kept[b] = matches!(b as u8, b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' | b'*' | b'-' | b'.' | b'_');
+        b += 1;
+    }
+    kept
+};
+
+/// Appends `s` to `out` in application/x-www-form-urlencoded byte serialization, byte for byte
+/// what `form_urlencoded::byte_serialize` (so `Serializer::append_pair`) writes: ASCII
+/// alphanumerics and `*-._` as they are (each run of them with one `push_str`), a space as `+`,
+/// every other byte (each byte of a non-ASCII character too) as `%XX` in upper-case hex.
+fn form_encode(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Where the run of kept bytes not yet written starts.
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if FORM_KEPT[usize::from(b)] {
+            continue;
+        }
+        // A run of kept (ASCII) bytes lies on character boundaries; an empty one may not (after
+        // the first byte of a character), and `get` then gives `None`: nothing to write.
+        if let Some(kept) = s.get(run..i) {
+            out.push_str(kept);
+        }
+        if b == b' ' {
+            out.push('+');
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        run = i + 1;
+    }
+    if let Some(kept) = s.get(run..) {
+        out.push_str(kept);
+    }
 }
 
 /// The headers of `n`'s request, in order (lower-case names): the content type when there is a
@@ -373,7 +430,80 @@ mod tests {
         );
     }
 
+    /// The URL text `url` made with `form_urlencoded` before [`with_query`] wrote it: the
+    /// reference the encoder is held to.
+    fn form_urlencoded_url(text: &str, n: &Notification) -> String {
+        let mut url = text.to_string();
+        let start = match url.find('?') {
+            Some(i) => i + 1,
+            None => {
+                url.push('?');
+                url.len()
+            }
+        };
+        let mut q = form_urlencoded::Serializer::for_suffix(url, start);
+        if let Some(ck) = &n.customer_key {
+            q.append_pair("customerKey", ck);
+        }
+        q.append_pair("market", &n.market);
+        if let Some(sk) = &n.session_key {
+            q.append_pair("sessionKey", sk);
+        }
+        if let Some(ctx) = n.user_context {
+            q.append_pair("userContext", ctx.as_str());
+        }
+        q.finish()
+    }
+
+    /// Any text: printable, with spaces and form syntax (`+%&=`), non-ASCII, control
+    /// characters, or arbitrary bytes made UTF-8.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,60}",
+            "[ +%&=?#/a-zA-Z0-9*._~!'()äé€😀-]{0,40}",
+            "(?s).{0,30}",
+            proptest::collection::vec(any::<u8>(), 0..60)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    #[test]
+    fn form_encode_examples() {
+        let enc = |s: &str| {
+            let mut out = String::new();
+            form_encode(&mut out, s);
+            out
+        };
+        assert_eq!(enc(""), "");
+        assert_eq!(enc("aZ09*-._"), "aZ09*-._");
+        assert_eq!(enc("c 1&x"), "c+1%26x");
+        assert_eq!(enc("a+b=c%d~"), "a%2Bb%3Dc%25d%7E");
+        assert_eq!(enc("ä€x"), "%C3%A4%E2%82%ACx");
+        assert_eq!(enc("\n\u{7f}"), "%0A%7F");
+    }
+
     proptest! {
+        /// The encoder writes what `form_urlencoded`'s byte serialization writes, for any text.
+        #[test]
+        fn form_encode_is_form_urlencoded(prefix in any_text(), s in any_text()) {
+            let mut out = prefix.clone();
+            form_encode(&mut out, &s);
+            let want: String = form_urlencoded::byte_serialize(s.as_bytes()).collect();
+            prop_assert_eq!(out, prefix + &want);
+        }
+
+        /// The whole URL is `form_urlencoded::Serializer::for_suffix`'s text, on the endpoints of
+        /// the bases of `url_and_body_text_match_url_and_json` and on those texts themselves
+        /// (with a query already there, empty or not), with any keys present or absent.
+        #[test]
+        fn url_text_matches_form_urlencoded(market in any_text(), ck in proptest::option::of(any_text()), sk in proptest::option::of(any_text()), ctx in proptest::option::of(prop::sample::select(vec![UserContext::Personalized, UserContext::Anonymous])), base in prop::sample::select(vec!["http://h", "https://h:8443/prefix", "http://h/p?tenant=a%20b", "http://h/p?"])) {
+            let mut x = n();
+            x.market = market; x.customer_key = ck; x.session_key = sk; x.user_context = ctx;
+            let ep = endpoint(&Url::parse(base).unwrap());
+            prop_assert_eq!(url(&ep, &x), form_urlencoded_url(ep.as_str(), &x));
+            prop_assert_eq!(with_query(base, &x), form_urlencoded_url(base, &x));
+        }
+
         /// The URL and body are the very text `url`'s `query_pairs_mut` and `json!` made before
         /// they were written directly (on a base with and without a path prefix and a query).
         #[test]
