@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use elevate_sink::config::{Config, MappingConfig};
-use elevate_sink::{endpoint, map_record, wire_request, Forwarding, Routes};
+use elevate_sink::{endpoint, map_record, wire_request, Endpoint, Forwarding, Routes};
 use testkit::events;
 
 fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {
@@ -56,7 +56,7 @@ fn map(c: &mut Criterion) {
             n
         })
     });
-    let ep = endpoint(&"http://127.0.0.1:8080".parse().expect("URL"));
+    let ep = Endpoint::new(endpoint(&"http://127.0.0.1:8080".parse().expect("URL")));
     let forward = Forwarding::from(true);
     g.bench_function("routes_map_wire_request_1024_records", |b| {
         b.iter(|| {

@@ -7,7 +7,8 @@
 //! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
 use http::header::{HeaderName, HeaderValue};
-use url::Url;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use url::{Position, Url};
 
 use crate::client::{WireBody, WireRequest};
 use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
@@ -46,6 +47,40 @@ pub fn endpoint_for(base: &Url, kind: Kind) -> Url {
     }
     url.join(kind.path())
         .expect("a constant relative path joins onto any http(s) base")
+}
+
+/// An endpoint ready for [`wire_request`]: its URL and, parsed once, the URI scheme and authority
+/// every request to it shares, so that each request parses only its own path and query.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The endpoint ([`endpoint_for`]).
+    url: Url,
+    /// The scheme and authority `http` parses from the URL's text; `None` when it does not, or
+    /// not as exactly the text before the path (each request's URI is then parsed whole, and
+    /// fails as it always did).
+    origin: Option<(Scheme, Authority)>,
+}
+
+impl Endpoint {
+    /// Prepares `url`, never failing: a URL `http` does not take fails each request instead.
+    pub fn new(url: Url) -> Self {
+        let origin = origin(&url);
+        Endpoint { url, origin }
+    }
+
+    /// The endpoint's URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
+/// The scheme and authority of `url` as `http` parses its whole text, kept only when they are
+/// exactly the text before the path (`scheme://authority`): that text followed by any path and
+/// query then parses to this scheme and authority.
+fn origin(url: &Url) -> Option<(Scheme, Authority)> {
+    let parts = http::Uri::try_from(url.as_str()).ok()?.into_parts();
+    let (scheme, authority) = (parts.scheme?, parts.authority?);
+    (format!("{scheme}://{authority}") == url[..Position::BeforePath]).then_some((scheme, authority))
 }
 
 /// Which visitor headers a request carries: the User-Agent for every consent level, the IP
@@ -127,17 +162,16 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
 }
 
 /// The request [`build`] describes, as the client sends it ([`crate::client`]): the URL handed
-/// over as a URI without a copy, each header value copied once into the header map, the
-/// `Api-Key` added for payment when `api_key` is given. Built for each attempt. An error only if
-/// the URL is not a valid URI, which `url` does not produce for the percent-encoded queries
-/// built here.
+/// over as a URI ([`uri`]), each header value copied once into the header map, the `Api-Key`
+/// added for payment when `api_key` is given. Built for each attempt. An error only if the URL
+/// is not a valid URI, which `url` does not produce for the percent-encoded queries built here.
 pub fn wire_request(
-    endpoint: &Url,
+    endpoint: &Endpoint,
     n: &Notification,
     forward: Forwarding,
     api_key: Option<&HeaderValue>,
 ) -> Result<WireRequest, http::Error> {
-    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url(endpoint, n)))?;
+    let uri = uri(endpoint, n)?;
     let body = body_json(&n.body);
     let has_body = !body.is_empty();
     let mut req = http::Request::new(WireBody::new(bytes::Bytes::from(body)));
@@ -157,6 +191,34 @@ pub fn wire_request(
         }
     }
     Ok(req)
+}
+
+/// The longest URI `http` takes whole (its `MAX_LEN`, not public); a path and query alone may be
+/// as long, so a longer URL is parsed whole for the very error `http` gives for it.
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
+
+/// The URI of `n`'s request, the very `Uri` the text of [`url`] parses to: the endpoint's scheme
+/// and authority parsed once ([`Endpoint`]), only the path and query parsed here (their text
+/// handed over without a copy); the whole text parsed when the endpoint has no parsed origin or
+/// the URL is longer than `http` takes.
+fn uri(endpoint: &Endpoint, n: &Notification) -> Result<http::Uri, http::Error> {
+    let origin = &endpoint.url[..Position::BeforePath];
+    let path_and_query = with_query(&endpoint.url[Position::BeforePath..], n);
+    match &endpoint.origin {
+        Some((scheme, authority)) if origin.len() + path_and_query.len() <= MAX_URI_LEN => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(
+                path_and_query,
+            ))?);
+            Ok(http::Uri::from_parts(parts)?)
+        }
+        _ => {
+            let whole = [origin, &path_and_query].concat();
+            Ok(http::Uri::from_maybe_shared(bytes::Bytes::from(whole))?)
+        }
+    }
 }
 
 /// The URL of `n`'s request, query included: form-encoded onto the endpoint's text as `url`'s
@@ -482,7 +544,68 @@ mod tests {
         assert_eq!(enc("\n\u{7f}"), "%0A%7F");
     }
 
+    /// The URI `wire_request` used to parse from the whole URL text: the reference for [`uri`].
+    fn uri_parsed_whole(ep: &Endpoint, n: &Notification) -> Result<http::Uri, String> {
+        http::Uri::from_maybe_shared(bytes::Bytes::from(url(ep.url(), n))).map_err(|e| e.to_string())
+    }
+
+    /// `uri`'s answer in the same terms.
+    fn uri_from_parts(ep: &Endpoint, n: &Notification) -> Result<http::Uri, String> {
+        uri(ep, n).map_err(|e| e.to_string())
+    }
+
+    /// Around `http`'s length limit, the URI (or error) is the whole text's: a path and query just
+    /// within the limit on their own, but not with the origin, still fail.
+    #[test]
+    fn uri_at_the_length_limit_is_the_whole_texts() {
+        let ep = Endpoint::new(endpoint(&Url::parse("https://w1.elevate-api.cloud").unwrap()));
+        assert!(ep.origin.is_some());
+        let mut x = n();
+        let short = url(ep.url(), &x).len();
+        for len in [MAX_URI_LEN - 1, MAX_URI_LEN, MAX_URI_LEN + 1, MAX_URI_LEN + 20] {
+            x.market = "M".repeat(len - short + 2);
+            assert_eq!(url(ep.url(), &x).len(), len);
+            let whole = uri_parsed_whole(&ep, &x);
+            assert_eq!(whole.is_ok(), len <= MAX_URI_LEN, "{len}");
+            assert_eq!(uri_from_parts(&ep, &x), whole, "{len}");
+        }
+    }
+
+    /// Base URLs `url` takes but `http` does not (characters in the host it refuses): no origin
+    /// is kept, and each request fails with the whole text's error, as before.
+    #[test]
+    fn an_endpoint_http_does_not_take_fails_each_request_as_before() {
+        for base in ["http://a{b", "http://a\"b", "http://a`b", "http://a}b:8080/p"] {
+            let ep = Endpoint::new(endpoint(&Url::parse(base).unwrap()));
+            assert!(ep.origin.is_none(), "{base}");
+            let whole = uri_parsed_whole(&ep, &n());
+            assert!(whole.is_err(), "{base}");
+            assert_eq!(uri_from_parts(&ep, &n()), whole, "{base}");
+        }
+    }
+
     proptest! {
+        /// The request's URI is the one the whole URL's text parses to (scheme, authority, path
+        /// and query, and its text), with and without userinfo, port, IPv6 host, path prefix or
+        /// query on the endpoint.
+        #[test]
+        fn uri_is_the_url_parsed_whole(market in any_text(), ck in proptest::option::of(any_text()), sk in proptest::option::of(any_text()), base in prop::sample::select(vec!["http://h", "https://h:8443/prefix", "http://u:p%40ss@[::1]:8080/x", "HTTPS://Shop.Example:443/"]), tenant in prop::bool::ANY) {
+            let mut x = n();
+            x.market = market; x.customer_key = ck; x.session_key = sk;
+            let mut at = endpoint(&Url::parse(base).unwrap());
+            if tenant {
+                at.set_query(Some("tenant=a%20b"));
+            }
+            let ep = Endpoint::new(at);
+            prop_assert!(ep.origin.is_some());
+            let whole = uri_parsed_whole(&ep, &x);
+            prop_assert_eq!(uri_from_parts(&ep, &x), whole.clone());
+            let whole = whole.unwrap();
+            let got = uri(&ep, &x).unwrap();
+            prop_assert_eq!(got.to_string(), whole.to_string());
+            prop_assert_eq!(got.to_string(), url(ep.url(), &x));
+        }
+
         /// The encoder writes what `form_urlencoded`'s byte serialization writes, for any text.
         #[test]
         fn form_encode_is_form_urlencoded(prefix in any_text(), s in any_text()) {
