@@ -1,13 +1,14 @@
 //! Decode + select + map, and the request, per record, over realistic default-shape events
 //! (`cargo bench --bench map`). The events are those the harness's `bench` preloads.
 //! `routes_*` is what `run` does for each record (the parse keeps only what the mapping reads,
-//! `decode/prune.rs`); `whole_parse_*` parses every record whole, as `map_record` does.
+//! `decode/prune.rs`); `whole_parse_*` parses every record whole, as `map_record` does;
+//! `wire_request_only_*` builds the requests of the same records' notifications, mapped beforehand.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use elevate_sink::config::{Config, MappingConfig};
-use elevate_sink::{endpoint, map_record, wire_request, Forwarding, Routes};
+use elevate_sink::{endpoint, map_record, wire_request, Endpoint, Forwarding, Routes};
 use testkit::events;
 
 fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {
@@ -55,7 +56,7 @@ fn map(c: &mut Criterion) {
             n
         })
     });
-    let ep = endpoint(&"http://127.0.0.1:8080".parse().expect("URL"));
+    let ep = Endpoint::new(endpoint(&"http://127.0.0.1:8080".parse().expect("URL")));
     let forward = Forwarding::from(true);
     g.bench_function("routes_map_wire_request_1024_records", |b| {
         b.iter(|| {
@@ -67,6 +68,23 @@ fn map(c: &mut Criterion) {
                         sent += req.headers().len();
                     }
                 }
+            }
+            sent
+        })
+    });
+    // The request building alone: the same notifications, mapped once outside the loop.
+    let mapped: Vec<_> = values
+        .iter()
+        .filter_map(|v| routes.map(&topic, Some(v)).ok())
+        .flat_map(|m| m.notifications)
+        .collect();
+    assert_eq!(mapped.len() as u64, notes);
+    g.bench_function("wire_request_only_1024_records", |b| {
+        b.iter(|| {
+            let mut sent = 0usize;
+            for n in &mapped {
+                let req = wire_request(&ep, black_box(n), forward, None).expect("a request");
+                sent += req.headers().len();
             }
             sent
         })

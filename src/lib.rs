@@ -98,7 +98,7 @@ pub use decode::{
 pub use kafka::{consumer_config, SourceRecord};
 pub use ledger::{Claim, Ledger};
 pub use limit::Limiter;
-pub use request::{build, endpoint, wire_request, Forwarding, HttpRequest};
+pub use request::{build, endpoint, wire_request, Endpoint, Forwarding, HttpRequest};
 pub use route::Routes;
 pub use select::{map_record, select, Body, Mapped, Notification, SkipReason};
 pub use send::{Outcome, Sender};

@@ -7,7 +7,8 @@
 //! [`Forwarding`] allows (by default not for ANONYMOUS), the User-Agent for every level.
 
 use http::header::{HeaderName, HeaderValue};
-use url::Url;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use url::{Position, Url};
 
 use crate::client::{WireBody, WireRequest};
 use crate::config::{ElevateConfig, DEFAULT_FORWARD_IP_FOR};
@@ -46,6 +47,40 @@ pub fn endpoint_for(base: &Url, kind: Kind) -> Url {
     }
     url.join(kind.path())
         .expect("a constant relative path joins onto any http(s) base")
+}
+
+/// An endpoint ready for [`wire_request`]: its URL and, parsed once, the URI scheme and authority
+/// every request to it shares, so that each request parses only its own path and query.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The endpoint ([`endpoint_for`]).
+    url: Url,
+    /// The scheme and authority `http` parses from the URL's text; `None` when it does not, or
+    /// not as exactly the text before the path (each request's URI is then parsed whole, and
+    /// fails as it always did).
+    origin: Option<(Scheme, Authority)>,
+}
+
+impl Endpoint {
+    /// Prepares `url`, never failing: a URL `http` does not take fails each request instead.
+    pub fn new(url: Url) -> Self {
+        let origin = origin(&url);
+        Endpoint { url, origin }
+    }
+
+    /// The endpoint's URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
+/// The scheme and authority of `url` as `http` parses its whole text, kept only when they are
+/// exactly the text before the path (`scheme://authority`): that text followed by any path and
+/// query then parses to this scheme and authority.
+fn origin(url: &Url) -> Option<(Scheme, Authority)> {
+    let parts = http::Uri::try_from(url.as_str()).ok()?.into_parts();
+    let (scheme, authority) = (parts.scheme?, parts.authority?);
+    (format!("{scheme}://{authority}") == url[..Position::BeforePath]).then_some((scheme, authority))
 }
 
 /// Which visitor headers a request carries: the User-Agent for every consent level, the IP
@@ -127,17 +162,16 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
 }
 
 /// The request [`build`] describes, as the client sends it ([`crate::client`]): the URL handed
-/// over as a URI without a copy, each header value copied once into the header map, the
-/// `Api-Key` added for payment when `api_key` is given. Built for each attempt. An error only if
-/// the URL is not a valid URI, which `url` does not produce for the percent-encoded queries
-/// built here.
+/// over as a URI ([`uri`]), each header value copied once into the header map, the `Api-Key`
+/// added for payment when `api_key` is given. Built for each attempt. An error only if the URL
+/// is not a valid URI, which `url` does not produce for the percent-encoded queries built here.
 pub fn wire_request(
-    endpoint: &Url,
+    endpoint: &Endpoint,
     n: &Notification,
     forward: Forwarding,
     api_key: Option<&HeaderValue>,
 ) -> Result<WireRequest, http::Error> {
-    let uri = http::Uri::from_maybe_shared(bytes::Bytes::from(url(endpoint, n)))?;
+    let uri = uri(endpoint, n)?;
     let body = body_json(&n.body);
     let has_body = !body.is_empty();
     let mut req = http::Request::new(WireBody::new(bytes::Bytes::from(body)));
@@ -159,30 +193,115 @@ pub fn wire_request(
     Ok(req)
 }
 
+/// The longest URI `http` takes whole (its `MAX_LEN`, not public); a path and query alone may be
+/// as long, so a longer URL is parsed whole for the very error `http` gives for it.
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
+
+/// The URI of `n`'s request, the very `Uri` the text of [`url`] parses to: the endpoint's scheme
+/// and authority parsed once ([`Endpoint`]), only the path and query parsed here (their text
+/// handed over without a copy); the whole text parsed when the endpoint has no parsed origin or
+/// the URL is longer than `http` takes.
+fn uri(endpoint: &Endpoint, n: &Notification) -> Result<http::Uri, http::Error> {
+    let origin = &endpoint.url[..Position::BeforePath];
+    let path_and_query = with_query(&endpoint.url[Position::BeforePath..], n);
+    match &endpoint.origin {
+        Some((scheme, authority)) if origin.len() + path_and_query.len() <= MAX_URI_LEN => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(
+                path_and_query,
+            ))?);
+            Ok(http::Uri::from_parts(parts)?)
+        }
+        _ => {
+            let whole = [origin, &path_and_query].concat();
+            Ok(http::Uri::from_maybe_shared(bytes::Bytes::from(whole))?)
+        }
+    }
+}
+
 /// The URL of `n`'s request, query included: form-encoded onto the endpoint's text as `url`'s
 /// `query_pairs_mut` would, without a copy of the endpoint's `Url`.
 fn url(endpoint: &Url, n: &Notification) -> String {
-    let mut url = String::with_capacity(endpoint.as_str().len() + 160);
-    url.push_str(endpoint.as_str());
-    let start = match url.find('?') {
+    with_query(endpoint.as_str(), n)
+}
+
+/// `text` followed by `n`'s query pairs, the very text `form_urlencoded::Serializer::for_suffix`
+/// makes of it with `append_pair`: a `?` added when `text` has none, a `&` before each pair when
+/// the query is not empty, each value [`form_encode`]d (the names are alphanumeric, so written as
+/// they are).
+fn with_query(text: &str, n: &Notification) -> String {
+    let mut out = String::with_capacity(text.len() + 160);
+    out.push_str(text);
+    let start = match out.find('?') {
         Some(i) => i + 1,
         None => {
-            url.push('?');
-            url.len()
+            out.push('?');
+            out.len()
         }
     };
-    let mut q = form_urlencoded::Serializer::for_suffix(url, start);
+    let mut pair = |name: &str, value: &str| {
+        if out.len() > start {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        form_encode(&mut out, value);
+    };
     if let Some(ck) = &n.customer_key {
-        q.append_pair("customerKey", ck);
+        pair("customerKey", ck);
     }
-    q.append_pair("market", &n.market);
+    pair("market", &n.market);
     if let Some(sk) = &n.session_key {
-        q.append_pair("sessionKey", sk);
+        pair("sessionKey", sk);
     }
     if let Some(ctx) = n.user_context {
-        q.append_pair("userContext", ctx.as_str());
+        pair("userContext", ctx.as_str());
     }
-    q.finish()
+    out
+}
+
+/// The bytes form encoding keeps as they are: ASCII alphanumerics and `*-._`.
+const FORM_KEPT: [bool; 256] = {
+    let mut kept = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        kept[b] = matches!(b as u8, b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' | b'*' | b'-' | b'.' | b'_');
+        b += 1;
+    }
+    kept
+};
+
+/// Appends `s` to `out` in application/x-www-form-urlencoded byte serialization, byte for byte
+/// what `form_urlencoded::byte_serialize` (so `Serializer::append_pair`) writes: ASCII
+/// alphanumerics and `*-._` as they are (each run of them with one `push_str`), a space as `+`,
+/// every other byte (each byte of a non-ASCII character too) as `%XX` in upper-case hex.
+fn form_encode(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Where the run of kept bytes not yet written starts.
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if FORM_KEPT[usize::from(b)] {
+            continue;
+        }
+        // A run of kept (ASCII) bytes lies on character boundaries; an empty one may not (after
+        // the first byte of a character), and `get` then gives `None`: nothing to write.
+        if let Some(kept) = s.get(run..i) {
+            out.push_str(kept);
+        }
+        if b == b' ' {
+            out.push('+');
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        run = i + 1;
+    }
+    if let Some(kept) = s.get(run..) {
+        out.push_str(kept);
+    }
 }
 
 /// The headers of `n`'s request, in order (lower-case names): the content type when there is a
@@ -373,7 +492,141 @@ mod tests {
         );
     }
 
+    /// The URL text `url` made with `form_urlencoded` before [`with_query`] wrote it: the
+    /// reference the encoder is held to.
+    fn form_urlencoded_url(text: &str, n: &Notification) -> String {
+        let mut url = text.to_string();
+        let start = match url.find('?') {
+            Some(i) => i + 1,
+            None => {
+                url.push('?');
+                url.len()
+            }
+        };
+        let mut q = form_urlencoded::Serializer::for_suffix(url, start);
+        if let Some(ck) = &n.customer_key {
+            q.append_pair("customerKey", ck);
+        }
+        q.append_pair("market", &n.market);
+        if let Some(sk) = &n.session_key {
+            q.append_pair("sessionKey", sk);
+        }
+        if let Some(ctx) = n.user_context {
+            q.append_pair("userContext", ctx.as_str());
+        }
+        q.finish()
+    }
+
+    /// Any text: printable, with spaces and form syntax (`+%&=`), non-ASCII, control
+    /// characters, or arbitrary bytes made UTF-8.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,60}",
+            "[ +%&=?#/a-zA-Z0-9*._~!'()äé€😀-]{0,40}",
+            "(?s).{0,30}",
+            proptest::collection::vec(any::<u8>(), 0..60)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    #[test]
+    fn form_encode_examples() {
+        let enc = |s: &str| {
+            let mut out = String::new();
+            form_encode(&mut out, s);
+            out
+        };
+        assert_eq!(enc(""), "");
+        assert_eq!(enc("aZ09*-._"), "aZ09*-._");
+        assert_eq!(enc("c 1&x"), "c+1%26x");
+        assert_eq!(enc("a+b=c%d~"), "a%2Bb%3Dc%25d%7E");
+        assert_eq!(enc("ä€x"), "%C3%A4%E2%82%ACx");
+        assert_eq!(enc("\n\u{7f}"), "%0A%7F");
+    }
+
+    /// The URI `wire_request` used to parse from the whole URL text: the reference for [`uri`].
+    fn uri_parsed_whole(ep: &Endpoint, n: &Notification) -> Result<http::Uri, String> {
+        http::Uri::from_maybe_shared(bytes::Bytes::from(url(ep.url(), n))).map_err(|e| e.to_string())
+    }
+
+    /// `uri`'s answer in the same terms.
+    fn uri_from_parts(ep: &Endpoint, n: &Notification) -> Result<http::Uri, String> {
+        uri(ep, n).map_err(|e| e.to_string())
+    }
+
+    /// Around `http`'s length limit, the URI (or error) is the whole text's: a path and query just
+    /// within the limit on their own, but not with the origin, still fail.
+    #[test]
+    fn uri_at_the_length_limit_is_the_whole_texts() {
+        let ep = Endpoint::new(endpoint(&Url::parse("https://w1.elevate-api.cloud").unwrap()));
+        assert!(ep.origin.is_some());
+        let mut x = n();
+        let short = url(ep.url(), &x).len();
+        for len in [MAX_URI_LEN - 1, MAX_URI_LEN, MAX_URI_LEN + 1, MAX_URI_LEN + 20] {
+            x.market = "M".repeat(len - short + 2);
+            assert_eq!(url(ep.url(), &x).len(), len);
+            let whole = uri_parsed_whole(&ep, &x);
+            assert_eq!(whole.is_ok(), len <= MAX_URI_LEN, "{len}");
+            assert_eq!(uri_from_parts(&ep, &x), whole, "{len}");
+        }
+    }
+
+    /// Base URLs `url` takes but `http` does not (characters in the host it refuses): no origin
+    /// is kept, and each request fails with the whole text's error, as before.
+    #[test]
+    fn an_endpoint_http_does_not_take_fails_each_request_as_before() {
+        for base in ["http://a{b", "http://a\"b", "http://a`b", "http://a}b:8080/p"] {
+            let ep = Endpoint::new(endpoint(&Url::parse(base).unwrap()));
+            assert!(ep.origin.is_none(), "{base}");
+            let whole = uri_parsed_whole(&ep, &n());
+            assert!(whole.is_err(), "{base}");
+            assert_eq!(uri_from_parts(&ep, &n()), whole, "{base}");
+        }
+    }
+
     proptest! {
+        /// The request's URI is the one the whole URL's text parses to (scheme, authority, path
+        /// and query, and its text), with and without userinfo, port, IPv6 host, path prefix or
+        /// query on the endpoint.
+        #[test]
+        fn uri_is_the_url_parsed_whole(market in any_text(), ck in proptest::option::of(any_text()), sk in proptest::option::of(any_text()), base in prop::sample::select(vec!["http://h", "https://h:8443/prefix", "http://u:p%40ss@[::1]:8080/x", "HTTPS://Shop.Example:443/"]), tenant in prop::bool::ANY) {
+            let mut x = n();
+            x.market = market; x.customer_key = ck; x.session_key = sk;
+            let mut at = endpoint(&Url::parse(base).unwrap());
+            if tenant {
+                at.set_query(Some("tenant=a%20b"));
+            }
+            let ep = Endpoint::new(at);
+            prop_assert!(ep.origin.is_some());
+            let whole = uri_parsed_whole(&ep, &x);
+            prop_assert_eq!(uri_from_parts(&ep, &x), whole.clone());
+            let whole = whole.unwrap();
+            let got = uri(&ep, &x).unwrap();
+            prop_assert_eq!(got.to_string(), whole.to_string());
+            prop_assert_eq!(got.to_string(), url(ep.url(), &x));
+        }
+
+        /// The encoder writes what `form_urlencoded`'s byte serialization writes, for any text.
+        #[test]
+        fn form_encode_is_form_urlencoded(prefix in any_text(), s in any_text()) {
+            let mut out = prefix.clone();
+            form_encode(&mut out, &s);
+            let want: String = form_urlencoded::byte_serialize(s.as_bytes()).collect();
+            prop_assert_eq!(out, prefix + &want);
+        }
+
+        /// The whole URL is `form_urlencoded::Serializer::for_suffix`'s text, on the endpoints of
+        /// the bases of `url_and_body_text_match_url_and_json` and on those texts themselves
+        /// (with a query already there, empty or not), with any keys present or absent.
+        #[test]
+        fn url_text_matches_form_urlencoded(market in any_text(), ck in proptest::option::of(any_text()), sk in proptest::option::of(any_text()), ctx in proptest::option::of(prop::sample::select(vec![UserContext::Personalized, UserContext::Anonymous])), base in prop::sample::select(vec!["http://h", "https://h:8443/prefix", "http://h/p?tenant=a%20b", "http://h/p?"])) {
+            let mut x = n();
+            x.market = market; x.customer_key = ck; x.session_key = sk; x.user_context = ctx;
+            let ep = endpoint(&Url::parse(base).unwrap());
+            prop_assert_eq!(url(&ep, &x), form_urlencoded_url(ep.as_str(), &x));
+            prop_assert_eq!(with_query(base, &x), form_urlencoded_url(base, &x));
+        }
+
         /// The URL and body are the very text `url`'s `query_pairs_mut` and `json!` made before
         /// they were written directly (on a base with and without a path prefix and a query).
         #[test]

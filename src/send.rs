@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
 use tokio::sync::Semaphore;
-use url::Url;
 
 use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
 use crate::client::{Client, ClientError, WireRequest};
@@ -27,7 +26,7 @@ use crate::config::{ElevateConfig, RetryConfig};
 use crate::deadletter::{ParkCause, ParkReason};
 use crate::limit::Limiter;
 use crate::metrics::{label, Metrics};
-use crate::request::{build, endpoint_for, wire_request, HttpRequest};
+use crate::request::{build, endpoint_for, wire_request, Endpoint, HttpRequest};
 use crate::retry::{Backoff, Charge, Next};
 use crate::route::Kind;
 use crate::select::Notification;
@@ -67,7 +66,7 @@ pub struct Sender {
     /// The innermost layer: one exchange, within the request timeout ([`crate::client`]).
     client: Client,
     /// The endpoint of each kind, in [`Kind::ALL`] order.
-    endpoints: Vec<Url>,
+    endpoints: Vec<Endpoint>,
     /// The payment kind's `Api-Key` (`elevate.payment_api_key`), if configured: a header value
     /// marked sensitive, so it never prints.
     api_key: Option<HeaderValue>,
@@ -118,7 +117,10 @@ impl Sender {
         };
         Ok(Sender {
             client,
-            endpoints: Kind::ALL.iter().map(|k| endpoint_for(&base, *k)).collect(),
+            endpoints: Kind::ALL
+                .iter()
+                .map(|k| Endpoint::new(endpoint_for(&base, *k)))
+                .collect(),
             api_key,
             forward_visitor: crate::request::Forwarding::from_config(elevate),
             limiter,
@@ -132,7 +134,7 @@ impl Sender {
 
     /// The request `n` maps to (for dry runs and `check --sample`).
     pub fn request_for(&self, n: &Notification) -> HttpRequest {
-        build(self.endpoint(n.route.kind), n, self.forward_visitor)
+        build(self.endpoint(n.route.kind).url(), n, self.forward_visitor)
     }
 
     /// The request of one attempt at `n` ([`wire_request`]).
@@ -146,7 +148,7 @@ impl Sender {
     }
 
     /// The endpoint of `kind`.
-    fn endpoint(&self, kind: Kind) -> &Url {
+    fn endpoint(&self, kind: Kind) -> &Endpoint {
         let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         &self.endpoints[i]
     }
@@ -270,7 +272,7 @@ impl Sender {
             loud.insert(a.label.to_string(), Instant::now());
             tracing::error!(
                 status = %a.label,
-                endpoint = %self.endpoint(kind),
+                endpoint = %self.endpoint(kind).url(),
                 body = %a.excerpt,
                 "Elevate answered with a configuration-class status: check elevate.cluster_id / elevate.base_url. \
                  Notifications are retried (never dead-lettered) until this is fixed; the stream is stalled"

@@ -15,7 +15,7 @@ use testkit::events;
 use testkit::kafka::{partitions_of, unique};
 
 use elevate_sink::config::{Config, ElevateConfig, MappingConfig};
-use elevate_sink::{consumer_config, endpoint, map_record, wire_request, SourceRecord};
+use elevate_sink::{consumer_config, endpoint, map_record, wire_request, Endpoint, SourceRecord};
 
 use harness::round;
 
@@ -230,7 +230,7 @@ pub async fn http_ceiling(
     paced: Option<f64>,
 ) -> Result<Value> {
     let mapping = MappingConfig::default();
-    let ep = endpoint(&base.parse()?);
+    let ep = Endpoint::new(endpoint(&base.parse()?));
     let mut gen = events::Events::new(99);
     let mut reqs: Vec<Parts> = Vec::new();
     for id in 0..4000 {
