@@ -412,18 +412,25 @@ impl<'de> Visitor<'de> for Fill<'_, '_> {
         if self.slots.len() < self.size {
             self.slots.resize(self.size, None);
         }
-        while let Some(child) = map.next_key_seed(Key(self.node))? {
-            let Some(child) = child else {
+        // The places below met so far in this object (the first 64; past them, every time): a
+        // place met again is emptied before it is filled anew.
+        let mut met = 0u64;
+        while let Some(found) = map.next_key_seed(Key(self.node))? {
+            let Some((i, child)) = found else {
                 map.next_value::<Skip>()?;
                 continue;
             };
-            self.slots[child.below.clone()].fill(None);
-            if let Some(lines) = self.lines.as_deref_mut() {
-                lines[child.lines_below.clone()].fill_with(Lines::default);
-            }
             match child.slot {
                 Some(slot) => self.slots[slot] = Some(map.next_value::<Value>()?),
                 None => {
+                    let bit = 1u64.checked_shl(i as u32).unwrap_or(0);
+                    if met & bit != 0 || bit == 0 {
+                        self.slots[child.below.clone()].fill(None);
+                        if let Some(lines) = self.lines.as_deref_mut() {
+                            lines[child.lines_below.clone()].fill_with(Lines::default);
+                        }
+                    }
+                    met |= bit;
                     map.next_value_seed(self.at(child))?;
                 }
             }
@@ -452,11 +459,11 @@ impl<'de> DeserializeSeed<'de> for LineSeed<'_> {
     }
 }
 
-/// An object key: its planned place, if any.
+/// An object key: its planned place and that place's index among its siblings, if any.
 struct Key<'p>(&'p PNode);
 
 impl<'de, 'p> DeserializeSeed<'de> for Key<'p> {
-    type Value = Option<&'p PNode>;
+    type Value = Option<(usize, &'p PNode)>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
@@ -464,14 +471,20 @@ impl<'de, 'p> DeserializeSeed<'de> for Key<'p> {
 }
 
 impl<'de, 'p> Visitor<'de> for Key<'p> {
-    type Value = Option<&'p PNode>;
+    type Value = Option<(usize, &'p PNode)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object key")
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.child(v))
+        Ok(self
+            .0
+            .children
+            .iter()
+            .enumerate()
+            .find(|(_, (k, _))| k == v)
+            .map(|(i, (_, n))| (i, n)))
     }
 }
 
