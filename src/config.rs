@@ -1027,6 +1027,15 @@ pub(crate) enum Place {
 }
 
 impl MappingConfig {
+    /// The set pointers (not empty) read from `place`, in [`MappingConfig::pointers`] order (the
+    /// parser's keep-list and its slot plan read them, `decode/prune.rs`, `decode/slots.rs`).
+    pub(crate) fn pointers_at(&self, place: Place) -> impl Iterator<Item = &str> {
+        self.pointers()
+            .into_iter()
+            .filter(move |(_, p, _, at)| *at == place && !p.is_empty())
+            .map(|(_, p, ..)| p)
+    }
+
     /// Every pointer of the mapping, once: its key, its text, whether it is required, and what
     /// it is read from (`validate` and the parser's keep-list, `decode/prune.rs`, both use it).
     pub(crate) fn pointers(&self) -> [(&'static str, &str, bool, Place); 17] {

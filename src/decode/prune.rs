@@ -75,13 +75,7 @@ impl Keep {
         let mappings: Vec<&MappingConfig> = mappings.into_iter().collect();
         let mut root = Node::default();
         for &mapping in &mappings {
-            let pointers = mapping.pointers();
-            let at = |place: Place| {
-                pointers
-                    .into_iter()
-                    .filter(move |(_, p, _, at)| *at == place && !p.is_empty())
-                    .map(|(_, p, ..)| p)
-            };
+            let at = |place: Place| mapping.pointers_at(place);
             for p in at(Place::Event) {
                 mark_all(&mut root, p);
             }
@@ -214,7 +208,9 @@ impl<'de> Visitor<'de> for Seed<'_> {
     /// scanned and dropped.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(found) = map.next_key_seed(Key(self.0))? {
+        let node = self.0;
+        let key = |k: &str| node.child(k).map(|n| (k.to_owned(), n));
+        while let Some(found) = map.next_key_seed(KeyWith(key))? {
             match found {
                 Some((key, child)) => {
                     let v = map.next_value_seed(Seed(child))?;
@@ -290,30 +286,27 @@ impl<'de> Visitor<'de> for Skip {
     }
 }
 
-/// An object key: the key and its node when kept (the only keys copied), else None.
-struct Key<'k>(&'k Node);
+/// An object key, read as serde_json reads one (escapes decoded), handed to the closure: here the
+/// key and its node when kept (the only keys copied), in `slots.rs` the planned place.
+pub(super) struct KeyWith<F>(pub(super) F);
 
-impl<'de, 'k> DeserializeSeed<'de> for Key<'k> {
-    type Value = Option<(String, &'k Node)>;
+impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for KeyWith<F> {
+    type Value = T;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de, 'k> Visitor<'de> for Key<'k> {
-    type Value = Option<(String, &'k Node)>;
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for KeyWith<F> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.child(v).map(|n| (v.to_owned(), n)))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(self.0.child(&v).map(|n| (v, n)))
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v))
     }
 }
 
@@ -366,10 +359,10 @@ pub(super) mod tests {
         }
     }
 
-    #[test]
-    fn keeps_what_the_default_mapping_reads_and_drops_the_rest() {
-        let m = MappingConfig::default();
-        let text = json!({
+    /// A default-shape event with fields no pointer reads, a nested object and three lines (one
+    /// not an object).
+    pub(in crate::decode) fn sample_event() -> String {
+        json!({
             "type": "add_to_cart", "market": "SE", "customerKey": "c", "sessionKey": "s",
             "eventId": "evt-1", "visitor": {"userAgent": "UA", "ip": "203.0.113.9", "geo": {"x": 1}},
             "lines": [
@@ -378,7 +371,13 @@ pub(super) mod tests {
                 {"productKey": "p2", "source": "shop"}
             ]
         })
-        .to_string();
+        .to_string()
+    }
+
+    #[test]
+    fn keeps_what_the_default_mapping_reads_and_drops_the_rest() {
+        let m = MappingConfig::default();
+        let text = sample_event();
         let whole: Value = serde_json::from_str(&text).unwrap();
         let kept = Keep::of([&m]).parse(&text).unwrap();
         assert_same_reads(&m, &whole, &kept);
@@ -407,6 +406,18 @@ pub(super) mod tests {
         assert_eq!(Keep::all().parse(text).unwrap(), whole);
     }
 
+    /// Values serde_json refuses to build: nesting past 128, a lone surrogate, a number out of
+    /// range, a broken array.
+    pub(in crate::decode) fn refused() -> [String; 4] {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        [
+            nest(300),
+            r#""\ud800""#.into(),
+            "1e400".into(),
+            "{\"a\": [1, }".into(),
+        ]
+    }
+
     /// What serde_json refuses to build (nesting past 128, a lone surrogate, a number out of
     /// range) is refused in a dropped key too, with serde_json's own message; what it builds
     /// (nesting to 128, a 30-digit integer, a surrogate pair) passes.
@@ -414,12 +425,7 @@ pub(super) mod tests {
     fn dropped_keys_are_checked_as_serde_json_checks_them() {
         let keep = Keep::of([&MappingConfig::default()]);
         let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
-        for extra in [
-            nest(300),
-            r#""\ud800""#.into(),
-            "1e400".into(),
-            "{\"a\": [1, }".into(),
-        ] {
+        for extra in refused() {
             for text in [format!(r#"{{"type": "t", "x": {extra}}}"#), format!("[{extra}]")] {
                 let whole = serde_json::from_str::<Value>(&text).unwrap_err().to_string();
                 let kept = keep.parse(&text).unwrap_err().to_string();
@@ -486,7 +492,7 @@ pub(super) mod tests {
         })
     }
 
-    pub(in crate::decode) fn pointers() -> impl Strategy<Value = String> {
+    pub(in crate::decode) fn pointers() -> impl Strategy<Value = String> + Clone {
         prop::collection::vec(
             prop_oneof![
                 Just("type"),
@@ -505,22 +511,37 @@ pub(super) mod tests {
         .prop_map(|t| t.iter().map(|t| format!("/{t}")).collect())
     }
 
+    /// Mappings of random pointers: event type, market and user agent, the lines (from `lines`),
+    /// a line's source and ticket; the rest left at their defaults.
+    pub(in crate::decode) fn mappings(
+        pointer: impl Strategy<Value = String> + Clone,
+        lines: impl Strategy<Value = String>,
+    ) -> impl Strategy<Value = MappingConfig> {
+        let (event, line) = (
+            prop::collection::vec(pointer.clone(), 1..4),
+            prop::collection::vec(pointer, 1..3),
+        );
+        (event, lines, line).prop_map(|(event, lines, line)| random_mapping(&event, lines, &line))
+    }
+
+    fn random_mapping(event: &[String], lines: String, line: &[String]) -> MappingConfig {
+        let mut m = mapping(&lines);
+        m.event_type = event[0].clone();
+        m.market = event.get(1).cloned().unwrap_or_default();
+        m.user_agent = event.get(2).cloned().unwrap_or_default();
+        m.line_source = line[0].clone();
+        m.line_ticket = line.get(1).cloned().unwrap_or_default();
+        m
+    }
+
     proptest! {
         /// For random values and random mappings (pointers that overlap, index arrays, name the
         /// lines array or no array at all), every pointer reads the same in the kept value.
         #[test]
         fn every_pointer_reads_the_same(
             v in values(),
-            event in prop::collection::vec(pointers(), 1..4),
-            lines in prop_oneof![Just(String::new()), pointers()],
-            line in prop::collection::vec(pointers(), 1..3),
+            m in mappings(pointers(), prop_oneof![Just(String::new()), pointers()]),
         ) {
-            let mut m = mapping(&lines);
-            m.event_type = event[0].clone();
-            m.market = event.get(1).cloned().unwrap_or_default();
-            m.user_agent = event.get(2).cloned().unwrap_or_default();
-            m.line_source = line[0].clone();
-            m.line_ticket = line.get(1).cloned().unwrap_or_default();
             let text = v.to_string();
             let whole: Value = serde_json::from_str(&text).unwrap();
             let kept = Keep::of([&m, &MappingConfig::default()]).parse(&text).unwrap();
