@@ -6,14 +6,57 @@
 
 use serde_json::Value;
 
-use super::{pointer, type_name};
+use super::pointer;
+
+/// The JSON type of a place, as errors name it (`"a JSON array, expected an object"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonKind {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonKind {
+    /// The type of `v`.
+    pub(crate) fn of(v: &Value) -> JsonKind {
+        match v {
+            Value::Null => JsonKind::Null,
+            Value::Bool(_) => JsonKind::Boolean,
+            Value::Number(_) => JsonKind::Number,
+            Value::String(_) => JsonKind::String,
+            Value::Array(_) => JsonKind::Array,
+            Value::Object(_) => JsonKind::Object,
+        }
+    }
+
+    /// Its name in error details.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JsonKind::Null => "null",
+            JsonKind::Boolean => "boolean",
+            JsonKind::Number => "number",
+            JsonKind::String => "string",
+            JsonKind::Array => "array",
+            JsonKind::Object => "object",
+        }
+    }
+}
+
+impl std::fmt::Display for JsonKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A place in a record that decode reads fields of: the event, or one of its lines.
 pub(crate) trait Fields {
     /// The value `pointer` names below this place (`""`: the place itself, when it is a value).
     fn at(&self, pointer: &str) -> Option<&Value>;
-    /// The JSON type of this place, as [`type_name`] names it.
-    fn kind(&self) -> &'static str;
+    /// The JSON type of this place.
+    fn kind(&self) -> JsonKind;
 }
 
 /// A whole record: its fields, and its lines as places of their own.
@@ -26,7 +69,7 @@ pub(crate) trait Doc: Fields {
     fn as_line(&self) -> Self::Line<'_>;
     /// The elements of the lines array at `pointer` (not empty): none when it is absent or null,
     /// `Err(kind)` when it is not an array.
-    fn lines(&self, pointer: &str) -> Result<Vec<Self::Line<'_>>, &'static str>;
+    fn lines(&self, pointer: &str) -> Result<Vec<Self::Line<'_>>, JsonKind>;
 }
 
 impl Fields for Value {
@@ -34,8 +77,8 @@ impl Fields for Value {
         pointer::at(self, pointer)
     }
 
-    fn kind(&self) -> &'static str {
-        type_name(self)
+    fn kind(&self) -> JsonKind {
+        JsonKind::of(self)
     }
 }
 
@@ -44,7 +87,7 @@ impl<T: Fields + ?Sized> Fields for &T {
         (**self).at(pointer)
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> JsonKind {
         (**self).kind()
     }
 }
@@ -56,11 +99,11 @@ impl Doc for Value {
         self
     }
 
-    fn lines(&self, pointer: &str) -> Result<Vec<&Value>, &'static str> {
+    fn lines(&self, pointer: &str) -> Result<Vec<&Value>, JsonKind> {
         match pointer::at(self, pointer) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(a)) => Ok(a.iter().collect()),
-            Some(other) => Err(type_name(other)),
+            Some(other) => Err(JsonKind::of(other)),
         }
     }
 }

@@ -15,7 +15,7 @@ pub(crate) mod pointer;
 mod prune;
 mod slots;
 
-pub(crate) use fields::{Doc, Fields};
+pub(crate) use fields::{Doc, Fields, JsonKind};
 pub(crate) use slots::{SlotDoc, SlotPlan};
 
 pub use prune::Keep;
@@ -248,7 +248,7 @@ fn not_json(e: serde_json::Error) -> Invalid {
 /// The value is an object, else an [`Invalid`] naming what it is.
 pub(crate) fn require_object(root: &impl Fields) -> Result<(), Invalid> {
     match root.kind() {
-        "object" => Ok(()),
+        JsonKind::Object => Ok(()),
         kind => Err(Invalid::new(
             InvalidReason::NotAnObject,
             format!("value is a JSON {kind}, expected an object"),
@@ -355,7 +355,7 @@ pub(crate) fn line_items<'v, D: Doc>(
 /// A line is an object, else an [`Invalid`] naming line `i` and what it is.
 pub(crate) fn require_line_object(i: usize, line: &impl Fields) -> Result<(), Invalid> {
     match line.kind() {
-        "object" => Ok(()),
+        JsonKind::Object => Ok(()),
         kind => Err(Invalid::new(
             InvalidReason::WrongType,
             format!("lines[{i}] is a {kind}, expected an object"),
@@ -492,15 +492,9 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(ms - offset_secs * 1000)
 }
 
+/// The JSON type of `v`, as error details name it.
 pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+    JsonKind::of(v).as_str()
 }
 
 /// `s` quoted when every character passes `allowed` (a consent word, a date), else only its

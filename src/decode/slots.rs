@@ -17,7 +17,7 @@ use std::ops::Range;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::fields::{Doc, Fields};
+use super::fields::{Doc, Fields, JsonKind};
 use super::pointer::{tokens, walk};
 use super::prune::{KeyWith, Node, Skip};
 use crate::config::{MappingConfig, Place};
@@ -223,7 +223,7 @@ impl Scope {
 #[derive(Debug)]
 pub(crate) struct SlotDoc<'p> {
     plan: &'p SlotPlan,
-    kind: &'static str,
+    kind: JsonKind,
     slots: Vec<Option<Value>>,
     lines: Vec<Lines>,
 }
@@ -235,14 +235,14 @@ enum Lines {
     Absent,
     Null,
     /// Not an array: its JSON type.
-    Other(&'static str),
+    Other(JsonKind),
     Items(Vec<Line>),
 }
 
 /// One element of a lines array: its JSON type, and its slots when it is an object.
 #[derive(Debug)]
 struct Line {
-    kind: &'static str,
+    kind: JsonKind,
     slots: Vec<Option<Value>>,
 }
 
@@ -250,7 +250,7 @@ struct Line {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SlotRef<'a> {
     scope: &'a Scope,
-    kind: &'static str,
+    kind: JsonKind,
     slots: &'a [Option<Value>],
 }
 
@@ -259,7 +259,7 @@ impl Fields for SlotRef<'_> {
         self.scope.find(pointer, self.slots)
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> JsonKind {
         self.kind
     }
 }
@@ -269,7 +269,7 @@ impl Fields for SlotDoc<'_> {
         self.plan.event.find(pointer, &self.slots)
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> JsonKind {
         self.kind
     }
 }
@@ -288,7 +288,7 @@ impl Doc for SlotDoc<'_> {
         }
     }
 
-    fn lines(&self, pointer: &str) -> Result<Vec<SlotRef<'_>>, &'static str> {
+    fn lines(&self, pointer: &str) -> Result<Vec<SlotRef<'_>>, JsonKind> {
         let id = self
             .plan
             .lines_at
@@ -298,7 +298,7 @@ impl Doc for SlotDoc<'_> {
         debug_assert!(id.is_some(), "lines at {pointer} were not planned for");
         match id.and_then(|id| Some((id, self.lines.get(id)?))) {
             None | Some((_, Lines::Absent | Lines::Null)) => Ok(Vec::new()),
-            Some((_, Lines::Other(kind))) => Err(kind),
+            Some((_, Lines::Other(kind))) => Err(*kind),
             Some((id, Lines::Items(items))) => Ok(items
                 .iter()
                 .map(|line| SlotRef {
@@ -336,16 +336,16 @@ impl Fill<'_, '_> {
 }
 
 impl<'de> DeserializeSeed<'de> for Fill<'_, '_> {
-    type Value = &'static str;
+    type Value = JsonKind;
 
     /// The value's type; a lines array that is not an array is noted as found.
-    fn deserialize<D: Deserializer<'de>>(mut self, d: D) -> Result<&'static str, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(mut self, d: D) -> Result<JsonKind, D::Error> {
         let node = self.node;
         let kind = d.deserialize_any(self.at(node))?;
         if let (Some(id), Some(lines)) = (node.items, self.lines) {
             match kind {
-                "array" => {}
-                "null" => lines[id] = Lines::Null,
+                JsonKind::Array => {}
+                JsonKind::Null => lines[id] = Lines::Null,
                 other => lines[id] = Lines::Other(other),
             }
         }
@@ -354,38 +354,38 @@ impl<'de> DeserializeSeed<'de> for Fill<'_, '_> {
 }
 
 impl<'de> Visitor<'de> for Fill<'_, '_> {
-    type Value = &'static str;
+    type Value = JsonKind;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<&'static str, E> {
-        Ok("boolean")
+    fn visit_bool<E>(self, _: bool) -> Result<JsonKind, E> {
+        Ok(JsonKind::Boolean)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<&'static str, E> {
-        Ok("number")
+    fn visit_i64<E>(self, _: i64) -> Result<JsonKind, E> {
+        Ok(JsonKind::Number)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<&'static str, E> {
-        Ok("number")
+    fn visit_u64<E>(self, _: u64) -> Result<JsonKind, E> {
+        Ok(JsonKind::Number)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<&'static str, E> {
-        Ok("number")
+    fn visit_f64<E>(self, _: f64) -> Result<JsonKind, E> {
+        Ok(JsonKind::Number)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<&'static str, E> {
-        Ok("string")
+    fn visit_str<E>(self, _: &str) -> Result<JsonKind, E> {
+        Ok(JsonKind::String)
     }
 
-    fn visit_unit<E>(self) -> Result<&'static str, E> {
-        Ok("null")
+    fn visit_unit<E>(self) -> Result<JsonKind, E> {
+        Ok(JsonKind::Null)
     }
 
     /// An array: this place's lines when it holds a lines array, else only its type.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<&'static str, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonKind, A::Error> {
         match (self.node.items, self.lines) {
             (Some(id), Some(lines)) => {
                 let scope = &self.plan.lines[id];
@@ -397,12 +397,12 @@ impl<'de> Visitor<'de> for Fill<'_, '_> {
             }
             _ => while seq.next_element::<Skip>()?.is_some() {},
         }
-        Ok("array")
+        Ok(JsonKind::Array)
     }
 
     /// An object: each planned key's value into its slot (or its place below), the rest scanned
     /// and dropped.
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<&'static str, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<JsonKind, A::Error> {
         if self.slots.len() < self.size {
             self.slots.resize(self.size, None);
         }
@@ -431,7 +431,7 @@ impl<'de> Visitor<'de> for Fill<'_, '_> {
                 }
             }
         }
-        Ok("object")
+        Ok(JsonKind::Object)
     }
 }
 
@@ -458,7 +458,7 @@ impl<'de> DeserializeSeed<'de> for LineSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::prune::tests::{mapping, mappings, pointers, refused, sample_event, values};
-    use super::super::{prune::Keep, type_name};
+    use super::super::prune::Keep;
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -466,7 +466,7 @@ mod tests {
     /// Whatever a pointer of `m` reads in `doc` it reads in `whole`, and the record, its lines
     /// and each line have the same JSON types.
     fn assert_same_reads(m: &MappingConfig, whole: &Value, doc: &SlotDoc<'_>) {
-        assert_eq!(doc.kind(), type_name(whole));
+        assert_eq!(doc.kind(), JsonKind::of(whole));
         for (key, p, _, place) in m.pointers() {
             if place == Place::Event && !p.is_empty() {
                 assert_eq!(doc.at(p), whole.at(p), "{key} at {p}");
@@ -510,7 +510,7 @@ mod tests {
         let lines = doc.lines("/lines").unwrap();
         assert_eq!(
             lines.iter().map(Fields::kind).collect::<Vec<_>>(),
-            ["object", "string", "object"]
+            [JsonKind::Object, JsonKind::String, JsonKind::Object]
         );
         assert_eq!(lines[0].at("/ticket"), Some(&json!("t1")));
     }
