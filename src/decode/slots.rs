@@ -65,23 +65,11 @@ impl SlotPlan {
     /// keep-list indexes an array or keeps a lines array inside a value kept whole.
     pub(super) fn of(root: &Node, mappings: &[&MappingConfig]) -> Option<SlotPlan> {
         let mut line_nodes = Vec::new();
-        let mut next = 0;
-        let node = plan(root, &mut next, Some(&mut line_nodes))?;
-        let mut event = Scope {
-            node,
-            slots: next,
-            table: Vec::new(),
-        };
-        let mut lines = Vec::new();
-        for line in line_nodes {
-            let mut next = 0;
-            let node = plan(line, &mut next, None)?;
-            lines.push(Scope {
-                node,
-                slots: next,
-                table: Vec::new(),
-            });
-        }
+        let mut event = Scope::of(root, Some(&mut line_nodes))?;
+        let mut lines = line_nodes
+            .into_iter()
+            .map(|line| Scope::of(line, None))
+            .collect::<Option<Vec<_>>>()?;
         let mut lines_at = Vec::new();
         for mapping in mappings {
             let at = |place: Place| mapping.pointers_at(place);
@@ -178,6 +166,18 @@ fn has_items(node: &Node) -> bool {
 }
 
 impl Scope {
+    /// `node` planned as a scope of its own (slots numbered from 0), its table still empty;
+    /// collects the lines arrays' element nodes into `lines` (None inside a line).
+    fn of<'k>(node: &'k Node, lines: Option<&mut Vec<&'k Node>>) -> Option<Scope> {
+        let mut next = 0;
+        let node = plan(node, &mut next, lines)?;
+        Some(Scope {
+            node,
+            slots: next,
+            table: Vec::new(),
+        })
+    }
+
     /// The planned node `pointer` names (None: not planned, or not a pointer).
     fn node_at(&self, pointer: &str) -> Option<&PNode> {
         tokens(pointer)?
