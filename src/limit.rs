@@ -282,6 +282,12 @@ impl Limiter {
         self.cfg.requests_per_second * self.share()
     }
 
+    /// Whether `market` has a quota of its own (a request to it queues for the market's turn
+    /// before it asks for a slot).
+    pub fn paces_market(&self, market: &str) -> bool {
+        self.market_turns.contains_key(market)
+    }
+
     /// Global tokens spent for nothing so far (see the module doc; expected to stay 0).
     pub fn wasted_global_tokens(&self) -> u64 {
         self.wasted.load(Ordering::Relaxed)

@@ -46,6 +46,15 @@ pub enum Outcome {
     Abandoned,
 }
 
+/// What one attempt ([`Sender::step`]) left to do.
+#[derive(Debug)]
+pub enum Step {
+    /// Sending is over.
+    Done(Outcome),
+    /// Step again after this wait (backoff, or the answer's `Retry-After`).
+    RetryAfter(Duration),
+}
+
 /// The result of one HTTP attempt.
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -132,6 +141,12 @@ impl Sender {
         })
     }
 
+    /// Whether a request to `market` waits for a quota of its own before its slot
+    /// ([`Limiter::paces_market`]).
+    pub fn paces_market(&self, market: &str) -> bool {
+        self.limiter.paces_market(market)
+    }
+
     /// The request `n` maps to (for dry runs and `check --sample`).
     pub fn request_for(&self, n: &Notification) -> HttpRequest {
         build(self.endpoint(n.route.kind).url(), n, self.forward_visitor)
@@ -155,102 +170,129 @@ impl Sender {
 
     /// Sends `n` until it is delivered, must be parked, or `still_ours()` turns false.
     ///
-    /// Memory: thousands of these wait for a slot at once (`pipeline.max_pending_notifications`),
-    /// so the waiting state is kept small. Each attempt builds its request once it is admitted
+    /// Memory: thousands of these may wait for a slot at once (`pipeline.max_pending_notifications`;
+    /// those of a route or market with a quota of its own, and of Avro or Protobuf records), so the
+    /// waiting state is kept small. Each attempt builds its request once it is admitted
     /// and moves it into the client (a retry builds it again: rarer and cheaper than cloning a
     /// kept request for every first attempt), and the attempt's future (the client's exchange)
     /// is boxed only while it runs (docs/performance.md, "Memory").
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
-        let mut backoff = Backoff::new();
+        self.send_on(n, Backoff::new(), still_ours).await
+    }
+
+    /// [`Sender::send`] from the state `backoff` left it in: after a [`Step::RetryAfter`] of
+    /// [`Sender::step`], once its wait is over.
+    pub async fn send_on(
+        &self,
+        n: &Notification,
+        mut backoff: Backoff,
+        still_ours: impl Fn() -> bool,
+    ) -> Outcome {
         loop {
-            if !still_ours() {
-                return Outcome::Abandoned;
+            let wait = match self.step(n, &mut backoff, &still_ours).await {
+                Step::Done(outcome) => return outcome,
+                Step::RetryAfter(wait) => wait,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt of [`Sender::send`] (admission, request, answer): its outcome, or how long
+    /// to wait before the next attempt (the caller waits, holding nothing, then steps again with
+    /// the same `backoff`).
+    pub async fn step(
+        &self,
+        n: &Notification,
+        backoff: &mut Backoff,
+        still_ours: &impl Fn() -> bool,
+    ) -> Step {
+        if !still_ours() {
+            return Step::Done(Outcome::Abandoned);
+        }
+        let (attempt, took) = {
+            // A record whose partition is revoked while it waits leaves the queue without
+            // a token: it is its new owner's to send.
+            let Some(admitted) = self.limiter.admit(&n.market, &self.slots, still_ours).await else {
+                return Step::Done(Outcome::Abandoned);
+            };
+            self.metrics
+                .limiter_wait_seconds
+                .inc_by(admitted.waited.as_secs_f64());
+            let req = match self.wire(n) {
+                Ok(req) => req,
+                Err(e) => return Step::Done(unbuildable(n, &e, backoff.attempts)),
+            };
+            self.metrics.in_flight_requests.inc();
+            let (mut a, took) = Box::pin(self.attempt(req)).await;
+            self.metrics.in_flight_requests.dec();
+            drop(admitted);
+            if !a.excerpt.is_empty() {
+                a.excerpt = excerpt(&scrub(&a.excerpt, n));
             }
-            let (attempt, took) = {
-                // A record whose partition is revoked while it waits leaves the queue without
-                // a token: it is its new owner's to send.
-                let Some(admitted) = self.limiter.admit(&n.market, &self.slots, &still_ours).await else {
-                    return Outcome::Abandoned;
+            (a, took)
+        };
+        backoff.attempts += 1;
+        let (charge, retry_after) = match attempt.class {
+            Class::Delivered => {
+                self.delivered_204.inc();
+                return Step::Done(Outcome::Delivered {
+                    attempts: backoff.attempts,
+                });
+            }
+            Class::Rejected => {
+                self.count("dead_lettered", &attempt.label);
+                return Step::Done(Outcome::Park(ParkReason {
+                    reason: ParkCause::Rejected,
+                    detail: attempt.excerpt,
+                    status: attempt.status,
+                    attempts: backoff.attempts,
+                    line: Some(n.line),
+                    route: Some(n.route.name.to_string()),
+                }));
+            }
+            Class::Transient { retry_after } => (Charge::Transient, retry_after),
+            Class::Misconfigured => {
+                self.metrics
+                    .config_errors
+                    .get_or_create(&label("status", &*attempt.label))
+                    .inc();
+                self.shout(&attempt, n.route.kind);
+                (Charge::Free, None)
+            }
+        };
+        let unit: f64 = rand::random();
+        match backoff.after_failure(&self.retry, charge, took, retry_after, unit) {
+            Next::RetryAfter(wait) => {
+                let class = match charge {
+                    Charge::Transient => "transient",
+                    Charge::Free => "misconfigured",
                 };
                 self.metrics
-                    .limiter_wait_seconds
-                    .inc_by(admitted.waited.as_secs_f64());
-                let req = match self.wire(n) {
-                    Ok(req) => req,
-                    Err(e) => return unbuildable(n, &e, backoff.attempts),
-                };
-                self.metrics.in_flight_requests.inc();
-                let (mut a, took) = Box::pin(self.attempt(req)).await;
-                self.metrics.in_flight_requests.dec();
-                drop(admitted);
-                if !a.excerpt.is_empty() {
-                    a.excerpt = excerpt(&scrub(&a.excerpt, n));
-                }
-                (a, took)
-            };
-            backoff.attempts += 1;
-            let (charge, retry_after) = match attempt.class {
-                Class::Delivered => {
-                    self.delivered_204.inc();
-                    return Outcome::Delivered {
-                        attempts: backoff.attempts,
-                    };
-                }
-                Class::Rejected => {
-                    self.count("dead_lettered", &attempt.label);
-                    return Outcome::Park(ParkReason {
-                        reason: ParkCause::Rejected,
-                        detail: attempt.excerpt,
-                        status: attempt.status,
-                        attempts: backoff.attempts,
-                        line: Some(n.line),
-                        route: Some(n.route.name.to_string()),
-                    });
-                }
-                Class::Transient { retry_after } => (Charge::Transient, retry_after),
-                Class::Misconfigured => {
-                    self.metrics
-                        .config_errors
-                        .get_or_create(&label("status", &*attempt.label))
-                        .inc();
-                    self.shout(&attempt, n.route.kind);
-                    (Charge::Free, None)
-                }
-            };
-            let unit: f64 = rand::random();
-            match backoff.after_failure(&self.retry, charge, took, retry_after, unit) {
-                Next::RetryAfter(wait) => {
-                    let class = match charge {
-                        Charge::Transient => "transient",
-                        Charge::Free => "misconfigured",
-                    };
-                    self.metrics
-                        .retries
-                        .get_or_create(&vec![
-                            ("class", class.into()),
-                            ("status", attempt.label.to_string()),
-                        ])
-                        .inc();
-                    tracing::debug!(status = %attempt.label, attempts = backoff.attempts, wait_ms = wait.as_millis() as u64, "retrying notification");
-                    tokio::time::sleep(wait).await;
-                }
-                Next::GiveUp => {
-                    self.count("dead_lettered", &attempt.label);
-                    return Outcome::Park(ParkReason {
-                        reason: ParkCause::RetriesExhausted,
-                        detail: format!(
-                            "gave up after {} attempts ({} transient, {} ms of transient failure): last answer {}",
-                            backoff.attempts,
-                            backoff.transient_attempts,
-                            backoff.charged().as_millis(),
-                            attempt.label
-                        ),
-                        status: attempt.status,
-                        attempts: backoff.attempts,
-                        line: Some(n.line),
-                        route: Some(n.route.name.to_string()),
-                    });
-                }
+                    .retries
+                    .get_or_create(&vec![
+                        ("class", class.into()),
+                        ("status", attempt.label.to_string()),
+                    ])
+                    .inc();
+                tracing::debug!(status = %attempt.label, attempts = backoff.attempts, wait_ms = wait.as_millis() as u64, "retrying notification");
+                Step::RetryAfter(wait)
+            }
+            Next::GiveUp => {
+                self.count("dead_lettered", &attempt.label);
+                Step::Done(Outcome::Park(ParkReason {
+                    reason: ParkCause::RetriesExhausted,
+                    detail: format!(
+                        "gave up after {} attempts ({} transient, {} ms of transient failure): last answer {}",
+                        backoff.attempts,
+                        backoff.transient_attempts,
+                        backoff.charged().as_millis(),
+                        attempt.label
+                    ),
+                    status: attempt.status,
+                    attempts: backoff.attempts,
+                    line: Some(n.line),
+                    route: Some(n.route.name.to_string()),
+                }))
             }
         }
     }
@@ -475,8 +517,9 @@ mod tests {
         }
     }
 
-    /// Thousands of notifications wait for a slot at once; each waits as a `send` future. Built
-    /// with the request and the HTTP client's attempt future inline it was 1,280 bytes; the
+    /// Thousands of notifications may wait for a slot at once. Those of a route or market with a
+    /// quota of its own wait as a `send` future (the others wait in `work`'s pool as plain data).
+    /// Built with the request and the HTTP client's attempt future inline it was 1,280 bytes; the
     /// request is now built once admitted and the attempt boxed while it runs.
     #[tokio::test]
     async fn a_waiting_send_is_small() {

@@ -1,10 +1,13 @@
 //! Work: what happens to one consumed record, shared by `run` and `replay` — decode, select +
-//! map, track in the ledger, then one task per notification (send, or park) that completes its
-//! claim. Guarantees: a record's offset is tracked before any of its work starts and completes
-//! only after every notification was delivered (204) or parked (dead-letter acked); records of
-//! partitions we do not own are refused untouched; records a previous owner finished (in the
-//! partition's seeded done map) are done at once, sending nothing, counted as
-//! `skipped_total{reason="already_delivered"}`.
+//! map, track in the ledger, then each notification is sent (or parked) and completes its claim:
+//! queued in the pool (`work/pool.rs`) when it waits for nothing but a slot and the global quota,
+//! else in a task of its own. Guarantees: a record's offset is tracked before any of its work
+//! starts and completes only after every notification was delivered (204) or parked (dead-letter
+//! acked); records of partitions we do not own are refused untouched; records a previous owner
+//! finished (in the partition's seeded done map) are done at once, sending nothing, counted as
+//! `skipped_total{reason="already_delivered"}`. Limits: the pool's notifications are sent in the
+//! order they were taken; one of a route or market with its own quota waits for that quota
+//! holding neither a slot nor a pool worker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,13 +21,17 @@ use crate::deadletter::{DeadLetter, DeadLetterProducer, ParkCause, ParkReason, S
 use crate::kafka::{producer_config, SourceRecord};
 use crate::ledger::{Claim, Ledger, Track};
 use crate::metrics::{label, route_labels, HotCounters, Metrics};
+use crate::retry::Backoff;
 use crate::route::{RouteInvalid, RouteTag, Routes};
 use crate::select::{Mapped, Notification, SkipReason};
-use crate::send::{Outcome, Sender};
+use crate::send::{Outcome, Sender, Step};
 use crate::util::{lock, now_ms};
 use crate::wire::Sources;
 
 mod framed;
+mod pool;
+
+use pool::Pool;
 
 /// The `skipped_total` reason of a record a previous owner of its partition finished.
 pub const ALREADY_DELIVERED: &str = "already_delivered";
@@ -73,6 +80,16 @@ pub struct Work {
     pub hot: HotCounters,
     /// The loop's in-flight bounds (`[pipeline]`; replay's own), for when to wake it.
     pub bounds: Bounds,
+    /// Notifications that wait for nothing but a slot and the global quota, served by at most
+    /// `elevate.max_in_flight_requests` workers (`work/pool.rs`, [`Work::queue`]).
+    pub(crate) pool: Pool<Job>,
+}
+
+/// One notification of a record, queued in the pool.
+pub(crate) struct Job {
+    n: Notification,
+    src: Arc<SourceRecord>,
+    claim: Arc<Claim<Tp>>,
 }
 
 /// Maps one record as `run` and `replay` both do: decode + select + map for every route its
@@ -159,6 +176,7 @@ impl Work {
             max_age: None,
             ages: None,
             sources: Arc::new(Sources::from_config(cfg)?),
+            pool: Pool::new(cfg.elevate.max_in_flight_requests),
         })
     }
 
@@ -231,16 +249,72 @@ impl Work {
         });
         let src = Arc::new(src);
         for n in mapped.notifications {
+            let (src, claim) = (src.clone(), claim.clone());
+            if self.route_quotas.paces(&n.route.name) || self.sender.paces_market(&n.market) {
+                // It waits for a quota of its own before its slot: in a task of its own, so
+                // the pool's workers never wait behind it.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if this.deliver(&n, &src, &claim).await {
+                        this.finish(&claim);
+                    }
+                });
+            } else {
+                self.queue(Job { n, src, claim });
+            }
+        }
+        true
+    }
+
+    /// Queues `job` in the pool, starting a worker when fewer than the limit are live. A worker
+    /// serves jobs until the queue is empty, then stops.
+    fn queue(self: &Arc<Self>, job: Job) {
+        if self.pool.push(job) {
             let this = self.clone();
-            let src = src.clone();
-            let claim = claim.clone();
             tokio::spawn(async move {
-                if this.deliver(&n, &src, &claim).await {
-                    this.finish(&claim);
+                while let Some(job) = this.pool.next() {
+                    this.serve(job).await;
                 }
             });
         }
-        true
+    }
+
+    /// A worker's part of one job: its first attempt. What may take long after it, a retry's
+    /// backoff or parking the record, goes on in a task of its own, so the worker takes the next
+    /// job at once.
+    async fn serve(self: &Arc<Self>, job: Job) {
+        let mut backoff = Backoff::new();
+        let step = {
+            let (k, g) = (&job.claim.key, job.claim.generation);
+            let still_ours = || lock(&self.ledger).is_current(k, g);
+            self.sender.step(&job.n, &mut backoff, &still_ours).await
+        };
+        match step {
+            Step::Done(Outcome::Abandoned) => {}
+            Step::Done(outcome @ Outcome::Delivered { .. }) => {
+                self.conclude(&job.n, &job.src, outcome).await;
+                self.finish(&job.claim);
+            }
+            Step::Done(outcome) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.conclude(&job.n, &job.src, outcome).await;
+                    this.finish(&job.claim);
+                });
+            }
+            Step::RetryAfter(wait) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let (k, g) = (&job.claim.key, job.claim.generation);
+                    let still_ours = || lock(&this.ledger).is_current(k, g);
+                    let outcome = this.sender.send_on(&job.n, backoff, still_ours).await;
+                    if this.conclude(&job.n, &job.src, outcome).await {
+                        this.finish(&job.claim);
+                    }
+                });
+            }
+        }
     }
 
     /// Tracks a record in the ledger ([`Ledger::track_record`]), counting one a previous owner
@@ -262,6 +336,12 @@ impl Work {
         self.route_quotas.wait(&n.route.name).await;
         let (k, g) = (&claim.key, claim.generation);
         let outcome = self.sender.send(n, || lock(&self.ledger).is_current(k, g)).await;
+        self.conclude(n, src, outcome).await
+    }
+
+    /// What follows sending `n`: a delivery counted (and its event's age recorded, when
+    /// collected), or the record parked; false when abandoned (the caller completes nothing).
+    async fn conclude(&self, n: &Notification, src: &SourceRecord, outcome: Outcome) -> bool {
         match outcome {
             Outcome::Delivered { .. } => {
                 self.hot.delivered(&self.metrics, &n.route);

@@ -31,6 +31,11 @@ impl RouteQuotas {
         RouteQuotas(map)
     }
 
+    /// Whether `route` has a quota (its notifications wait for it before the sender).
+    pub fn paces(&self, route: &str) -> bool {
+        self.0.contains_key(route)
+    }
+
     /// Waits until `route` may start one more notification (at once for a route without quota).
     pub async fn wait(&self, route: &str) {
         if let Some(l) = self.0.get(route) {
