@@ -3,7 +3,7 @@
 //! lives in this file (the `Default` impls); secrets are only ever held as [`Secret`], which
 //! never prints its value.
 //!
-//! The environment rule is [`reference::ENV_RULE`]; [`reference`] documents every key, and its
+//! The environment rule is [`reference::ENV_RULE`]; [`reference`](mod@reference) documents every key, and its
 //! tests fail when it and these types or defaults disagree.
 
 use std::collections::BTreeMap;

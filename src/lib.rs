@@ -27,7 +27,8 @@
 //! * `tracker`, `ledger` — pure offset tracking and ownership generations.
 //! * [`offsetmap`] — the done-offset map (and replay's window) in the commit metadata.
 //! * `commit` — the one place positions go from the ledger to the broker.
-//! * `work` — one record's journey, shared by `run` and `replay`.
+//! * `work` — one record's journey, shared by `run` and `replay` (`work/pool`: the queue its
+//!   notifications wait in, served by at most `elevate.max_in_flight_requests` workers).
 //! * `ages` — the bounded histogram of event ages at send time (`work` records, `replay` reports).
 //! * `consumer` — the consumer context, commit glue, pause/resume and consume errors, shared by
 //!   `run` and `replay`; `backpressure` — their one take / pause / resume policy (pure);

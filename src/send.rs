@@ -143,7 +143,7 @@ impl Sender {
 
     /// Whether a request to `market` waits for a quota of its own before its slot
     /// ([`Limiter::paces_market`]).
-    pub fn paces_market(&self, market: &str) -> bool {
+    pub(crate) fn paces_market(&self, market: &str) -> bool {
         self.limiter.paces_market(market)
     }
 
@@ -182,7 +182,7 @@ impl Sender {
 
     /// [`Sender::send`] from the state `backoff` left it in: after a [`Step::RetryAfter`] of
     /// [`Sender::step`], once its wait is over.
-    pub async fn send_on(
+    pub(crate) async fn send_on(
         &self,
         n: &Notification,
         mut backoff: Backoff,
@@ -200,7 +200,7 @@ impl Sender {
     /// One attempt of [`Sender::send`] (admission, request, answer): its outcome, or how long
     /// to wait before the next attempt (the caller waits, holding nothing, then steps again with
     /// the same `backoff`).
-    pub async fn step(
+    pub(crate) async fn step(
         &self,
         n: &Notification,
         backoff: &mut Backoff,
