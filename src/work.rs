@@ -285,8 +285,7 @@ impl Work {
     async fn serve(self: &Arc<Self>, job: Job) {
         let mut backoff = Backoff::new();
         let step = {
-            let (k, g) = (&job.claim.key, job.claim.generation);
-            let still_ours = || lock(&self.ledger).is_current(k, g);
+            let still_ours = self.still_ours(&job.claim);
             self.sender.step(&job.n, &mut backoff, &still_ours).await
         };
         match step {
@@ -306,8 +305,7 @@ impl Work {
                 let this = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    let (k, g) = (&job.claim.key, job.claim.generation);
-                    let still_ours = || lock(&this.ledger).is_current(k, g);
+                    let still_ours = this.still_ours(&job.claim);
                     let outcome = this.sender.send_on(&job.n, backoff, still_ours).await;
                     if this.conclude(&job.n, &job.src, outcome).await {
                         this.finish(&job.claim);
@@ -315,6 +313,12 @@ impl Work {
                 });
             }
         }
+    }
+
+    /// Whether `claim`'s record is still ours to send: its partition is owned in the generation
+    /// it was taken in (false once the partition was revoked).
+    fn still_ours<'a>(&'a self, claim: &'a Claim<Tp>) -> impl Fn() -> bool + 'a {
+        move || lock(&self.ledger).is_current(&claim.key, claim.generation)
     }
 
     /// Tracks a record in the ledger ([`Ledger::track_record`]), counting one a previous owner
@@ -334,8 +338,7 @@ impl Work {
     /// partition was revoked). The caller completes the claim.
     async fn deliver(&self, n: &Notification, src: &SourceRecord, claim: &Claim<Tp>) -> bool {
         self.route_quotas.wait(&n.route.name).await;
-        let (k, g) = (&claim.key, claim.generation);
-        let outcome = self.sender.send(n, || lock(&self.ledger).is_current(k, g)).await;
+        let outcome = self.sender.send(n, self.still_ours(claim)).await;
         self.conclude(n, src, outcome).await
     }
 
