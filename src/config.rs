@@ -1011,6 +1011,14 @@ impl ElevateConfig {
                 "must be scheme://host[:port][/prefix] with no query or fragment",
             ));
         }
+        // `url` takes some hosts `http` refuses (`http://a{b`); no request could be built to
+        // them, so each record would be parked as unbuildable: refused here, at start-up.
+        if let Err(e) = http::Uri::try_from(url.as_str()) {
+            return Err(ConfigError::invalid(
+                "elevate.base_url",
+                format!("no HTTP request can be sent to it ({e})"),
+            ));
+        }
         Ok(url)
     }
 }
@@ -1359,6 +1367,19 @@ mod tests {
             "https://w1234.elevate-api.cloud/"
         );
         assert!(Config::from_toml_with_env("", "", env(&[])).is_err());
+    }
+
+    /// A base URL that `url` parses but `http` cannot carry stops start-up, naming the key.
+    /// Before, it passed and every record's request "could not be built" and was parked.
+    #[test]
+    fn a_base_url_no_request_can_carry_is_refused() {
+        let err = Config::from_toml_with_env("[elevate]\nbase_url = \"http://a{b\"\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("elevate.base_url") && err.contains("no HTTP request"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -474,8 +474,9 @@ fn word_at(text: &str, i: usize) -> bool {
     text[i..].chars().next().is_some_and(is_word_char)
 }
 
-/// A notification whose request cannot be built (its URL is not a valid URI) breaks the request
-/// contract: parked, never retried.
+/// A notification whose request cannot be built (its URL is not a valid URI: longer than `http`
+/// takes; a base URL no request can be sent to stops start-up) breaks the request contract:
+/// parked, never retried.
 fn unbuildable(n: &Notification, e: &http::Error, attempts: u32) -> Outcome {
     Outcome::Park(ParkReason {
         reason: ParkCause::Invalid(crate::decode::InvalidReason::BadValue),

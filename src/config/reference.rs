@@ -190,7 +190,7 @@ pub const SECTIONS: &[Section] = &[
                 name: "base_url",
                 ty: Ty::Optional(&Ty::String),
                 default: None,
-                doc: "Full base URL (scheme + host [+ port]); exclusive with `cluster_id`. Tests use this.",
+                doc: "Full base URL (scheme + host [+ port] [+ /prefix]); exclusive with `cluster_id`. Start-up refuses one no HTTP request can be sent to. Tests use this.",
             },
             Key {
                 name: "cluster_id",
