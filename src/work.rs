@@ -294,19 +294,18 @@ impl Work {
                 self.conclude(&job.n, &job.src, outcome).await;
                 self.finish(&job.claim);
             }
-            Step::Done(outcome) => {
+            // Parking, or a retry after its wait: in a task of its own.
+            step => {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    this.conclude(&job.n, &job.src, outcome).await;
-                    this.finish(&job.claim);
-                });
-            }
-            Step::RetryAfter(wait) => {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let still_ours = this.still_ours(&job.claim);
-                    let outcome = this.sender.send_on(&job.n, backoff, still_ours).await;
+                    let outcome = match step {
+                        Step::Done(outcome) => outcome,
+                        Step::RetryAfter(wait) => {
+                            tokio::time::sleep(wait).await;
+                            let still_ours = this.still_ours(&job.claim);
+                            this.sender.send_on(&job.n, backoff, still_ours).await
+                        }
+                    };
                     if this.conclude(&job.n, &job.src, outcome).await {
                         this.finish(&job.claim);
                     }
