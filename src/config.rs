@@ -497,9 +497,11 @@ pub struct PipelineConfig {
     /// `offset.metadata.max.bytes`. A map that does not fit is cut to a prefix and counted.
     pub commit_metadata_max_bytes: usize,
     /// Runtime worker threads of `run` and `replay` (librdkafka's own threads come on top).
-    /// One is the default: measured in docs/performance.md (three A/B pairs), a second worker
-    /// cost 1–39 % more CPU per notification and carried no more in two pairs of three, and one
-    /// worker carries about 30,000 notifications/s, far above any Elevate quota.
+    /// One is the default, and runs tokio's current-thread scheduler: about 4 % less CPU per
+    /// notification than one worker of the multi-thread scheduler (docs/performance.md, the
+    /// ninth round). One carries 50,000–70,000 notifications/s on the benchmark machine, far
+    /// above any Elevate quota; a second buys 8–13 % more throughput on two cores at more CPU
+    /// per notification.
     pub worker_threads: usize,
 }
 

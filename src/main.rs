@@ -55,11 +55,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = worker_threads(&cli.command) {
-        rt.worker_threads(workers);
-    }
-    let rt = rt.enable_all().build().expect("tokio runtime");
+    let rt = runtime(worker_threads(&cli.command))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run { config } => run(config).await,
@@ -80,6 +79,24 @@ fn main() -> ExitCode {
                 .map_or(2, pipeline::Stop::exit_code);
             ExitCode::from(code)
         }
+    }
+}
+
+/// The runtime for `workers` (`pipeline.worker_threads`): one worker (the default) is tokio's
+/// current-thread scheduler on this thread, more are its multi-thread scheduler; commands without
+/// the setting get the multi-thread default. One worker of the multi-thread scheduler pays for
+/// being shareable (the run queue's atomics, the inject queue, a worker to hand the `block_on`
+/// thread's work to): in six alternating quick runs each, the current-thread one used about 4 %
+/// less CPU per notification on typical records (docs/performance.md, the ninth round).
+fn runtime(workers: Option<usize>) -> tokio::runtime::Builder {
+    match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.worker_threads(n);
+            rt
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 
@@ -107,9 +124,10 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("admin.listen: cannot bind {}", cfg.admin.listen))?;
         tracing::info!(%addr, "admin listener up (/healthz, /readyz, /metrics)");
     }
-    // The loop runs as a task on the runtime's workers, not on this thread inside `block_on`:
-    // completions wake it there without a thread hand-off (three busy threads on two cores
-    // spent a sixth of the sink's CPU in the scheduler; docs/performance.md).
+    // The loop runs as a task: with more than one worker it runs on the workers, not on this
+    // thread inside `block_on`, so completions wake it there without a thread hand-off (three
+    // busy threads on two cores spent a sixth of the sink's CPU in the scheduler;
+    // docs/performance.md); with one (current-thread) everything runs on this thread anyway.
     let stop = shutdown::on_signal();
     let summary = tokio::spawn(async move { pipeline::run(&cfg, metrics, health, stop).await })
         .await
@@ -121,4 +139,22 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         tracing::error!(?summary, exit_code = code, "stopped: {}", summary.stop);
     }
     Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_worker_is_the_current_thread_scheduler_and_more_are_the_multi_thread_one() {
+        let flavor = |workers| {
+            let rt = runtime(workers).enable_all().build().expect("runtime");
+            let handle = rt.handle().clone();
+            (handle.runtime_flavor(), handle.metrics().num_workers())
+        };
+        assert_eq!(flavor(Some(1)), (RuntimeFlavor::CurrentThread, 1));
+        assert_eq!(flavor(Some(3)), (RuntimeFlavor::MultiThread, 3));
+        assert_eq!(flavor(None).0, RuntimeFlavor::MultiThread);
+    }
 }

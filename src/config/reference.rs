@@ -538,7 +538,7 @@ pub const SECTIONS: &[Section] = &[
                 name: "worker_threads",
                 ty: Ty::Integer,
                 default: Some("1"),
-                doc: "Runtime worker threads of `run` and `replay`, 1 to 64 (librdkafka's own threads come on top). One carries about 30,000 notifications/s on this project's benchmark machine, far above any Elevate quota, and a second cost 1-39 % more CPU per notification in three A/B pairs and carried more in only one of them (docs/performance.md). Raise it only when one core is measured to be the limit.",
+                doc: "Runtime worker threads of `run` and `replay`, 1 to 64 (librdkafka's own threads come on top). One (the default) runs tokio's current-thread scheduler, about 4 % cheaper per notification than one worker of the multi-thread scheduler. One carries 50,000-70,000 notifications/s on this project's 2-core benchmark machine, far above any Elevate quota; a second buys 8-13 % more throughput there at more CPU per notification (docs/performance.md). Raise it only when one core is measured to be the limit.",
             },
         ],
     },
