@@ -500,8 +500,8 @@ pub struct PipelineConfig {
     /// One is the default, and runs tokio's current-thread scheduler: about 4 % less CPU per
     /// notification than one worker of the multi-thread scheduler (docs/performance.md, the
     /// ninth round). One carries 50,000–70,000 notifications/s on the benchmark machine, far
-    /// above any Elevate quota; a second buys 8–13 % more throughput on two cores at more CPU
-    /// per notification.
+    /// above any Elevate quota; two (the multi-thread scheduler) used 24–54 % more CPU per
+    /// notification there and carried less, in two of three alternating pairs.
     pub worker_threads: usize,
 }
 

@@ -538,7 +538,7 @@ pub const SECTIONS: &[Section] = &[
                 name: "worker_threads",
                 ty: Ty::Integer,
                 default: Some("1"),
-                doc: "Runtime worker threads of `run` and `replay`, 1 to 64 (librdkafka's own threads come on top). One (the default) runs tokio's current-thread scheduler, about 4 % cheaper per notification than one worker of the multi-thread scheduler. One carries 50,000-70,000 notifications/s on this project's 2-core benchmark machine, far above any Elevate quota; a second buys 8-13 % more throughput there at more CPU per notification (docs/performance.md). Raise it only when one core is measured to be the limit.",
+                doc: "Runtime worker threads of `run` and `replay`, 1 to 64 (librdkafka's own threads come on top). One (the default) runs tokio's current-thread scheduler, about 4 % cheaper per notification than one worker of the multi-thread scheduler. One carries 50,000-70,000 notifications/s on this project's 2-core benchmark machine, far above any Elevate quota; two (the multi-thread scheduler) used 24-54 % more CPU per notification there and carried less, in two of three alternating pairs (docs/performance.md). Raise it only when one core is measured to be the limit and more cores are free.",
             },
         ],
     },
