@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 /// current-thread scheduler on this thread, more are its multi-thread scheduler; commands without
 /// the setting get the multi-thread default. One worker of the multi-thread scheduler pays for
 /// being shareable (the run queue's atomics, the inject queue, a worker to hand the `block_on`
-/// thread's work to): in six alternating quick runs each, the current-thread one used about 4 %
+/// thread's work to): in nine alternating quick runs each, the current-thread one used about 4 %
 /// less CPU per notification on typical records (docs/performance.md, the ninth round).
 fn runtime(workers: Option<usize>) -> tokio::runtime::Builder {
     match workers {
