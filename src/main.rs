@@ -55,17 +55,27 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = runtime(worker_threads(&cli.command))
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // `run` and `replay` load their configuration once, here: its `pipeline.worker_threads`
+    // shapes the runtime, so it is read before the runtime exists, and the command gets the same
+    // tree (or the reason it did not load).
+    let config = match &cli.command {
+        Command::Run { config } => Some(load(config.as_deref())),
+        Command::Replay(args) => Some(load(args.config.as_deref())),
+        _ => None,
+    };
+    let workers = config
+        .as_ref()
+        .and_then(|c| c.as_ref().ok())
+        .map(|c| c.pipeline.worker_threads);
+    let rt = runtime(workers).enable_all().build().expect("tokio runtime");
     let result = rt.block_on(async move {
-        match cli.command {
-            Command::Run { config } => run(config).await,
-            Command::Check(args) => elevate_sink::check::main(args).await,
-            Command::Replay(args) => elevate_sink::replay::main(args).await,
+        match (cli.command, config) {
+            (Command::Run { .. }, Some(cfg)) => run(cfg?).await,
+            (Command::Replay(args), Some(cfg)) => elevate_sink::replay::main(args, cfg?).await,
+            (Command::Check(args), _) => elevate_sink::check::main(args).await,
             #[cfg(feature = "demo")]
-            Command::Demo => elevate_sink::demo::main().await,
+            (Command::Demo, _) => elevate_sink::demo::main().await,
+            (Command::Run { .. } | Command::Replay(_), None) => unreachable!("loaded above"),
         }
     });
     match result {
@@ -100,21 +110,13 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Builder {
     }
 }
 
-/// `pipeline.worker_threads` of `run` and `replay`, read before the runtime exists. A config
-/// that does not load gives `None` (a default runtime), and the command then reports why.
-fn worker_threads(command: &Command) -> Option<usize> {
-    let path = match command {
-        Command::Run { config } => config.as_deref(),
-        Command::Replay(args) => args.config.as_deref(),
-        _ => return None,
-    };
-    Config::load(path, std::env::vars())
-        .ok()
-        .map(|c| c.pipeline.worker_threads)
+/// The configuration of `run` and `replay`: the file (if any) with the `ELEVATE_SINK__*`
+/// overrides; an error names the key.
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(path, std::env::vars()).context("configuration")
 }
 
-async fn run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(config.as_deref(), std::env::vars()).context("configuration")?;
+async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     logging::init(&cfg.log);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(admin::Health::new(cfg.admin.wedged_after));

@@ -1,4 +1,4 @@
-//! `replay`: backfill a fixed window of one topic through the same [`Work`] as `run` (mapping,
+//! `replay`: backfill a fixed window of one topic through the same `Work` as `run` (mapping,
 //! rate limiter, retries, dead-letter). Guarantees: at-least-once over the window; the window's
 //! end is fixed when the replay first starts; progress is committed to a checkpoint group (never
 //! the live group: manual assignment, no group join) only up to offsets the ledger says are done,
@@ -163,9 +163,9 @@ impl Plan {
     }
 }
 
-/// Entry point of `elevate-sink replay`: exit 0 when the window is done, 130 when interrupted.
-pub async fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(args.config.as_deref(), std::env::vars()).context("configuration")?;
+/// Entry point of `elevate-sink replay`, with the configuration `args.config` names (the binary
+/// loads it once, before the runtime): exit 0 when the window is done, 130 when interrupted.
+pub async fn main(args: ReplayArgs, cfg: Config) -> anyhow::Result<ExitCode> {
     crate::logging::init(&cfg.log);
     let summary = replay(&cfg, &args, crate::shutdown::on_signal()).await?;
     let text = summary.render();

@@ -276,6 +276,53 @@ fn check_names_an_unknown_key_a_bad_combination_and_a_missing_secret_file() {
     assert!(stdout.contains("burst 7"), "{stdout}");
 }
 
+/// `run` and `replay` load their configuration once, before the runtime exists (its
+/// `pipeline.worker_threads` shapes the runtime): a bad file or override still stops them at start
+/// with exit 2 and the key named, before any Kafka client exists (none is reachable here).
+#[test]
+fn run_and_replay_stop_at_start_on_a_bad_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[pipeline]\nworker_threads = \"two\"\n").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\n[elevate]\nbase_url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let replay = ["replay", "--topic", "t", "--dry-run"];
+    // (arguments, environment, what the error names)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 4] = [
+        (vec!["run", "-c", bad.to_str().unwrap()], vec![], "worker_threads"),
+        (
+            vec!["run", "-c", good.to_str().unwrap()],
+            vec![("ELEVATE_SINK__PIPELINE__WORKER_THREADS", "0")],
+            "worker_threads",
+        ),
+        (
+            [&replay[..], &["-c", bad.to_str().unwrap()]].concat(),
+            vec![],
+            "worker_threads",
+        ),
+        (
+            [&replay[..], &["-c", good.to_str().unwrap()]].concat(),
+            vec![("ELEVATE_SINK__RATE__BURTS", "5")],
+            "burts",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let (status, stdout, stderr) = run_bin(&args, &env, None);
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{args:?}: stdout {stdout} stderr {stderr}"
+        );
+        assert!(stderr.starts_with("error: configuration"), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {needle:?} not in {stderr}");
+    }
+}
+
 #[test]
 fn check_shows_secret_sources_never_their_values() {
     let dir = tempfile::tempdir().unwrap();
