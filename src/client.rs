@@ -45,7 +45,7 @@ pub struct Answer {
     pub status: u16,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
-    /// Up to [`ANSWER_BODY_LIMIT`] bytes of the body; empty for a 204.
+    /// Up to `ANSWER_BODY_LIMIT` bytes of the body; empty for a 204.
     pub body: Bytes,
 }
 

@@ -197,7 +197,7 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         }
     }
 
-    /// Tracks a record with `parts` parts, saying what to do with it (see [`Track`]).
+    /// Tracks a record with `parts` parts, saying what to do with it (see `Track`).
     pub fn track_record(&mut self, key: &K, offset: i64, parts: u32) -> Track {
         let Some(owned) = self.owned.get_mut(key) else {
             return Track::NotOwned;

@@ -1,4 +1,4 @@
-//! The `run` loop: consume in a group → [`Work`] → commit. Guarantees: at-least-once — an
+//! The `run` loop: consume in a group → `Work` → commit. Guarantees: at-least-once — an
 //! offset is committed only when the ledger says every record below it is done; revoked
 //! partitions get a synchronous commit of what is done and their in-flight results are never
 //! committed; backpressure pauses partitions while the consumer keeps polling, so a long Elevate

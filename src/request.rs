@@ -161,8 +161,8 @@ pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -
     }
 }
 
-/// The request [`build`] describes, as the client sends it ([`crate::client`]): the URL handed
-/// over as a URI ([`uri`]), each header value copied once into the header map, the `Api-Key`
+/// The request [`build`] describes, as the client sends it (`client`): the URL handed
+/// over as a URI (`uri`), each header value copied once into the header map, the `Api-Key`
 /// added for payment when `api_key` is given. Built for each attempt. An error only if the URL
 /// is not a valid URI, which `url` does not produce for the percent-encoded queries built here.
 pub fn wire_request(

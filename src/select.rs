@@ -138,7 +138,7 @@ pub struct Mapped {
     pub skipped: Vec<SkipReason>,
     /// When the event happened (epoch ms), from the event when mapped, else unknown.
     pub event_time_ms: Option<i64>,
-    /// The same skips labelled by the route that made them (filled by [`crate::route`]).
+    /// The same skips labelled by the route that made them (filled by `route`).
     pub route_skips: Vec<(RouteTag, SkipReason)>,
 }
 
@@ -148,7 +148,7 @@ pub fn map_record(mapping: &MappingConfig, value: Option<&[u8]>) -> Result<Mappe
 }
 
 /// Selects the lines worth a notification and builds them under the consent rules (as the
-/// default `add-to-cart` route; [`crate::route`] re-tags them for its own). The event's fields
+/// default `add-to-cart` route; `route` re-tags them for its own). The event's fields
 /// move into the notifications: the last one takes them, the others get copies.
 pub fn select(mut event: CartEvent) -> Result<Mapped, Invalid> {
     let mut out = Mapped {

@@ -94,7 +94,7 @@ pub struct DeadLetterProducer {
 }
 
 impl DeadLetterProducer {
-    /// A producer from `config` (e.g. [`crate::kafka::producer_config`]) with its polling thread.
+    /// A producer from `config` (e.g. `kafka::producer_config`) with its polling thread.
     pub fn new(config: &ClientConfig) -> Result<Self, StartError> {
         Self::with_thread_name(config, THREAD_NAME)
     }

@@ -207,7 +207,7 @@ pub fn parse(value: Option<&[u8]>) -> Result<Value, Invalid> {
     parse_kept(value, &Keep::all())
 }
 
-/// As [`parse`], keeping only what `keep` names (`decode/prune.rs`).
+/// As `parse`, keeping only what `keep` names (`decode/prune.rs`).
 pub fn parse_kept(value: Option<&[u8]>, keep: &Keep) -> Result<Value, Invalid> {
     keep.parse(text(value)?).map_err(not_json)
 }

@@ -170,7 +170,7 @@ pub fn attribute_duplicates(
     report
 }
 
-/// The partitions of `topic` in a consumer-protocol assignment (version, [topic, [partition]],
+/// The partitions of `topic` in a consumer-protocol assignment (version, `[topic, [partition]]`,
 /// user data), as DescribeGroups returns it; `None` when it does not parse.
 pub fn assigned_partitions(mut b: &[u8], topic: &str) -> Option<Vec<i32>> {
     pub fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
