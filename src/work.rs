@@ -1,5 +1,6 @@
-//! Work: what happens to one consumed record, shared by `run` and `replay` — decode, select +
-//! map, track in the ledger, then each notification is sent (or parked) and completes its claim:
+//! Work: what happens to one consumed record, shared by `run` and `replay` — decode (JSON, or
+//! Avro / Protobuf whose schema is cached; one that waits for its schema: `work/framed.rs`),
+//! select + map, track in the ledger, then each notification is sent (or parked) and completes its claim:
 //! queued in the pool (`work/pool.rs`) when it waits for nothing but a slot and the global quota,
 //! else in a task of its own. Guarantees: a record's offset is tracked before any of its work
 //! starts and completes only after every notification was delivered (204) or parked (dead-letter
@@ -92,6 +93,38 @@ pub(crate) struct Job {
     claim: Arc<Claim<Tp>>,
 }
 
+/// A record parked whole, before any of its notifications is sent: why, and the route it is
+/// counted under (`dead_lettered_total` by route) once it is tracked.
+pub(crate) struct Unsendable {
+    why: ParkReason,
+    route: Option<RouteTag>,
+}
+
+impl Unsendable {
+    /// Counts it under its route, if it has one.
+    fn count(&self, work: &Work) {
+        if let Some(route) = &self.route {
+            work.count_parked(route, &self.why);
+        }
+    }
+}
+
+impl From<RouteInvalid> for Unsendable {
+    fn from(RouteInvalid { route, invalid }: RouteInvalid) -> Self {
+        Unsendable {
+            why: ParkReason {
+                reason: ParkCause::Invalid(invalid.reason),
+                detail: invalid.detail,
+                status: None,
+                attempts: 0,
+                line: None,
+                route: route.as_ref().map(|r| r.name.to_string()),
+            },
+            route,
+        }
+    }
+}
+
 /// Maps one record as `run` and `replay` both do: decode + select + map for every route its
 /// topic feeds, the record's W3C trace headers onto each notification, then the `--max-age`
 /// rule (an event older than `max_age` at `now_ms`, by its event time or else the record's
@@ -180,64 +213,59 @@ impl Work {
         })
     }
 
-    /// Takes one record. Returns false (and does nothing) if its partition is not owned.
+    /// Takes one record. Returns false (and does nothing) if its partition is not owned. A record
+    /// of an Avro or Protobuf topic whose schema is cached is decoded here and goes on exactly as
+    /// a JSON record; one that has to wait for its schema goes on in a task of its own
+    /// (`work/framed.rs`).
     pub fn take(self: &Arc<Self>, src: SourceRecord) -> bool {
         let key: Tp = (src.topic.clone(), src.partition);
         self.hot.consumed(&self.metrics, &src.topic);
-        if self.sources.decoder(&src.topic).is_some() {
-            return self.take_framed(src);
-        }
-        let mapped = plan(&self.routes, &src, self.max_age, clock(self.max_age));
-        let mapped = match mapped {
-            Ok(m) => m,
-            Err(RouteInvalid { route, invalid }) => {
-                let generation = match self.track(&key, src.offset, 1) {
-                    Track::Tracked(generation) => generation,
-                    Track::AlreadyDelivered => return true,
-                    Track::NotOwned | Track::Redelivery => return false,
-                };
-                let why = ParkReason {
-                    reason: ParkCause::Invalid(invalid.reason),
-                    detail: invalid.detail,
-                    status: None,
-                    attempts: 0,
-                    line: None,
-                    route: route.as_ref().map(|r| r.name.to_string()),
-                };
-                if let Some(route) = &route {
-                    self.count_parked(route, &why);
-                }
-                let claim = Claim {
-                    key,
-                    generation,
-                    offset: src.offset,
-                };
-                let this = self.clone();
-                tokio::spawn(async move {
-                    this.dead_letter.park(&src, &why).await;
-                    this.finish(&claim);
-                });
-                return true;
-            }
+        let mapped = match self.sources.decoder(&src.topic) {
+            None => plan(&self.routes, &src, self.max_age, clock(self.max_age)).map_err(Unsendable::from),
+            Some(decoder) => match self.decode_now(decoder, &src) {
+                Some(mapped) => mapped,
+                None => return self.take_framed(src),
+            },
         };
+        match mapped {
+            Ok(mapped) => self.dispatch(key, src, mapped),
+            Err(unsendable) => self.park_record(key, src, unsendable),
+        }
+    }
+
+    /// Parks a record that cannot be sent at all (tracked as one part, parked in a task of its
+    /// own, then done); false if its partition is not owned.
+    fn park_record(self: &Arc<Self>, key: Tp, src: SourceRecord, u: Unsendable) -> bool {
+        let generation = match self.track(&key, src.offset, 1) {
+            Track::Tracked(generation) => generation,
+            Track::AlreadyDelivered => return true,
+            Track::NotOwned | Track::Redelivery => return false,
+        };
+        u.count(self);
+        let claim = Claim {
+            key,
+            generation,
+            offset: src.offset,
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.dead_letter.park(&src, &u.why).await;
+            this.finish(&claim);
+        });
+        true
+    }
+
+    /// A mapped record's way on: tracked with one part per notification, its skips counted, each
+    /// notification queued in the pool (or, when it waits for a quota of its own, in a task of
+    /// its own); false if its partition is not owned.
+    fn dispatch(self: &Arc<Self>, key: Tp, src: SourceRecord, mapped: Mapped) -> bool {
         let parts = mapped.notifications.len() as u32;
         let generation = match self.track(&key, src.offset, parts) {
             Track::Tracked(generation) => generation,
             Track::AlreadyDelivered => return true,
             Track::NotOwned | Track::Redelivery => return false,
         };
-        for reason in &mapped.skipped {
-            self.metrics
-                .skipped
-                .get_or_create(&label("reason", reason.as_str()))
-                .inc();
-        }
-        for (route, reason) in &mapped.route_skips {
-            self.metrics
-                .route_skipped
-                .get_or_create(&route_labels(route, Some(reason.as_str())))
-                .inc();
-        }
+        self.count_skips(&mapped);
         if parts == 0 {
             return true;
         }
@@ -264,6 +292,22 @@ impl Work {
             }
         }
         true
+    }
+
+    /// Counts a mapped record's skips, overall and by route.
+    fn count_skips(&self, mapped: &Mapped) {
+        for reason in &mapped.skipped {
+            self.metrics
+                .skipped
+                .get_or_create(&label("reason", reason.as_str()))
+                .inc();
+        }
+        for (route, reason) in &mapped.route_skips {
+            self.metrics
+                .route_skipped
+                .get_or_create(&route_labels(route, Some(reason.as_str())))
+                .inc();
+        }
     }
 
     /// Queues `job` in the pool, starting a worker when fewer than the limit are live. A worker

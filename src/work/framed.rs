@@ -1,25 +1,28 @@
-//! The journey of a record on an Avro or Protobuf topic: tracked at once with one part (so the
-//! partition's commit waits behind it), decoded in its own task — waiting out the registry, never
-//! parked for it — then mapped by the same routes as JSON and delivered as in [`Work::take`].
-//! Guarantees: a permanent wire failure parks the record with its [`WireReason`]; a revoked
-//! partition's record stops waiting. Limits: its notifications count as one part in flight.
+//! The journey of a record on an Avro or Protobuf topic. Its schema cached: decoded on the spot
+//! ([`Work::decode_now`]) and on as a JSON record, one part per notification. Its schema to
+//! fetch (or the registry unavailable): tracked at once with one part (so the partition's commit
+//! waits behind it), decoded in its own task — waiting out the registry, never parked for it —
+//! then mapped by the same routes and delivered. Guarantees: a permanent wire failure parks the
+//! record with its [`WireReason`]; a revoked partition's record stops waiting. Limits: a record
+//! that waits for its schema counts as one notification in flight until it is done, so the
+//! notification bound holds only for records whose schema was cached when they were taken.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use serde_json::Value;
 
-use super::{trace_and_age, Tp, Work};
+use super::{trace_and_age, Tp, Unsendable, Work};
 use crate::deadletter::{ParkCause, ParkReason};
 use crate::kafka::SourceRecord;
 use crate::ledger::{Claim, Track};
-use crate::metrics::{label, route_labels};
-use crate::route::RouteInvalid;
 use crate::select::Mapped;
 use crate::util::lock;
-use crate::wire::{WireError, WireReason};
+use crate::wire::{Decoder, WireError, WireReason};
 
 impl Work {
-    /// Takes a record of a wire-format topic (see the module doc); false if not owned.
+    /// Takes a record of a wire-format topic that waits for its schema (see the module doc);
+    /// false if not owned.
     pub(super) fn take_framed(self: &Arc<Self>, src: SourceRecord) -> bool {
         let key: Tp = (src.topic.clone(), src.partition);
         let generation = match self.track(&key, src.offset, 1) {
@@ -41,6 +44,24 @@ impl Work {
         true
     }
 
+    /// The record decoded and mapped now, when its schema is cached: the decode is then ready
+    /// on its first poll (no registry round trip). None when it has to wait (a fetch, or the
+    /// registry unavailable); a permanent wire failure is returned to park.
+    pub(super) fn decode_now(
+        &self,
+        decoder: &Decoder,
+        src: &SourceRecord,
+    ) -> Option<Result<Mapped, Unsendable>> {
+        match decoder
+            .decode(src.value.as_deref().unwrap_or_default())
+            .now_or_never()?
+        {
+            Ok(value) => Some(self.map(&value, src)),
+            Err(e) if e.is_transient() => None,
+            Err(e) => Some(Err(wire_park(e))),
+        }
+    }
+
     /// Decodes, maps and delivers (or parks) one record; false when abandoned (revoked).
     async fn decode_and_deliver(&self, src: &SourceRecord, claim: &Claim<Tp>) -> bool {
         let Some(decoder) = self.sources.decoder(&src.topic) else {
@@ -53,23 +74,13 @@ impl Work {
         };
         let mapped = match decoded.map_err(wire_park).and_then(|v| self.map(&v, src)) {
             Ok(mapped) => mapped,
-            Err(why) => {
-                self.dead_letter.park(src, &why).await;
+            Err(u) => {
+                u.count(self);
+                self.dead_letter.park(src, &u.why).await;
                 return true;
             }
         };
-        for reason in &mapped.skipped {
-            self.metrics
-                .skipped
-                .get_or_create(&label("reason", reason.as_str()))
-                .inc();
-        }
-        for (route, reason) in &mapped.route_skips {
-            self.metrics
-                .route_skipped
-                .get_or_create(&route_labels(route, Some(reason.as_str())))
-                .inc();
-        }
+        self.count_skips(&mapped);
         let sends = mapped.notifications.iter().map(|n| self.deliver(n, src, claim));
         futures::future::join_all(sends)
             .await
@@ -79,11 +90,8 @@ impl Work {
 
     /// The decoded value through the routes, trace headers and the `--max-age` rule, as
     /// [`super::plan`] does.
-    fn map(&self, value: &Value, src: &SourceRecord) -> Result<Mapped, ParkReason> {
-        let mapped = self
-            .routes
-            .map_value(&src.topic, value)
-            .map_err(|e| self.invalid_park(e))?;
+    fn map(&self, value: &Value, src: &SourceRecord) -> Result<Mapped, Unsendable> {
+        let mapped = self.routes.map_value(&src.topic, value)?;
         Ok(trace_and_age(
             mapped,
             src,
@@ -91,32 +99,21 @@ impl Work {
             super::clock(self.max_age),
         ))
     }
-
-    /// A mapping failure as a park reason naming its route, counted, as [`Work::take`] parks it.
-    fn invalid_park(&self, RouteInvalid { route, invalid }: RouteInvalid) -> ParkReason {
-        let mut why = park(ParkCause::Invalid(invalid.reason), invalid.detail);
-        why.route = route.as_ref().map(|r| r.name.to_string());
-        if let Some(route) = &route {
-            self.count_parked(route, &why);
-        }
-        why
-    }
 }
 
-/// A permanent wire failure as a park reason.
-fn wire_park(e: WireError) -> ParkReason {
+/// A permanent wire failure as a record to park (no route: it was never mapped).
+fn wire_park(e: WireError) -> Unsendable {
     // `decode` returns only permanent errors; a transient one here would be a bug, parked loudly.
     let reason = e.park_reason().unwrap_or(WireReason::BadSchema);
-    park(ParkCause::Wire(reason), e.to_string())
-}
-
-fn park(reason: ParkCause, detail: String) -> ParkReason {
-    ParkReason {
-        reason,
-        detail,
-        status: None,
-        attempts: 0,
-        line: None,
+    Unsendable {
+        why: ParkReason {
+            reason: ParkCause::Wire(reason),
+            detail: e.to_string(),
+            status: None,
+            attempts: 0,
+            line: None,
+            route: None,
+        },
         route: None,
     }
 }

@@ -261,6 +261,84 @@ async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
     assert!(magic.contains("0x7b"), "{magic}");
 }
 
+/// An Avro record whose schema is cached counts one notification per Elevate line, as a JSON
+/// record does, so `pipeline.max_pending_notifications` bounds what is taken: with Elevate down
+/// and a bound of 20, two records of ten lines are in flight (not twenty records of ten lines
+/// counted as one each), and everything arrives once Elevate is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_with_a_cached_schema_count_each_notification_against_the_bound() {
+    let registry = reg::Registry::from_env();
+    let id = registry
+        .register_ok(&subject("wp-bound-a"), SchemaType::Avro, AVSC)
+        .await;
+    let avro = Shape::Cart.avro_schema();
+    let record = |tickets: &[String]| {
+        let mut json: Value = serde_json::from_str(&example("add-to-cart-multi-line")).unwrap();
+        json["lines"] = tickets
+            .iter()
+            .map(|t| serde_json::json!({"source": "elevate", "ticket": t, "productKey": "p", "quantity": 1}))
+            .collect();
+        Rec::new(frame::frame(id, &avro_twin(&avro, &json)))
+    };
+    let (bs, n) = setup("wp-bound", 1).await;
+    let standin = StandIn::start().await.unwrap();
+    let env = vec![(
+        "ELEVATE_SINK__PIPELINE__MAX_PENDING_NOTIFICATIONS".to_string(),
+        "20".to_string(),
+    )];
+    let retry = "[retry]\ninitial_backoff = \"20ms\"\nmax_backoff = \"100ms\"\n";
+    let sink = InProcess::start(config(&bs, &n, &standin.base_url(), "avro", retry, env));
+    // The first record caches the schema.
+    let warm = vec!["warm".to_string()];
+    produce(&bs, &n.topic, [record(&warm)]).await;
+    standin
+        .wait_for_tickets(&warm.iter().cloned().collect(), Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    standin.outage_start().await;
+    let batches: Vec<Vec<String>> = (0..20)
+        .map(|r| (0..10).map(|l| format!("b{r}-{l}")).collect())
+        .collect();
+    produce(&bs, &n.topic, batches.iter().map(|b| record(b))).await;
+    wait_until(Duration::from_secs(30), "the notification bound reached", || {
+        sink.series("elevate_sink_in_flight_notifications") >= 20.0
+    })
+    .await;
+    // Every notification in flight retried a few times over: the loop turned often enough to
+    // have taken more records, had the bound let it (the partitions pause only after 5 s).
+    let retries = sink.series("elevate_sink_retries_total");
+    wait_until(
+        Duration::from_secs(4),
+        "the notifications in flight retried",
+        || sink.series("elevate_sink_retries_total") >= retries + 60.0,
+    )
+    .await;
+    assert_eq!(
+        sink.series("elevate_sink_paused_partitions"),
+        0.0,
+        "read before the pause"
+    );
+    assert_eq!(
+        sink.series("elevate_sink_in_flight_records"),
+        2.0,
+        "two records of ten lines"
+    );
+    assert_eq!(sink.series("elevate_sink_in_flight_notifications"), 20.0);
+
+    standin.outage_end().await.unwrap();
+    let all = batches.into_iter().flatten().collect();
+    standin
+        .wait_for_tickets(&all, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_until_async(Duration::from_secs(20), "every record committed", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    sink.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_never_logs_credentials() {
     let bs = bootstrap().await;
