@@ -224,7 +224,7 @@ impl Work {
             None => plan(&self.routes, &src, self.max_age, clock(self.max_age)).map_err(Unsendable::from),
             Some(decoder) => match self.decode_now(decoder, &src) {
                 Some(mapped) => mapped,
-                None => return self.take_framed(src),
+                None => return self.take_framed(key, src),
             },
         };
         match mapped {
@@ -236,17 +236,11 @@ impl Work {
     /// Parks a record that cannot be sent at all (tracked as one part, parked in a task of its
     /// own, then done); false if its partition is not owned.
     fn park_record(self: &Arc<Self>, key: Tp, src: SourceRecord, u: Unsendable) -> bool {
-        let generation = match self.track(&key, src.offset, 1) {
-            Track::Tracked(generation) => generation,
-            Track::AlreadyDelivered => return true,
-            Track::NotOwned | Track::Redelivery => return false,
+        let claim = match self.claim(key, src.offset, 1) {
+            Ok(claim) => claim,
+            Err(taken) => return taken,
         };
         u.count(self);
-        let claim = Claim {
-            key,
-            generation,
-            offset: src.offset,
-        };
         let this = self.clone();
         tokio::spawn(async move {
             this.dead_letter.park(&src, &u.why).await;
@@ -260,21 +254,16 @@ impl Work {
     /// its own); false if its partition is not owned.
     fn dispatch(self: &Arc<Self>, key: Tp, src: SourceRecord, mapped: Mapped) -> bool {
         let parts = mapped.notifications.len() as u32;
-        let generation = match self.track(&key, src.offset, parts) {
-            Track::Tracked(generation) => generation,
-            Track::AlreadyDelivered => return true,
-            Track::NotOwned | Track::Redelivery => return false,
+        let claim = match self.claim(key, src.offset, parts) {
+            Ok(claim) => claim,
+            Err(taken) => return taken,
         };
         self.count_skips(&mapped);
         if parts == 0 {
             return true;
         }
         // One claim for all of the record's notifications: no key copy per notification.
-        let claim = Arc::new(Claim {
-            key,
-            generation,
-            offset: src.offset,
-        });
+        let claim = Arc::new(claim);
         let src = Arc::new(src);
         for n in mapped.notifications {
             let (src, claim) = (src.clone(), claim.clone());
@@ -292,6 +281,20 @@ impl Work {
             }
         }
         true
+    }
+
+    /// Tracks a record of `parts` parts: its claim, or what [`Work::take`] answers without one
+    /// (true: a previous owner finished it; false: its partition is not ours).
+    pub(super) fn claim(&self, key: Tp, offset: i64, parts: u32) -> Result<Claim<Tp>, bool> {
+        match self.track(&key, offset, parts) {
+            Track::Tracked(generation) => Ok(Claim {
+                key,
+                generation,
+                offset,
+            }),
+            Track::AlreadyDelivered => Err(true),
+            Track::NotOwned | Track::Redelivery => Err(false),
+        }
     }
 
     /// Counts a mapped record's skips, overall and by route.

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{trace_and_age, Tp, Unsendable, Work};
 use crate::deadletter::{ParkCause, ParkReason};
 use crate::kafka::SourceRecord;
-use crate::ledger::{Claim, Track};
+use crate::ledger::Claim;
 use crate::select::Mapped;
 use crate::util::lock;
 use crate::wire::{Decoder, WireError, WireReason};
@@ -23,17 +23,10 @@ use crate::wire::{Decoder, WireError, WireReason};
 impl Work {
     /// Takes a record of a wire-format topic that waits for its schema (see the module doc);
     /// false if not owned.
-    pub(super) fn take_framed(self: &Arc<Self>, src: SourceRecord) -> bool {
-        let key: Tp = (src.topic.clone(), src.partition);
-        let generation = match self.track(&key, src.offset, 1) {
-            Track::Tracked(generation) => generation,
-            Track::AlreadyDelivered => return true,
-            Track::NotOwned | Track::Redelivery => return false,
-        };
-        let claim = Claim {
-            key,
-            generation,
-            offset: src.offset,
+    pub(super) fn take_framed(self: &Arc<Self>, key: Tp, src: SourceRecord) -> bool {
+        let claim = match self.claim(key, src.offset, 1) {
+            Ok(claim) => claim,
+            Err(taken) => return taken,
         };
         let this = self.clone();
         tokio::spawn(async move {
