@@ -215,6 +215,19 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
         }
     }
 
+    /// Adds `extra` parts to a claimed record still in flight (its notifications, known only
+    /// once it is decoded); false when the claim is stale (partition revoked since) or unknown.
+    pub fn add_parts(&mut self, claim: &Claim<K>, extra: u32) -> bool {
+        let Some(owned) = self.owned.get_mut(&claim.key) else {
+            return false;
+        };
+        if owned.generation != claim.generation || owned.tracker.add_parts(claim.offset, extra).is_err() {
+            return false;
+        }
+        self.parts += u64::from(extra);
+        true
+    }
+
     /// Completes one part; false when the claim is stale (partition revoked since) or unknown.
     pub fn complete(&mut self, claim: &Claim<K>) -> bool {
         let Some(owned) = self.owned.get_mut(&claim.key) else {
@@ -348,6 +361,37 @@ mod tests {
         l.committed(&0, 6);
         assert!(l.to_commit().is_empty());
         assert_eq!(l.track(&1, 0, 1), None, "unowned partition");
+    }
+
+    #[test]
+    fn added_parts_count_in_flight_hold_the_record_and_are_refused_once_stale() {
+        let mut l: Ledger<i32> = Ledger::new();
+        l.assign(0);
+        let g1 = l.track(&0, 5, 1).unwrap();
+        let claim = Claim {
+            key: 0,
+            generation: g1,
+            offset: 5,
+        };
+        assert!(l.add_parts(&claim, 2), "the record's one part becomes three");
+        assert_eq!((l.records_in_flight(), l.parts_in_flight()), (1, 3));
+        assert!(l.complete(&claim) && l.complete(&claim));
+        assert_eq!(l.to_commit(), vec![(0, 5)], "one part still holds the record");
+        assert!(l.complete(&claim));
+        assert_eq!((l.records_in_flight(), l.parts_in_flight()), (0, 0));
+        assert_eq!(l.to_commit(), vec![(0, 6)]);
+        assert!(!l.add_parts(&claim, 1), "done: nothing to add to");
+
+        let g2 = l.track(&0, 6, 1).unwrap();
+        let stale = Claim {
+            key: 0,
+            generation: g2,
+            offset: 6,
+        };
+        assert_eq!(l.revoke(&0), Some(6));
+        l.assign(0);
+        assert!(!l.add_parts(&stale, 4), "revoked since");
+        assert_eq!(l.parts_in_flight(), 0);
     }
 
     #[test]

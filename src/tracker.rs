@@ -134,6 +134,18 @@ impl OffsetTracker {
         Ok(false)
     }
 
+    /// Adds `extra` parts to the pending record at `offset` (a record whose parts are known only
+    /// later, as a wire-format record's lines once it is decoded): it is done once those complete
+    /// too. The committable position does not move.
+    pub fn add_parts(&mut self, offset: i64, extra: u32) -> Result<(), TrackerError> {
+        let parts = self
+            .pending
+            .get_mut(&offset)
+            .ok_or(TrackerError::NotPending(offset))?;
+        *parts += extra;
+        Ok(())
+    }
+
     /// The position that may be committed (the next offset to read after a restart): the lowest
     /// unfinished offset, or one past the highest tracked offset when all are done (and past the
     /// seeded offsets that follow it).
@@ -289,6 +301,52 @@ mod tests {
                     prop_assert!(c <= *min, "committable {} passes unfinished {}", c, min);
                 }
                 prev = c;
+            }
+            prop_assert_eq!(t.committable(), Some(last + 1));
+            prop_assert!(t.is_idle());
+        }
+
+        /// Parts added to pending records (a wire record's lines, known once it is decoded) hold
+        /// each record until they complete too: after every step the outstanding parts are what
+        /// the tracker counts and the position is <= every unfinished offset; it reaches one past
+        /// the last offset once every part, first or added, is done; adding to a record that is
+        /// done is refused.
+        #[test]
+        fn added_parts_hold_the_record_until_they_complete(
+            records in proptest::collection::vec((1i64..4, 1u32..3), 1..40),
+            steps in proptest::collection::vec((any::<u32>(), 0u32..3), 0..300),
+        ) {
+            let mut t = OffsetTracker::new();
+            let mut offset = 0i64;
+            let mut outstanding: Vec<i64> = Vec::new();
+            for (gap, parts) in &records {
+                offset += gap;
+                t.track(offset, *parts).unwrap();
+                for _ in 0..*parts { outstanding.push(offset); }
+            }
+            let last = offset;
+            let mut steps = steps.into_iter();
+            let mut adds_left = 40;
+            while !outstanding.is_empty() {
+                let (pick, add) = steps.next().unwrap_or((0, 0));
+                let i = pick as usize % outstanding.len();
+                let o = outstanding[i];
+                if add > 0 && adds_left > 0 {
+                    adds_left -= 1;
+                    t.add_parts(o, add).unwrap();
+                    for _ in 0..add { outstanding.push(o); }
+                } else {
+                    outstanding.swap_remove(i);
+                    if t.complete(o).unwrap() {
+                        prop_assert!(!outstanding.contains(&o), "{} done with parts left", o);
+                        prop_assert_eq!(t.add_parts(o, 1), Err(TrackerError::NotPending(o)));
+                    }
+                }
+                prop_assert_eq!(t.pending_parts(), outstanding.len() as u64);
+                if let Some(min) = outstanding.iter().min() {
+                    let c = t.committable().unwrap();
+                    prop_assert!(c <= *min, "committable {} passes unfinished {}", c, min);
+                }
             }
             prop_assert_eq!(t.committable(), Some(last + 1));
             prop_assert!(t.is_idle());

@@ -249,9 +249,8 @@ impl Work {
         true
     }
 
-    /// A mapped record's way on: tracked with one part per notification, its skips counted, each
-    /// notification queued in the pool (or, when it waits for a quota of its own, in a task of
-    /// its own); false if its partition is not owned.
+    /// A mapped record's way on: tracked with one part per notification, its skips counted, its
+    /// notifications sent ([`Work::send_all`]); false if its partition is not owned.
     fn dispatch(self: &Arc<Self>, key: Tp, src: SourceRecord, mapped: Mapped) -> bool {
         let parts = mapped.notifications.len() as u32;
         let claim = match self.claim(key, src.offset, parts) {
@@ -263,9 +262,19 @@ impl Work {
             return true;
         }
         // One claim for all of the record's notifications: no key copy per notification.
-        let claim = Arc::new(claim);
-        let src = Arc::new(src);
-        for n in mapped.notifications {
+        self.send_all(mapped.notifications, Arc::new(src), Arc::new(claim));
+        true
+    }
+
+    /// Sends a record's notifications, each completing one part of `claim`: queued in the pool,
+    /// or, when it waits for a quota of its own, in a task of its own.
+    fn send_all(
+        self: &Arc<Self>,
+        notifications: Vec<Notification>,
+        src: Arc<SourceRecord>,
+        claim: Arc<Claim<Tp>>,
+    ) {
+        for n in notifications {
             let (src, claim) = (src.clone(), claim.clone());
             if self.route_quotas.paces(&n.route.name) || self.sender.paces_market(&n.market) {
                 // It waits for a quota of its own before its slot: in a task of its own, so
@@ -280,7 +289,6 @@ impl Work {
                 self.queue(Job { n, src, claim });
             }
         }
-        true
     }
 
     /// Tracks a record of `parts` parts: its claim, or what [`Work::take`] answers without one

@@ -2,10 +2,12 @@
 //! ([`Work::decode_now`]) and on as a JSON record, one part per notification. Its schema to
 //! fetch (or the registry unavailable): tracked at once with one part (so the partition's commit
 //! waits behind it), decoded in its own task — waiting out the registry, never parked for it —
-//! then mapped by the same routes and delivered. Guarantees: a permanent wire failure parks the
-//! record with its [`WireReason`]; a revoked partition's record stops waiting. Limits: a record
-//! that waits for its schema counts as one notification in flight until it is done, so the
-//! notification bound holds only for records whose schema was cached when they were taken.
+//! then mapped by the same routes, its one part grown to one per notification, and sent as a JSON
+//! record's are. Guarantees: a permanent wire failure parks the record with its [`WireReason`]; a
+//! revoked partition's record stops waiting. Limits: a record that waits for its schema counts as
+//! one notification until it is decoded, so the loop may take up to
+//! `pipeline.max_in_flight_records` of them before their lines count against
+//! `pipeline.max_pending_notifications`.
 
 use std::sync::Arc;
 
@@ -25,12 +27,13 @@ impl Work {
     /// false if not owned.
     pub(super) fn take_framed(self: &Arc<Self>, key: Tp, src: SourceRecord) -> bool {
         let claim = match self.claim(key, src.offset, 1) {
-            Ok(claim) => claim,
+            Ok(claim) => Arc::new(claim),
             Err(taken) => return taken,
         };
         let this = self.clone();
         tokio::spawn(async move {
-            if this.decode_and_deliver(&src, &claim).await {
+            let src = Arc::new(src);
+            if this.decode_and_send(&src, &claim).await {
                 this.finish(&claim);
             }
         });
@@ -55,8 +58,11 @@ impl Work {
         }
     }
 
-    /// Decodes, maps and delivers (or parks) one record; false when abandoned (revoked).
-    async fn decode_and_deliver(&self, src: &SourceRecord, claim: &Claim<Tp>) -> bool {
+    /// Decodes and maps one record, then parks it, or hands its notifications to
+    /// [`Work::send_all`] with its one part grown to one per notification. True when the caller
+    /// completes the claim's one part (parked, or nothing to send); false when they complete it,
+    /// or when it was abandoned (revoked).
+    async fn decode_and_send(self: &Arc<Self>, src: &Arc<SourceRecord>, claim: &Arc<Claim<Tp>>) -> bool {
         let Some(decoder) = self.sources.decoder(&src.topic) else {
             return false; // take_framed is only called for topics with a decoder
         };
@@ -74,11 +80,14 @@ impl Work {
             }
         };
         self.count_skips(&mapped);
-        let sends = mapped.notifications.iter().map(|n| self.deliver(n, src, claim));
-        futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .all(|done| done)
+        let Some(more) = mapped.notifications.len().checked_sub(1) else {
+            return true;
+        };
+        if !lock(&self.ledger).add_parts(claim, more as u32) {
+            return false; // revoked while it was decoded
+        }
+        self.send_all(mapped.notifications, src.clone(), claim.clone());
+        false
     }
 
     /// The decoded value through the routes, trace headers and the `--max-age` rule, as

@@ -261,6 +261,59 @@ async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
     assert!(magic.contains("0x7b"), "{magic}");
 }
 
+/// An Avro add-to-cart record under schema `id` with one Elevate line per ticket.
+fn lines_record(id: u32, tickets: &[String]) -> Rec {
+    let mut json: Value = serde_json::from_str(&example("add-to-cart-multi-line")).unwrap();
+    json["lines"] = tickets
+        .iter()
+        .map(|t| serde_json::json!({"source": "elevate", "ticket": t, "productKey": "p", "quantity": 1}))
+        .collect();
+    Rec::new(frame::frame(id, &avro_twin(&Shape::Cart.avro_schema(), &json)))
+}
+
+/// Records taken while their schema is fetched (a fresh sink's cache is empty) count as one
+/// notification each until decoded, then as their lines: with Elevate down, five records of ten
+/// lines are 50 notifications in flight (5 before they were re-counted), and all arrive after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_that_wait_for_their_schema_count_their_lines_once_decoded() {
+    let registry = reg::Registry::from_env();
+    let id = registry
+        .register_ok(&subject("wp-wait-a"), SchemaType::Avro, AVSC)
+        .await;
+    let (bs, n) = setup("wp-wait", 1).await;
+    let standin = StandIn::start().await.unwrap();
+    standin.outage_start().await;
+    let batches: Vec<Vec<String>> = (0..5)
+        .map(|r| (0..10).map(|l| format!("w{r}-{l}")).collect())
+        .collect();
+    produce(&bs, &n.topic, batches.iter().map(|b| lines_record(id, b))).await;
+    let retry = "[retry]\ninitial_backoff = \"20ms\"\nmax_backoff = \"100ms\"\n";
+    let sink = InProcess::start(config(&bs, &n, &standin.base_url(), "avro", retry, Vec::new()));
+    wait_until(Duration::from_secs(30), "every line counted in flight", || {
+        sink.series("elevate_sink_in_flight_notifications") >= 50.0
+    })
+    .await;
+    assert_eq!(sink.series("elevate_sink_in_flight_notifications"), 50.0);
+    assert_eq!(sink.series("elevate_sink_in_flight_records"), 5.0);
+    assert!(
+        sink.series("elevate_sink_registry_waits_total") == 0.0,
+        "the registry answered"
+    );
+
+    standin.outage_end().await.unwrap();
+    let all = batches.into_iter().flatten().collect();
+    standin
+        .wait_for_tickets(&all, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_until_async(Duration::from_secs(20), "every record committed", || {
+        committed_reach_end(&bs, &n)
+    })
+    .await;
+    assert_eq!(standin.accepted_count(), 50, "each line sent once");
+    sink.stop().await;
+}
+
 /// An Avro record whose schema is cached counts one notification per Elevate line, as a JSON
 /// record does, so `pipeline.max_pending_notifications` bounds what is taken: with Elevate down
 /// and a bound of 20, two records of ten lines are in flight (not twenty records of ten lines
@@ -271,15 +324,7 @@ async fn avro_records_with_a_cached_schema_count_each_notification_against_the_b
     let id = registry
         .register_ok(&subject("wp-bound-a"), SchemaType::Avro, AVSC)
         .await;
-    let avro = Shape::Cart.avro_schema();
-    let record = |tickets: &[String]| {
-        let mut json: Value = serde_json::from_str(&example("add-to-cart-multi-line")).unwrap();
-        json["lines"] = tickets
-            .iter()
-            .map(|t| serde_json::json!({"source": "elevate", "ticket": t, "productKey": "p", "quantity": 1}))
-            .collect();
-        Rec::new(frame::frame(id, &avro_twin(&avro, &json)))
-    };
+    let record = |tickets: &[String]| lines_record(id, tickets);
     let (bs, n) = setup("wp-bound", 1).await;
     let standin = StandIn::start().await.unwrap();
     let env = vec![(
