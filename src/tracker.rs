@@ -271,6 +271,20 @@ mod tests {
         assert_ne!(t.revision(), r1, "a record done: the map changed");
     }
 
+    /// A tracker of `records` (gap to the previous offset, parts) from offset 0: the tracker,
+    /// one entry per outstanding part, the last offset.
+    fn tracked(records: &[(i64, u32)]) -> (OffsetTracker, Vec<i64>, i64) {
+        let mut t = OffsetTracker::new();
+        let mut offset = 0i64;
+        let mut outstanding = Vec::new();
+        for &(gap, parts) in records {
+            offset += gap;
+            t.track(offset, parts).unwrap();
+            outstanding.extend(std::iter::repeat_n(offset, parts as usize));
+        }
+        (t, outstanding, offset)
+    }
+
     proptest! {
         /// Records with random part counts and gaps, completed in a random order: after every
         /// step the committable position is <= every unfinished offset, never moves backwards,
@@ -280,15 +294,7 @@ mod tests {
             records in proptest::collection::vec((1i64..4, 0u32..4), 1..60),
             order_seed in proptest::collection::vec(any::<u32>(), 0..300),
         ) {
-            let mut t = OffsetTracker::new();
-            let mut offset = 0i64;
-            let mut outstanding: Vec<i64> = Vec::new();
-            for (gap, parts) in &records {
-                offset += gap;
-                t.track(offset, *parts).unwrap();
-                for _ in 0..*parts { outstanding.push(offset); }
-            }
-            let last = offset;
+            let (mut t, mut outstanding, last) = tracked(&records);
             let mut prev = t.committable().unwrap();
             let mut seeds = order_seed.into_iter().cycle();
             while !outstanding.is_empty() {
@@ -316,15 +322,7 @@ mod tests {
             records in proptest::collection::vec((1i64..4, 1u32..3), 1..40),
             steps in proptest::collection::vec((any::<u32>(), 0u32..3), 0..300),
         ) {
-            let mut t = OffsetTracker::new();
-            let mut offset = 0i64;
-            let mut outstanding: Vec<i64> = Vec::new();
-            for (gap, parts) in &records {
-                offset += gap;
-                t.track(offset, *parts).unwrap();
-                for _ in 0..*parts { outstanding.push(offset); }
-            }
-            let last = offset;
+            let (mut t, mut outstanding, last) = tracked(&records);
             let mut steps = steps.into_iter();
             let mut adds_left = 40;
             while !outstanding.is_empty() {

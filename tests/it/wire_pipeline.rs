@@ -271,6 +271,21 @@ fn lines_record(id: u32, tickets: &[String]) -> Rec {
     Rec::new(frame::frame(id, &avro_twin(&Shape::Cart.avro_schema(), &json)))
 }
 
+/// Ends the stand-in's outage, then waits until every ticket of `batches` arrived and every
+/// record of `n` is committed.
+async fn back_until_all_arrive(standin: &StandIn, bs: &str, n: &Names, batches: Vec<Vec<String>>) {
+    standin.outage_end().await.unwrap();
+    let all = batches.into_iter().flatten().collect();
+    standin
+        .wait_for_tickets(&all, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_until_async(Duration::from_secs(20), "every record committed", || {
+        committed_reach_end(bs, n)
+    })
+    .await;
+}
+
 /// Records taken while their schema is fetched (a fresh sink's cache is empty) count as one
 /// notification each until decoded, then as their lines: with Elevate down, five records of ten
 /// lines are 50 notifications in flight (5 before they were re-counted), and all arrive after.
@@ -278,9 +293,9 @@ fn lines_record(id: u32, tickets: &[String]) -> Rec {
 async fn avro_records_that_wait_for_their_schema_count_their_lines_once_decoded() {
     let registry = reg::Registry::from_env();
     let id = registry
-        .register_ok(&subject("wp-wait-a"), SchemaType::Avro, AVSC)
+        .register_ok(&subject("wp-late-a"), SchemaType::Avro, AVSC)
         .await;
-    let (bs, n) = setup("wp-wait", 1).await;
+    let (bs, n) = setup("wp-late", 1).await;
     let standin = StandIn::start().await.unwrap();
     standin.outage_start().await;
     let batches: Vec<Vec<String>> = (0..5)
@@ -300,16 +315,7 @@ async fn avro_records_that_wait_for_their_schema_count_their_lines_once_decoded(
         "the registry answered"
     );
 
-    standin.outage_end().await.unwrap();
-    let all = batches.into_iter().flatten().collect();
-    standin
-        .wait_for_tickets(&all, Duration::from_secs(60))
-        .await
-        .unwrap();
-    wait_until_async(Duration::from_secs(20), "every record committed", || {
-        committed_reach_end(&bs, &n)
-    })
-    .await;
+    back_until_all_arrive(&standin, &bs, &n, batches).await;
     assert_eq!(standin.accepted_count(), 50, "each line sent once");
     sink.stop().await;
 }
@@ -371,16 +377,7 @@ async fn avro_records_with_a_cached_schema_count_each_notification_against_the_b
     );
     assert_eq!(sink.series("elevate_sink_in_flight_notifications"), 20.0);
 
-    standin.outage_end().await.unwrap();
-    let all = batches.into_iter().flatten().collect();
-    standin
-        .wait_for_tickets(&all, Duration::from_secs(60))
-        .await
-        .unwrap();
-    wait_until_async(Duration::from_secs(20), "every record committed", || {
-        committed_reach_end(&bs, &n)
-    })
-    .await;
+    back_until_all_arrive(&standin, &bs, &n, batches).await;
     sink.stop().await;
 }
 
