@@ -1,14 +1,14 @@
 //! Work: what happens to one consumed record, shared by `run` and `replay` — decode (JSON, or
 //! Avro / Protobuf whose schema is cached; one that waits for its schema: `work/framed.rs`),
-//! select + map, track in the ledger, then each notification is sent (or parked) and completes its claim:
-//! queued in the pool (`work/pool.rs`) when it waits for nothing but a slot and the global quota,
-//! else in a task of its own. Guarantees: a record's offset is tracked before any of its work
-//! starts and completes only after every notification was delivered (204) or parked (dead-letter
-//! acked); records of partitions we do not own are refused untouched; records a previous owner
-//! finished (in the partition's seeded done map) are done at once, sending nothing, counted as
-//! `skipped_total{reason="already_delivered"}`. Limits: the pool's notifications are sent in the
-//! order they were taken; one of a route or market with its own quota waits for that quota
-//! holding neither a slot nor a pool worker.
+//! select + map, track in the ledger, then each notification is sent (or parked) and completes
+//! its claim: queued in the pool (`work/pool.rs`) when it waits for nothing but a slot and the
+//! global quota, else in a task of its own. Guarantees: a record's offset is tracked before any
+//! of its work starts and completes only after every notification was delivered (204) or parked
+//! (dead-letter acked); records of partitions we do not own are refused untouched; records a
+//! previous owner finished (in the partition's seeded done map) are done at once, sending
+//! nothing, counted as `skipped_total{reason="already_delivered"}`. Limits: the pool's
+//! notifications are sent in the order they were taken; one of a route or market with its own
+//! quota waits for that quota holding neither a slot nor a pool worker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
