@@ -54,30 +54,24 @@ enum Command {
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // `run` and `replay` load their configuration once, here: its `pipeline.worker_threads`
-    // shapes the runtime, so it is read before the runtime exists, and the command gets the same
-    // tree (or the reason it did not load).
-    let config = match &cli.command {
-        Command::Run { config } => Some(load(config.as_deref())),
-        Command::Replay(args) => Some(load(args.config.as_deref())),
-        _ => None,
-    };
-    let workers = config
-        .as_ref()
-        .and_then(|c| c.as_ref().ok())
-        .map(|c| c.pipeline.worker_threads);
-    let rt = runtime(workers).enable_all().build().expect("tokio runtime");
-    let result = rt.block_on(async move {
-        match (cli.command, config) {
-            (Command::Run { .. }, Some(cfg)) => run(cfg?).await,
-            (Command::Replay(args), Some(cfg)) => elevate_sink::replay::main(args, cfg?).await,
-            (Command::Check(args), _) => elevate_sink::check::main(args).await,
-            #[cfg(feature = "demo")]
-            (Command::Demo, _) => elevate_sink::demo::main().await,
-            (Command::Run { .. } | Command::Replay(_), None) => unreachable!("loaded above"),
+    // `run` and `replay` load their configuration once, before the runtime exists: its
+    // `pipeline.worker_threads` shapes the runtime, and the command gets the same tree (or the
+    // reason it did not load).
+    let result = match Cli::parse().command {
+        Command::Run { config } => {
+            let cfg = load(config.as_deref());
+            block_on(workers(&cfg), async move { run(cfg?).await })
         }
-    });
+        Command::Replay(args) => {
+            let cfg = load(args.config.as_deref());
+            block_on(workers(&cfg), async move {
+                elevate_sink::replay::main(args, cfg?).await
+            })
+        }
+        Command::Check(args) => block_on(None, elevate_sink::check::main(args)),
+        #[cfg(feature = "demo")]
+        Command::Demo => block_on(None, elevate_sink::demo::main()),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -114,6 +108,24 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Builder {
 /// overrides; an error names the key.
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path, std::env::vars()).context("configuration")
+}
+
+/// `pipeline.worker_threads` of a loaded configuration; one that did not load gets the default
+/// runtime, and its command then reports why.
+fn workers(cfg: &anyhow::Result<Config>) -> Option<usize> {
+    cfg.as_ref().ok().map(|c| c.pipeline.worker_threads)
+}
+
+/// Runs `command` to its end on the runtime for `workers` ([`runtime`]).
+fn block_on(
+    workers: Option<usize>,
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    runtime(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(command)
 }
 
 async fn run(cfg: Config) -> anyhow::Result<ExitCode> {

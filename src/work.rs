@@ -95,7 +95,7 @@ pub(crate) struct Job {
 
 /// A record parked whole, before any of its notifications is sent: why, and the route it is
 /// counted under (`dead_lettered_total` by route) once it is tracked.
-pub(crate) struct Unsendable {
+struct Unsendable {
     why: ParkReason,
     route: Option<RouteTag>,
 }
@@ -293,7 +293,7 @@ impl Work {
 
     /// Tracks a record of `parts` parts: its claim, or what [`Work::take`] answers without one
     /// (true: a previous owner finished it; false: its partition is not ours).
-    pub(super) fn claim(&self, key: Tp, offset: i64, parts: u32) -> Result<Claim<Tp>, bool> {
+    fn claim(&self, key: Tp, offset: i64, parts: u32) -> Result<Claim<Tp>, bool> {
         match self.track(&key, offset, parts) {
             Track::Tracked(generation) => Ok(Claim {
                 key,
