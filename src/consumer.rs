@@ -78,7 +78,12 @@ impl SinkContext {
 
     /// The done maps to seed newly assigned partitions with: each partition's committed metadata
     /// read back (see [`commit::read_back`]), joined with what an orphaned commit point of ours
-    /// says is done. A failed read seeds nothing (duplicates, never a wrong skip).
+    /// says is done. A failed read seeds nothing (duplicates, never a wrong skip). librdkafka's
+    /// `committed` already waits out a missing coordinator or a broken connection within
+    /// [`SEED_TIMEOUT`], so a read fails only when the coordinator stays away longer, and the
+    /// partitions cannot start before it returns anyway (librdkafka fetches the same committed
+    /// offsets first). Retrying here would hold the rebalance callback, and with it the consume
+    /// loop's thread, for longer; the README's "What can still be sent twice" says so.
     fn seeds(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> HashMap<Tp, DoneMap> {
         if tpl.count() == 0 {
             return HashMap::new();
