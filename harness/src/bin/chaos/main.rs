@@ -33,7 +33,7 @@ mod report;
 mod session;
 mod signals;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,10 +49,10 @@ use testkit::kafka::BIG_RECORD_BYTES;
 use harness::{free_port, now_ms};
 
 use crate::broker::Broker;
-use crate::duplicates::{lock, watch_owners, Timeline};
+use crate::duplicates::{lock, watch_owners, Handoff, Timeline};
 use crate::instance::{await_progress, Instance};
 use crate::load::{payments_by_order, produce_load, Produced};
-use crate::readback::{committed_at_end, dead_lettered};
+use crate::readback::{committed_at_end, dead_lettered, Parked, Tp};
 use crate::report::{report, Outcome};
 use crate::session::{create_topics, Session};
 use crate::signals::{await_cond, hex};
@@ -299,8 +299,10 @@ async fn drain(standin: &StandIn, expected: &HashSet<String>, produced: &Produce
     tickets && payments
 }
 
-async fn run(plan: Plan) -> Result<bool, String> {
-    let bin = service_bin()?;
+/// Where a run keeps its logs (`CHAOS_LOG_DIR`, else a fresh temporary directory) and its
+/// broker's state (`ELEVATE_SINK_KAFKA_DIR`, else under the logs), and the broker's port
+/// (`ELEVATE_SINK_KAFKA_PORT`, else a free one).
+fn places() -> Result<(PathBuf, PathBuf, u16), String> {
     let log_dir = match std::env::var_os("CHAOS_LOG_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("elevate-sink-chaos-{}", std::process::id())),
@@ -313,6 +315,109 @@ async fn run(plan: Plan) -> Result<bool, String> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| free_port().expect("a free port"));
+    Ok((log_dir, kafka_dir, port))
+}
+
+/// After the load stopped: the tickets that must arrive, whether they and every payment did
+/// (within `plan.drain`), and the dead-letter topic's records once every record that must be
+/// parked is there (or a minute after the drain: what is not parked by then is stuck or lost).
+async fn arrived_and_parked(
+    standin: &StandIn,
+    (bs, dlq, topic): (&str, &str, &str),
+    produced: &Produced,
+    plan: Plan,
+) -> (HashSet<String>, bool, Vec<Parked>) {
+    let mut expected: HashSet<String> = produced.tickets.keys().cloned().collect();
+    expected.extend(produced.hostile_tickets.iter().cloned());
+    let mut must_park: HashSet<(i32, i64)> = produced.invalid.keys().copied().collect();
+    must_park.extend(produced.poison.iter().copied());
+    let drained = drain(standin, &expected, produced, plan.drain).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let parked = loop {
+        let parked = dead_lettered(bs, dlq, topic).await;
+        let got: HashSet<(i32, i64)> = parked.iter().map(|p| p.source).collect();
+        if must_park.is_subset(&got) || Instant::now() >= deadline {
+            break parked;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    (expected, drained, parked)
+}
+
+/// Waits (at most a minute) for the group's commits to reach the end of both source topics,
+/// stops the last instance, and reads how far behind each partition is left.
+async fn commits_at_end(s: &mut Session, bs: &str, group: &str) -> (bool, HashMap<Tp, i64>) {
+    let (topic, orders) = (s.topic.clone(), s.orders.clone());
+    let sources = [(topic.as_str(), PARTITIONS), (orders.as_str(), ORDER_PARTITIONS)];
+    let srcs = &sources;
+    let at_end = await_cond(
+        Duration::from_secs(60),
+        "commits to reach the end",
+        || async move { committed_at_end(bs, group, srcs).await.0 },
+    )
+    .await;
+    s.sigterm(0).await;
+    let (_, behind) = committed_at_end(bs, group, &sources).await;
+    (at_end, behind)
+}
+
+/// Watches who owns the partitions of `topic` in `group`, on a thread of its own until the flag
+/// is set; the thread ends with the hand-offs it saw.
+fn spawn_watcher(
+    bs: &str,
+    group: &str,
+    topic: &str,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<Handoff>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bs, group, topic, flag) = (bs.to_string(), group.to_string(), topic.to_string(), stop.clone());
+    (
+        stop,
+        std::thread::spawn(move || watch_owners(bs, group, topic, flag)),
+    )
+}
+
+/// The stand-in of a run: checks the payment Api-Key `api_key`, refuses bodies over the limit.
+async fn standin_for(api_key: &str) -> Result<StandIn, String> {
+    let standin = StandIn::start_with_api_key(api_key.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    standin.set_limits(Limits {
+        max_body_bytes: Some(BODY_LIMIT),
+        ..Limits::default()
+    });
+    Ok(standin)
+}
+
+/// The run's rounds: instance A first, the first 100 deliveries, then `plan.rounds` rounds of
+/// faults.
+async fn play(s: &mut Session) -> Result<(), String> {
+    s.start(0);
+    s.balanced().await;
+    await_progress(
+        &s.standin,
+        100,
+        Duration::from_secs(60),
+        "the first 100 deliveries",
+    )
+    .await;
+    for round in 1..=s.plan.rounds {
+        s.round(round).await?;
+    }
+    Ok(())
+}
+
+/// Every add-to-cart ticket the stand-in accepted, with when (ms since the epoch), in order.
+fn accepted_tickets(standin: &StandIn) -> Vec<(String, u64)> {
+    standin
+        .accepted_of(elevate_standin::Kind::AddToCart)
+        .into_iter()
+        .map(|a| (a.ticket, a.received_at_ms))
+        .collect()
+}
+
+async fn run(plan: Plan) -> Result<bool, String> {
+    let bin = service_bin()?;
+    let (log_dir, kafka_dir, port) = places()?;
     say(format!(
         "{} run: service {}, logs in {}, broker state in {}",
         plan.name,
@@ -327,34 +432,20 @@ async fn run(plan: Plan) -> Result<bool, String> {
 
     let mut rng = StdRng::seed_from_u64(std::process::id().into());
     let run_id = hex(&mut rng, 8);
-    let (topic, orders, dlq, group) = (
-        format!("chaos-{run_id}-in"),
-        format!("chaos-{run_id}-orders"),
-        format!("chaos-{run_id}-dlq"),
-        format!("chaos-{run_id}"),
-    );
+    let [topic, orders, dlq, group] =
+        ["-in", "-orders", "-dlq", ""].map(|suffix| format!("chaos-{run_id}{suffix}"));
     create_topics(&broker, &plan, (&topic, &orders), &dlq).await?;
     let dlq_created = Instant::now();
     let password = format!("chaos-sasl-{}", hex(&mut rng, 24));
     let api_key = format!("chaos-adm-{}", hex(&mut rng, 24));
-    let standin = StandIn::start_with_api_key(api_key.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    standin.set_limits(Limits {
-        max_body_bytes: Some(BODY_LIMIT),
-        ..Limits::default()
-    });
+    let standin = standin_for(&api_key).await?;
     let toml = config_toml(&bs, &group, (&topic, &orders), &dlq, &standin.base_url());
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let insts = ["A", "B", "C"]
         .map(|n| Instance::new(n, &log_dir, &toml, timeline.clone()))
         .into();
 
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (bs, group, topic, stop) = (bs.clone(), group.clone(), topic.clone(), watch_stop.clone());
-        std::thread::spawn(move || watch_owners(bs, group, topic, stop))
-    };
+    let (watch_stop, watcher) = spawn_watcher(&bs, &group, &topic);
     let produced = Arc::new(Mutex::new(Produced::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(produce_load(
@@ -384,53 +475,17 @@ async fn run(plan: Plan) -> Result<bool, String> {
         unclean_exits: 0,
         outage_rebalances: 0,
     };
-    s.start(0);
-    s.balanced().await;
-    await_progress(
-        &s.standin,
-        100,
-        Duration::from_secs(60),
-        "the first 100 deliveries",
-    )
-    .await;
-    for round in 1..=plan.rounds {
-        s.round(round).await?;
-    }
+    play(&mut s).await?;
 
     s.phase("drain", "load stops; waiting for everything to arrive");
     let _ = stop_tx.send(true);
     let _ = load.await;
-    let produced = Arc::try_unwrap(produced)
-        .map_err(|_| "producer still running")?
-        .into_inner()
-        .unwrap();
-    let mut expected: HashSet<String> = produced.tickets.keys().cloned().collect();
-    expected.extend(produced.hostile_tickets.iter().cloned());
-    let mut must_park: HashSet<(i32, i64)> = produced.invalid.keys().copied().collect();
-    must_park.extend(produced.poison.iter().copied());
-    let drained = drain(&s.standin, &expected, &produced, plan.drain).await;
-    // Once every ticket arrived, parking has long had its chance: what is not parked a minute
-    // later is stuck or lost.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let parked = loop {
-        let parked = dead_lettered(&bs, &dlq, &topic).await;
-        let got: HashSet<(i32, i64)> = parked.iter().map(|p| p.source).collect();
-        if must_park.is_subset(&got) || Instant::now() >= deadline {
-            break parked;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let produced = Arc::into_inner(produced).ok_or("producer still running")?;
+    let produced = produced.into_inner().map_err(|_| "producer panicked")?;
+    let (expected, drained, parked) =
+        arrived_and_parked(&s.standin, (&bs, &dlq, &topic), &produced, plan).await;
     let dlq_read_after = dlq_created.elapsed();
-    let sources = [(topic.as_str(), PARTITIONS), (orders.as_str(), ORDER_PARTITIONS)];
-    let (bsr, gr, srcs) = (bs.as_str(), group.as_str(), &sources);
-    let at_end = await_cond(
-        Duration::from_secs(60),
-        "commits to reach the end",
-        || async move { committed_at_end(bsr, gr, srcs).await.0 },
-    )
-    .await;
-    s.sigterm(0).await;
-    let (_, behind) = committed_at_end(&bs, &group, &sources).await;
+    let (at_end, behind) = commits_at_end(&mut s, &bs, &group).await;
     let elapsed = t0.elapsed();
     watch_stop.store(true, Ordering::Relaxed);
     let handoffs = watcher.join().map_err(|_| "group watcher panicked")?;
@@ -446,12 +501,7 @@ async fn run(plan: Plan) -> Result<bool, String> {
         drained,
         at_end,
         behind,
-        accepted: s
-            .standin
-            .accepted_of(elevate_standin::Kind::AddToCart)
-            .into_iter()
-            .map(|a| (a.ticket, a.received_at_ms))
-            .collect(),
+        accepted: accepted_tickets(&s.standin),
         payments: payments_by_order(&s.standin),
         peak_1s: densest_window(&s.standin.arrivals_us(), Duration::from_secs(1)),
         status: s.standin.status_counts(),

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::duplicates::{attribute_duplicates, Cause, Handoff, SignalKind, Timeline};
+use crate::duplicates::{attribute_duplicates, Cause, DupReport, Handoff, SignalKind, Timeline};
 use crate::instance::Instance;
 use crate::load::Produced;
 use crate::readback::{Parked, Tp};
@@ -98,59 +98,177 @@ pub fn verdict(ok: bool, good: &'static str) -> &'static str {
     }
 }
 
-/// Counts, prints the table, and says whether every check held.
-pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> bool {
-    let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+/// One row of the table: what, the figure, the verdict ("" when it is not a check).
+type Row = (&'static str, String, &'static str);
+
+/// Every figure of the table, counted once from what the run saw.
+struct Counts<'a> {
+    /// Known tickets (of the records produced), and those accepted twice or more.
+    known: usize,
+    dups: usize,
+    /// Expected tickets the stand-in never accepted.
+    missing: Vec<&'a String>,
+    by: DupReport,
+    /// The phases that lost the most answers, as text (empty when none).
+    lost_phases: String,
+    missing_hostile: Vec<&'a String>,
+    poison: Poison,
+    unexpected_parked: usize,
+    dlq_dups: usize,
+    assigned: usize,
+    revoked: usize,
+    logs: LogScan,
+    missing_payments: Vec<&'a String>,
+    payment_dups: usize,
+    orders: usize,
+    behind: i64,
+    /// The most requests any 1 s at the stand-in may hold.
+    quota: usize,
+    retention_sound: bool,
+}
+
+/// What became of the poison records.
+struct Poison {
+    /// Parked with status 413, of `total`.
+    parked_413: usize,
+    total: usize,
+    /// The statuses they were parked with.
+    statuses: HashSet<String>,
+    /// Their partitions, and how many of them are committed to the end.
+    partitions: usize,
+    partitions_done: usize,
+}
+
+impl Counts<'_> {
+    fn n(&self, c: Cause) -> usize {
+        self.by.by_cause.get(&c).copied().unwrap_or(0)
+    }
+
+    fn handoffs(&self, c: Cause) -> usize {
+        self.by.handoffs_by_cause.get(&c).copied().unwrap_or(0)
+    }
+
+    /// The most duplicates that followed one signal of `kind`.
+    fn worst(&self, timeline: &Timeline, kind: SignalKind) -> usize {
+        self.by
+            .by_signal
+            .iter()
+            .filter(|(i, _)| timeline.signals[**i].kind == kind)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether every check of the table held.
+    fn ok(&self, o: &Outcome, s: &Session) -> bool {
+        [
+            self.missing.is_empty(),
+            self.missing_payments.is_empty(),
+            self.logs.api_key_hits == 0,
+            self.missing_hostile.is_empty(),
+            self.poison.parked_413 == self.poison.total,
+            self.poison.partitions_done == self.poison.partitions,
+            o.peak_1s.0 <= self.quota,
+            self.logs.pw_hits == 0 && self.logs.key_hits == 0,
+            o.drained,
+            o.at_end && self.behind == 0,
+            s.unclean_exits == 0,
+            self.retention_sound,
+        ]
+        .iter()
+        .all(|c| *c)
+    }
+}
+
+fn pct(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 * 100.0 / b as f64
+    }
+}
+
+/// Counts what the run saw.
+fn count<'a>(o: &'a Outcome, s: &Session, timeline: &Timeline) -> Counts<'a> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for (t, _) in &o.accepted {
         *counts.entry(t.as_str()).or_default() += 1;
     }
-    let missing: Vec<&String> = o
+    let missing = o
         .expected
         .iter()
         .filter(|t| !counts.contains_key(t.as_str()))
         .collect();
-    let known = o.produced.tickets.len();
-    let dups: usize = o
+    let dups = o
         .produced
         .tickets
         .keys()
         .map(|t| counts.get(t.as_str()).copied().unwrap_or(1).saturating_sub(1))
         .sum();
     let by = attribute_duplicates(&o.accepted, &o.produced.tickets, &o.handoffs, timeline);
-    let n = |c: Cause| by.by_cause.get(&c).copied().unwrap_or(0);
-    let h = |c: Cause| by.handoffs_by_cause.get(&c).copied().unwrap_or(0);
-    let worst = |k: SignalKind| {
-        by.by_signal
-            .iter()
-            .filter(|(i, _)| timeline.signals[**i].kind == k)
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0)
-    };
-    let mut lost: Vec<(&String, &usize)> = by.lost_by_phase.iter().collect();
-    lost.sort_by(|a, b| b.1.cmp(a.1));
-    let lost_phases = if lost.is_empty() {
-        String::new()
-    } else {
-        let top: Vec<String> = lost
-            .iter()
-            .take(3)
-            .map(|(p, n)| format!("{n} in \"{p}\""))
-            .collect();
-        format!(" ({})", top.join(", "))
-    };
+    let lost_phases = lost_phases(&by);
     let parked_set: HashSet<(i32, i64)> = o.parked.iter().map(|p| p.source).collect();
-    let missing_hostile: Vec<&String> = o
+    let missing_hostile = o
         .produced
         .invalid
         .iter()
         .filter(|(k, _)| !parked_set.contains(k))
         .map(|(_, n)| n)
         .collect();
-    let poison_413 = o
-        .produced
-        .poison
+    let unexpected_parked = parked_set
+        .iter()
+        .filter(|k| !o.produced.invalid.contains_key(k) && !o.produced.poison.contains(k))
+        .count();
+    let (mut assigned, mut revoked) = (0, 0);
+    for i in &s.insts {
+        let (a, r) = i.rebalance_lines();
+        assigned += a;
+        revoked += r;
+    }
+    let (missing_payments, payment_dups) = payment_gaps(&o.produced.orders, &o.payments);
+    Counts {
+        known: o.produced.tickets.len(),
+        dups,
+        missing,
+        by,
+        lost_phases,
+        missing_hostile,
+        poison: poison(o, s),
+        unexpected_parked,
+        dlq_dups: o.parked.len() - parked_set.len(),
+        assigned,
+        revoked,
+        logs: scan_logs(&s.insts, &s.password, &s.api_key),
+        missing_payments,
+        payment_dups,
+        orders: o.produced.orders.len(),
+        behind: o.behind.values().sum(),
+        // Stamped at the stand-in (this process, on cores shared with the sinks and the broker):
+        // a request that left at t may be stamped up to DOOR_JITTER later while a later one is
+        // stamped at once, so the densest second may hold what left in 1 + DOOR_JITTER seconds.
+        quota: BURST + (RATE as f64 * (1.0 + DOOR_JITTER)).floor() as usize,
+        retention_sound: o.dlq_read_after < o.plan.dlq_retention,
+    }
+}
+
+/// The three phases that lost the most answers, as " (n in "phase", ...)"; empty when none.
+fn lost_phases(by: &DupReport) -> String {
+    let mut lost: Vec<(&String, &usize)> = by.lost_by_phase.iter().collect();
+    if lost.is_empty() {
+        return String::new();
+    }
+    lost.sort_by(|a, b| b.1.cmp(a.1));
+    let top: Vec<String> = lost
+        .iter()
+        .take(3)
+        .map(|(p, n)| format!("{n} in \"{p}\""))
+        .collect();
+    format!(" ({})", top.join(", "))
+}
+
+fn poison(o: &Outcome, s: &Session) -> Poison {
+    let poison = &o.produced.poison;
+    let parked_413 = poison
         .iter()
         .filter(|at| {
             o.parked
@@ -158,65 +276,59 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
                 .any(|p| p.source == **at && p.status.as_deref() == Some("413"))
         })
         .count();
-    let poison_statuses: HashSet<String> = o
+    let statuses = o
         .parked
         .iter()
-        .filter(|p| o.produced.poison.contains(&p.source))
+        .filter(|p| poison.contains(&p.source))
         .map(|p| p.status.clone().unwrap_or_else(|| "none".into()))
         .collect();
-    let poison_parts: HashSet<i32> = o.produced.poison.iter().map(|p| p.0).collect();
-    let poison_parts_done = poison_parts
+    let parts: HashSet<i32> = poison.iter().map(|p| p.0).collect();
+    let partitions_done = parts
         .iter()
         .filter(|p| o.behind.get(&(s.topic.clone(), **p)) == Some(&0))
         .count();
-    let unexpected_parked = parked_set
-        .iter()
-        .filter(|k| !o.produced.invalid.contains_key(k) && !o.produced.poison.contains(k))
-        .count();
-    let dlq_dups = o.parked.len() - parked_set.len();
-    let (mut assigned, mut revoked) = (0, 0);
-    for i in &s.insts {
-        let (a, r) = i.rebalance_lines();
-        assigned += a;
-        revoked += r;
+    Poison {
+        parked_413,
+        total: poison.len(),
+        statuses,
+        partitions: parts.len(),
+        partitions_done,
     }
-    let LogScan {
-        pw_hits,
-        api_key_hits,
-        key_hits,
-        lines,
-    } = scan_logs(&s.insts, &s.password, &s.api_key);
-    let (missing_payments, payment_dups) = payment_gaps(&o.produced.orders, &o.payments);
-    let orders = o.produced.orders.len();
-    let behind: i64 = o.behind.values().sum();
-    // Stamped at the stand-in (this process, on cores shared with the sinks and the broker): a
-    // request that left at t may be stamped up to DOOR_JITTER later while a later one is stamped
-    // at once, so the densest second may hold what left in 1 + DOOR_JITTER seconds.
-    let quota = BURST + (RATE as f64 * (1.0 + DOOR_JITTER)).floor() as usize;
-    let retention_sound = o.dlq_read_after < o.plan.dlq_retention;
+}
 
-    let checks = [
-        missing.is_empty(),
-        missing_payments.is_empty(),
-        api_key_hits == 0,
-        missing_hostile.is_empty(),
-        poison_413 == o.produced.poison.len(),
-        poison_parts_done == poison_parts.len(),
-        o.peak_1s.0 <= quota,
-        pw_hits == 0 && key_hits == 0,
-        o.drained,
-        o.at_end && behind == 0,
-        s.unclean_exits == 0,
-        retention_sound,
-    ];
-    let ok = checks.iter().all(|c| *c);
-    let rows: Vec<(&str, String, &str)> = vec![
+/// Counts, prints the table, and says whether every check held.
+pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> bool {
+    let c = count(o, s, timeline);
+    let ok = c.ok(o, s);
+    let mut rows = delivery_rows(&c, o, timeline);
+    rows.extend(duplicate_rows(&c, timeline));
+    rows.extend(operation_rows(&c, o, s));
+    print_table(&format!("chaos run ({}), group {}", o.plan.name, o.group), &rows);
+    let first_20 = |what: &str, list: &[&String]| {
+        if !list.is_empty() {
+            println!("{what}: {:?}", &list[..list.len().min(20)]);
+        }
+    };
+    first_20("missing hostile records", &c.missing_hostile);
+    first_20("missing tickets (first 20)", &c.missing);
+    first_20("missing payments (first 20 orders)", &c.missing_payments);
+    println!(
+        "\n{} — logs and configs in {}",
+        if ok { "PASS" } else { "FAIL" },
+        log_dir.display()
+    );
+    ok
+}
+
+/// The rows of what arrived: tickets, payments, parked records, the quota.
+fn delivery_rows(c: &Counts, o: &Outcome, timeline: &Timeline) -> Vec<Row> {
+    let p = &c.poison;
+    vec![
         (
             "records produced (known tickets + hostile + poison; orders)",
             format!(
-                "{known} + {} + {}; {orders}",
-                o.produced.hostile,
-                o.produced.poison.len()
+                "{} + {} + {}; {}",
+                c.known, o.produced.hostile, p.total, c.orders
             ),
             "",
         ),
@@ -227,58 +339,71 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         ),
         (
             "expected tickets missing at the stand-in",
-            format!("{} of {}", missing.len(), o.expected.len()),
-            verdict(missing.is_empty(), "ok (must be 0)"),
+            format!("{} of {}", c.missing.len(), o.expected.len()),
+            verdict(c.missing.is_empty(), "ok (must be 0)"),
         ),
         (
             "expected payments missing at the stand-in (route payments: one per order, Api-Key checked)",
-            format!("{} of {orders}", missing_payments.len()),
-            verdict(missing_payments.is_empty(), "ok (must be 0)"),
+            format!("{} of {}", c.missing_payments.len(), c.orders),
+            verdict(c.missing_payments.is_empty(), "ok (must be 0)"),
         ),
         (
             "hostile records missing from the dead-letter topic (source timestamps 1 h / 3 d old)",
-            format!("{} of {}", missing_hostile.len(), o.produced.invalid.len()),
-            verdict(missing_hostile.is_empty(), "ok (must be 0)"),
+            format!("{} of {}", c.missing_hostile.len(), o.produced.invalid.len()),
+            verdict(c.missing_hostile.is_empty(), "ok (must be 0)"),
         ),
         (
             "poison records (ticket over the 512 KiB body limit, stamped old) parked with status 413",
             format!(
-                "{poison_413} of {} (statuses parked: {poison_statuses:?})",
-                o.produced.poison.len()
+                "{} of {} (statuses parked: {:?})",
+                p.parked_413, p.total, p.statuses
             ),
-            verdict(poison_413 == o.produced.poison.len(), "ok (must be all)"),
+            verdict(p.parked_413 == p.total, "ok (must be all)"),
         ),
         (
             "  answers of 413 per poison record (1: parked at the first)",
             format!(
                 "{:.1}",
-                o.status.get(&413).copied().unwrap_or(0) as f64 / o.produced.poison.len().max(1) as f64
+                o.status.get(&413).copied().unwrap_or(0) as f64 / p.total.max(1) as f64
             ),
             "",
         ),
         (
             "partitions of poison records committed to the end",
-            format!("{poison_parts_done} of {}", poison_parts.len()),
-            verdict(poison_parts_done == poison_parts.len(), "ok (must be all)"),
+            format!("{} of {}", p.partitions_done, p.partitions),
+            verdict(p.partitions_done == p.partitions, "ok (must be all)"),
         ),
         (
             "most requests at the stand-in in any 1 s",
             format!(
-                "{} (burst {BURST} + quota {RATE} × (1 s + {DOOR_JITTER} s stamping jitter) = {quota}), at {:.0} s, in \"{}\"",
+                "{} (burst {BURST} + quota {RATE} × (1 s + {DOOR_JITTER} s stamping jitter) = {}), at {:.0} s, in \"{}\"",
                 o.peak_1s.0,
+                c.quota,
                 (o.peak_1s.1 / 1000).saturating_sub(o.started_ms) as f64 / 1000.0,
                 timeline.phase_at(o.peak_1s.1 / 1000)
             ),
-            verdict(o.peak_1s.0 <= quota, "ok (at most burst + quota × 1.1 s)"),
+            verdict(o.peak_1s.0 <= c.quota, "ok (at most burst + quota × 1.1 s)"),
         ),
+    ]
+}
+
+/// The rows of what arrived more than once, by cause.
+fn duplicate_rows(c: &Counts, timeline: &Timeline) -> Vec<Row> {
+    let (n, h) = (|k| c.n(k), |k| c.handoffs(k));
+    vec![
         (
             "duplicates (known tickets accepted twice+)",
-            format!("{dups} ({:.2}% of {known})", pct(dups, known)),
+            format!("{} ({:.2}% of {})", c.dups, pct(c.dups, c.known), c.known),
             "",
         ),
         (
             "payment duplicates (orders paid twice+)",
-            format!("{payment_dups} ({:.2}% of {orders})", pct(payment_dups, orders)),
+            format!(
+                "{} ({:.2}% of {})",
+                c.payment_dups,
+                pct(c.payment_dups, c.orders),
+                c.orders
+            ),
             "",
         ),
         (
@@ -286,10 +411,10 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
             format!(
                 "{} ({:.2}%): {} / {}; most after one SIGTERM: {}",
                 n(Cause::Term) + n(Cause::Join),
-                pct(n(Cause::Term) + n(Cause::Join), known),
+                pct(n(Cause::Term) + n(Cause::Join), c.known),
                 n(Cause::Term),
                 n(Cause::Join),
-                worst(SignalKind::Term)
+                c.worst(timeline, SignalKind::Term)
             ),
             "",
         ),
@@ -298,8 +423,8 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
             format!(
                 "{} ({:.2}%); most after one SIGKILL: {}",
                 n(Cause::Kill),
-                pct(n(Cause::Kill), known),
-                worst(SignalKind::Kill)
+                pct(n(Cause::Kill), c.known),
+                c.worst(timeline, SignalKind::Kill)
             ),
             "",
         ),
@@ -308,10 +433,10 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
             format!(
                 "{} ({:.2}%): {} / {}{}",
                 n(Cause::Broker) + n(Cause::NoHandoff),
-                pct(n(Cause::Broker) + n(Cause::NoHandoff), known),
+                pct(n(Cause::Broker) + n(Cause::NoHandoff), c.known),
                 n(Cause::Broker),
                 n(Cause::NoHandoff),
-                lost_phases
+                c.lost_phases
             ),
             "",
         ),
@@ -328,12 +453,19 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         ),
         (
             "dead-letter duplicates / unexpected",
-            format!("{dlq_dups} / {unexpected_parked}"),
+            format!("{} / {}", c.dlq_dups, c.unexpected_parked),
             "",
         ),
+    ]
+}
+
+/// The rows of how the service ran: rebalances, commits, exits, retention, logs.
+fn operation_rows(c: &Counts, o: &Outcome, s: &Session) -> Vec<Row> {
+    let l = &c.logs;
+    vec![
         (
             "consumer-group rebalances (assigned / revoked log events)",
-            format!("{} ({assigned} / {revoked})", assigned + revoked),
+            format!("{} ({} / {})", c.assigned + c.revoked, c.assigned, c.revoked),
             "",
         ),
         (
@@ -347,8 +479,8 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
         ),
         (
             "committed offsets behind the end at exit",
-            behind.to_string(),
-            verdict(behind == 0 && o.at_end, "ok"),
+            c.behind.to_string(),
+            verdict(c.behind == 0 && o.at_end, "ok"),
         ),
         (
             "SIGTERM exits: clean / not",
@@ -372,43 +504,21 @@ pub fn report(o: &Outcome, s: &Session, timeline: &Timeline, log_dir: &Path) -> 
                 DLQ_SEGMENT_MS.parse::<u64>().unwrap_or(0) / 1000,
                 o.dlq_read_after.as_secs_f64()
             ),
-            verdict(retention_sound, "ok (within retention)"),
+            verdict(c.retention_sound, "ok (within retention)"),
         ),
         (
             "log lines with the SASL password / the payment Api-Key / customerKey|sessionKey",
-            format!("{pw_hits} / {api_key_hits} / {key_hits} (of {lines} lines)"),
+            format!(
+                "{} / {} / {} (of {} lines)",
+                l.pw_hits, l.api_key_hits, l.key_hits, l.lines
+            ),
             verdict(
-                pw_hits == 0 && api_key_hits == 0 && key_hits == 0,
+                l.pw_hits == 0 && l.api_key_hits == 0 && l.key_hits == 0,
                 "ok (must be 0)",
             ),
         ),
         ("elapsed", format!("{:.0} s", o.elapsed.as_secs_f64()), ""),
-    ];
-    print_table(&format!("chaos run ({}), group {}", o.plan.name, o.group), &rows);
-    if !missing_hostile.is_empty() {
-        println!(
-            "missing hostile records: {:?}",
-            &missing_hostile[..missing_hostile.len().min(20)]
-        );
-    }
-    if !missing.is_empty() {
-        println!(
-            "missing tickets (first 20): {:?}",
-            &missing[..missing.len().min(20)]
-        );
-    }
-    if !missing_payments.is_empty() {
-        println!(
-            "missing payments (first 20 orders): {:?}",
-            &missing_payments[..missing_payments.len().min(20)]
-        );
-    }
-    println!(
-        "\n{} — logs and configs in {}",
-        if ok { "PASS" } else { "FAIL" },
-        log_dir.display()
-    );
-    ok
+    ]
 }
 
 pub fn print_table(title: &str, rows: &[(&str, String, &str)]) {
