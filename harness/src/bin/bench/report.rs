@@ -28,23 +28,33 @@ fn header(r: &Value) -> String {
     )
 }
 
+/// A target's status from its `met` figure.
+fn ok(met: &Value) -> &'static str {
+    if met.as_bool() == Some(true) {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// `latest.md`: the header, the table of the phases, the workloads and the footer.
 pub fn markdown(r: &Value) -> String {
-    let cc = &r["consume_ceiling"];
-    let hc = &r["http_ceiling"];
-    let e = &r["e2e"];
-    let t = &r["throttled"];
-    let l = &r["latency"];
-    let tg = &r["targets"];
-    let ok = |b: &Value| {
-        if b.as_bool() == Some(true) {
-            "met"
-        } else {
-            "**missed**"
-        }
-    };
     let mut s = header(r);
     s += "| measure | result | target | status |\n|---|---|---|---|\n";
-    s += &format!(
+    s += &ceiling_rows(r);
+    s += &sink_rows(r);
+    s += &steady_rows(r);
+    s += &remote_rows(r);
+    s += &workload_table(r);
+    s += &footer(r);
+    s
+}
+
+/// Phases 1 and 2: the consume ceiling and the HTTP ceilings.
+fn ceiling_rows(r: &Value) -> String {
+    let cc = &r["consume_ceiling"];
+    let hc = &r["http_ceiling"];
+    let mut s = format!(
         "| 1. consume ceiling (bare BaseConsumer, service settings) | {:.0} records/s = {:.0} notifications/s equivalent | | |\n",
         f(&cc["records_per_s"]),
         f(&cc["notifications_equiv_per_s"])
@@ -74,7 +84,15 @@ pub fn markdown(r: &Value) -> String {
             f(&rq["cpu_us_per_request"]),
         );
     }
-    s += &format!(
+    s
+}
+
+/// Phase 3 on the main topic: throughput, both ratios, peak RSS.
+fn sink_rows(r: &Value) -> String {
+    let e = &r["e2e"];
+    let hb = &r["http_ceiling"]["bracket"];
+    let tg = &r["targets"];
+    let mut s = format!(
         "| 3. end to end, unthrottled ({} records) | {:.0} records/s, {:.0} notifications/s ({:.0} records/s to committed end) | | |\n",
         e["records"],
         f(&e["records_per_s"]),
@@ -110,14 +128,20 @@ pub fn markdown(r: &Value) -> String {
             .map_or(f64::NAN, |a| a.iter().map(f).fold(0.0, f64::max)),
         ok(&tg["peak_rss"]["met"])
     );
-    s += &format!(
+    s
+}
+
+/// Phases 4 and 5: the throttle and the latencies.
+fn steady_rows(r: &Value) -> String {
+    let (e, t, l) = (&r["e2e"], &r["throttled"], &r["latency"]);
+    let mut s = format!(
         "| 4. throttled at {:.0}/s over {:.0} s | {:.1}/s, error {:+.2} % ({:+.2} % incl. the first-second burst) | ±1 % | {} |\n",
         f(&t["set_rps"]),
         f(&t["window_s"]),
         f(&t["observed_rps"]),
         f(&t["error_pct"]),
         f(&t["error_pct_incl_burst"]),
-        ok(&tg["throttled_error"]["met"])
+        ok(&r["targets"]["throttled_error"]["met"])
     );
     s += &format!(
         "| 5. produce-to-204 latency at {:.0} records/s (steady) | p50 {} ms, p99 {} ms (max {} ms) | | |\n",
@@ -130,9 +154,6 @@ pub fn markdown(r: &Value) -> String {
         "| 5. … on the preloaded topic (queueing, not latency) | p50 {} ms, p99 {} ms | | |\n",
         e["queueing_latency_ms"]["p50"], e["queueing_latency_ms"]["p99"]
     );
-    s += &remote_rows(r);
-    s += &workload_table(r);
-    s += &footer(r);
     s
 }
 
