@@ -21,7 +21,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    check, check_status, now_ms, Accepted, Faults, Inner, Kind, Limits, Listening, Parts, StandIn, State,
+    check, check_status, now_ms, Accepted, Faults, Inner, Kind, Limits, Listening, Parts, Rejection, StandIn,
+    State, Valid,
 };
 
 /// Largest request body read when no body limit is set; larger ones get 400.
@@ -132,28 +133,15 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, Close
     }
 }
 
+/// The stand-in's answer to one request, in the order Elevate's front would give it: the size
+/// limits, the active faults (latency, drop, fixed status), a script for the ticket, throttling,
+/// the contract check, the failure ratio; then the request is recorded and answered 204.
 async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
     let (parts, body) = req.into_parts();
-    let limits = state.limits();
-    let cap = limits.max_body_bytes.map_or(MAX_BODY, |l| l.max(DRAIN_CAP));
-    let body = match Limited::new(body, cap).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            return Outcome::Answer(match limits.max_body_bytes {
-                Some(l) => message(413, &format!("request body larger than {l} bytes")),
-                None => message(400, "request body larger than 1 MiB"),
-            })
-        }
-        Err(_) => return Outcome::ClientGone,
+    let body = match read_within_limits(state, &parts, body).await {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
     };
-    if let Some((status, text)) = limits.check(
-        parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()),
-        header_bytes(&parts.headers),
-        body.len(),
-    ) {
-        return Outcome::Answer(message(status, &text));
-    }
-
     let faults = state.active_faults();
     if let Some(f) = &faults {
         if f.latency_ms > 0 {
@@ -166,7 +154,6 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
             return Outcome::Answer(fault(status, f.retry_after_secs));
         }
     }
-
     let path = parts.uri.path();
     let mut scripted_204 = false;
     if Kind::from_path(path).is_some() && state.scripts_active.load(Ordering::Acquire) {
@@ -179,51 +166,90 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
             }
         }
     }
-
-    if !scripted_204 {
-        if let Some(f) = &faults {
-            if state.should_throttle(f) {
-                return Outcome::Answer(fault(429, f.retry_after_secs));
-            }
+    let unscripted = faults.as_ref().filter(|_| !scripted_204);
+    if let Some(f) = unscripted {
+        if state.should_throttle(f) {
+            return Outcome::Answer(fault(429, f.retry_after_secs));
         }
     }
+    let valid = match valid(state, &parts, &body) {
+        Ok(v) => v,
+        Err(rejection) => return Outcome::Answer(rejected(rejection)),
+    };
+    if let Some(f) = unscripted {
+        if state.roll(f.failure_ratio) {
+            return Outcome::Answer(fault(500, f.retry_after_secs));
+        }
+    }
+    state.record(accepted(valid, &parts.headers));
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Outcome::Answer(resp)
+}
 
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
-    let api_key = parts
-        .headers
-        .get("api-key")
-        .map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
+/// The body, read whole, when the request is within the size limits; else the answer to it
+/// (413 over a set body limit, 400 over 1 MiB, the limits' own answers), or the client gone.
+async fn read_within_limits(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+) -> Result<Bytes, Outcome> {
+    let limits = state.limits();
+    let cap = limits.max_body_bytes.map_or(MAX_BODY, |l| l.max(DRAIN_CAP));
+    let body = match Limited::new(body, cap).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(Outcome::Answer(match limits.max_body_bytes {
+                Some(l) => message(413, &format!("request body larger than {l} bytes")),
+                None => message(400, "request body larger than 1 MiB"),
+            }))
+        }
+        Err(_) => return Err(Outcome::ClientGone),
+    };
+    match limits.check(
+        parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()),
+        header_bytes(&parts.headers),
+        body.len(),
+    ) {
+        Some((status, text)) => Err(Outcome::Answer(message(status, &text))),
+        None => Ok(body),
+    }
+}
+
+/// The request checked against the contract (`check`), or why it is refused.
+fn valid(state: &State, parts: &hyper::http::request::Parts, body: &Bytes) -> Result<Valid, Rejection> {
+    let text = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("(not visible ASCII)"))
+    };
     let request = Parts {
         method: parts.method.as_str(),
-        path,
-        content_type,
+        path: parts.uri.path(),
+        content_type: text(CONTENT_TYPE.as_str()),
         query: parts.uri.query(),
-        api_key,
-        body: &body,
+        api_key: text("api-key"),
+        body,
     };
-    let valid = match check(&request, state.api_key().as_deref()) {
-        Ok(v) => v,
-        Err(rejection) => {
-            let mut resp = message(rejection.status, &rejection.message);
-            if rejection.status == 405 {
-                resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
-            }
-            return Outcome::Answer(resp);
-        }
-    };
+    check(&request, state.api_key().as_deref())
+}
 
-    if !scripted_204 {
-        if let Some(f) = &faults {
-            if state.roll(f.failure_ratio) {
-                return Outcome::Answer(fault(500, f.retry_after_secs));
-            }
-        }
+/// The answer to a request the contract check refused: its status and message (and `Allow` on
+/// a 405).
+fn rejected(rejection: Rejection) -> Response<Full<Bytes>> {
+    let mut resp = message(rejection.status, &rejection.message);
+    if rejection.status == 405 {
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
     }
+    resp
+}
 
-    state.record(Accepted {
+/// What the stand-in records of an accepted request.
+fn accepted(valid: Valid, headers: &HeaderMap) -> Accepted {
+    Accepted {
         kind: valid.kind,
         ticket: valid.ticket,
         body: valid.body,
@@ -231,17 +257,12 @@ async fn answer(state: &State, req: Request<Incoming>) -> Outcome {
         customer_key: valid.customer_key,
         session_key: valid.session_key,
         user_context: valid.user_context,
-        user_agent: header_text(&parts.headers, &USER_AGENT),
-        forwarded_for: header_text(&parts.headers, &HeaderName::from_static("x-forwarded-for")),
-        traceparent: header_text(&parts.headers, &HeaderName::from_static("traceparent")),
-        tracestate: header_text(&parts.headers, &HeaderName::from_static("tracestate")),
+        user_agent: header_text(headers, &USER_AGENT),
+        forwarded_for: header_text(headers, &HeaderName::from_static("x-forwarded-for")),
+        traceparent: header_text(headers, &HeaderName::from_static("traceparent")),
+        tracestate: header_text(headers, &HeaderName::from_static("tracestate")),
         received_at_ms: now_ms(),
-    });
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Outcome::Answer(resp)
+    }
 }
 
 /// Size of the header section as a server counts it: name, `: `, value, CRLF per header.
@@ -349,6 +370,46 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
 }
 
+/// `POST /_standin/script`: the statuses to answer for one ticket, each checked first.
+fn script(state: &State, body: &[u8]) -> Resp {
+    let s = match parse::<ScriptRequest>(body) {
+        Ok(s) => s,
+        Err(m) => return message(400, &m),
+    };
+    if let Some(e) = s
+        .statuses
+        .iter()
+        .filter(|&&st| st != 0)
+        .find_map(|&st| check_status(st).err())
+    {
+        return message(400, &e);
+    }
+    let n = s.statuses.len();
+    state.script(s.ticket, s.statuses);
+    message(200, &format!("scripted {n} statuses"))
+}
+
+/// `POST /_standin/dump`: the accepted requests as JSON lines, to the path asked for or the
+/// configured one.
+async fn dump(standin: &StandIn, body: &[u8]) -> Resp {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        DumpRequest::default()
+    } else {
+        match parse::<DumpRequest>(body) {
+            Ok(r) => r,
+            Err(m) => return message(400, &m),
+        }
+    };
+    let path = request.path.or_else(|| standin.inner.dump_path.clone());
+    let Some(path) = path else {
+        return message(400, "no dump path configured; send {\"path\": ..}");
+    };
+    match standin.dump_jsonl(&path).await {
+        Ok(n) => message(200, &format!("wrote {n} lines to {}", path.display())),
+        Err(e) => message(500, &format!("could not write {}: {e}", path.display())),
+    }
+}
+
 async fn control(standin: StandIn, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let endpoint = req.uri().path()[CONTROL_PREFIX.len()..].to_owned();
@@ -398,22 +459,7 @@ async fn control(standin: StandIn, req: Request<Incoming>) -> Resp {
             standin.clear_faults();
             json(200, &standin.faults())
         }
-        ("POST", "script") => match parse::<ScriptRequest>(&body) {
-            Err(m) => message(400, &m),
-            Ok(s) => {
-                if let Some(e) = s
-                    .statuses
-                    .iter()
-                    .filter(|&&st| st != 0)
-                    .find_map(|&st| check_status(st).err())
-                {
-                    return message(400, &e);
-                }
-                let n = s.statuses.len();
-                state.script(s.ticket, s.statuses);
-                message(200, &format!("scripted {n} statuses"))
-            }
-        },
+        ("POST", "script") => script(state, &body),
         ("POST", "outage") => match parse::<OutageRequest>(&body) {
             Err(m) => message(400, &m),
             Ok(o) if !(o.seconds.is_finite() && (0.0..=86_400.0).contains(&o.seconds)) => {
@@ -429,24 +475,7 @@ async fn control(standin: StandIn, req: Request<Incoming>) -> Resp {
             standin.reset();
             message(200, "reset")
         }
-        ("POST", "dump") => {
-            let request = if body.iter().all(u8::is_ascii_whitespace) {
-                DumpRequest::default()
-            } else {
-                match parse::<DumpRequest>(&body) {
-                    Ok(r) => r,
-                    Err(m) => return message(400, &m),
-                }
-            };
-            let path = request.path.or_else(|| standin.inner.dump_path.clone());
-            let Some(path) = path else {
-                return message(400, "no dump path configured; send {\"path\": ..}");
-            };
-            match standin.dump_jsonl(&path).await {
-                Ok(n) => message(200, &format!("wrote {n} lines to {}", path.display())),
-                Err(e) => message(500, &format!("could not write {}: {e}", path.display())),
-            }
-        }
+        ("POST", "dump") => dump(&standin, &body).await,
         _ => message(
             404,
             &format!(
