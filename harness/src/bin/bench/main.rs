@@ -24,6 +24,9 @@
 //! 6. Elevate far away: the stand-in answers after 30 ms, the sink unthrottled with the default
 //!    `elevate.max_in_flight_requests` and four times it, against `in_flight / latency`.
 //!
+//! `--sink-cpus` / `--others-cpus` place the sink and the load generator on some CPUs and the
+//! stand-in and the broker on others (`place.rs`).
+//!
 //! Results: `OUT/latest.md` (table) and `OUT/latest.json`. Environment overrides of the service
 //! config (`ELEVATE_SINK__…`) reach both the sink child and the consume ceiling's consumer, so a
 //! tuning is benchmarked fairly; the effective tuning is written into the results.
@@ -31,6 +34,7 @@
 mod ceilings;
 mod load;
 mod phases;
+mod place;
 mod procfs;
 mod report;
 mod sink;
@@ -54,6 +58,7 @@ use harness::round;
 
 use crate::ceilings::{consume_ceiling, http_ceiling, stream_ceiling, LoadClient};
 use crate::phases::{latency, remote, throttled};
+use crate::place::Placement;
 use crate::procfs::{loadavg, machine, CpuMeter};
 use crate::report::{f, markdown};
 use crate::sink::{sink_toml, Env};
@@ -113,6 +118,22 @@ struct Args {
     /// and large full topics only; prints the figures and writes no report.
     #[arg(long)]
     pub quick: bool,
+    /// CPUs (`taskset -c` list, e.g. `0-1`) of the sink and of the load generator (this
+    /// process); with `--others-cpus`, to measure where the sink has cores of its own.
+    #[arg(long, requires = "others_cpus")]
+    pub sink_cpus: Option<String>,
+    /// CPUs of the stand-in and the broker (a `scripts/kafka` broker, pinned for the run).
+    #[arg(long, requires = "sink_cpus")]
+    pub others_cpus: Option<String>,
+}
+
+impl Args {
+    fn placement(&self) -> Placement {
+        Placement {
+            sink: self.sink_cpus.clone(),
+            others: self.others_cpus.clone(),
+        }
+    }
 }
 
 /// Phase lengths and sizes after applying the smoke defaults.
@@ -364,7 +385,7 @@ async fn sink_phases(
     workloads: &[Workload],
 ) -> Result<Vec<(&'static str, Value)>> {
     say("2. HTTP ceiling");
-    let standin = Standin::start(&env.bin_dir.join("elevate-standin"))?;
+    let standin = Standin::start(&env.bin_dir.join("elevate-standin"), &env.placement)?;
     let (runs, best) = http_ceilings(&standin, args, plan).await?;
     say("   for reference, an ordinary reqwest client at the same connection count");
     let conns = best["connections"].as_u64().unwrap_or(32) as usize;
@@ -426,7 +447,7 @@ async fn sink_phases(
 /// on the other preloaded workloads; each end-to-end rate and CPU per notification set against
 /// that ceiling.
 async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> Result<Value> {
-    let standin = Standin::start(&env.bin_dir.join("elevate-standin"))?;
+    let standin = Standin::start(&env.bin_dir.join("elevate-standin"), &env.placement)?;
     let conns = args.http_conns.first().copied().unwrap_or(32);
     let before = one_ceiling(&standin, LoadClient::Sink, conns, plan).await?;
     let (first, ceiling) = bracketed(env, &standin, &workloads[0], &before, plan).await?;
@@ -485,9 +506,12 @@ async fn run(args: Args) -> Result<Value> {
         extra,
         broker_pid: broker_pid(&repo),
         perf_dir: args.perf.clone(),
+        placement: args.placement(),
     };
+    let _broker = env.placement.pin_broker(env.broker_pid)?;
     let mut report = report_header(&repo, args.smoke);
     let mut mach = machine();
+    mach["placement"] = env.placement.describe();
     say(format!("machine: {mach}; scratch {}", scratch.display()));
 
     let workloads = preload_all(&bs, args.partitions, &plan, args.quick).await?;
@@ -540,6 +564,7 @@ async fn run(args: Args) -> Result<Value> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    args.placement().pin_self()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let out = args.out.clone();
     let quick = args.quick;

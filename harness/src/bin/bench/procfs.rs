@@ -50,6 +50,20 @@ pub fn machine_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// The machine's online CPUs (the `cpuN` lines of `/proc/stat`), whatever this process's own
+/// affinity (`--sink-cpus` narrows it).
+pub fn online_cpus() -> usize {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n = s
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    n.max(1)
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -103,7 +117,7 @@ impl CpuMeter {
             out.insert(name.clone(), json!(round(used / wall, 2)));
         }
         let (busy, total) = machine_jiffies();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = online_cpus() as f64;
         let m = (busy - self.machine.0) as f64 / ((total - self.machine.1) as f64).max(1.0) * cores;
         out.insert("machine".into(), json!(round(m, 2)));
         out.insert("others".into(), json!(round((m - ours).max(0.0), 2)));
@@ -179,7 +193,7 @@ pub fn machine() -> Value {
         .map_or(0.0, |kib| round(kib / 1048576.0, 1));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     json!({
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpus": online_cpus(),
         "cpu_model": model,
         "memory_gib": mem_gib,
         "kernel": kernel.trim(),

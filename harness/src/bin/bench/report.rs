@@ -25,6 +25,19 @@ fn header(r: &Value) -> String {
         r["topic"]["partitions"],
         r["topic"]["notifications"],
         f(&r["topic"]["value_mib"]),
+    ) + &placement(&m["placement"])
+}
+
+/// The placement line (`--sink-cpus`, `--others-cpus`), or nothing when every process could run
+/// on any CPU.
+fn placement(p: &Value) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    format!(
+        "Placement: the sink and the load generator on CPUs {}, the stand-in and the broker on CPUs {}.\n\n",
+        p["sink_and_load_generator"].as_str().unwrap_or("any"),
+        p["standin_and_broker"].as_str().unwrap_or("any"),
     )
 }
 

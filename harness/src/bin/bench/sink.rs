@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::place::Placement;
 use crate::procfs::RssSampler;
 
 /// Paths and addresses every phase needs.
@@ -23,6 +24,8 @@ pub struct Env {
     pub broker_pid: Option<u32>,
     /// Where `perf record` writes a profile of each sink (`--perf`), if profiling.
     pub perf_dir: Option<PathBuf>,
+    /// Which CPUs the sink, the stand-in and the broker run on.
+    pub placement: Placement,
 }
 
 /// `elevate-sink run` as a child process.
@@ -85,7 +88,9 @@ impl Sink {
         let cfg_path = env.scratch.join(format!("{name}.toml"));
         std::fs::write(&cfg_path, toml)?;
         let log = env.scratch.join(format!("{name}.log"));
-        let child = Command::new(env.bin_dir.join("elevate-sink"))
+        let child = env
+            .placement
+            .sink_command(&env.bin_dir.join("elevate-sink"))
             .args(["run", "--config"])
             .arg(&cfg_path)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))

@@ -2,11 +2,13 @@
 //! control API. Guarantees: the process is killed when this handle drops.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::place::Placement;
 
 /// One accepted request, as `GET /_standin/accepted` lists it (fields we use).
 #[derive(Deserialize)]
@@ -28,8 +30,10 @@ pub struct Standin {
 }
 
 impl Standin {
-    pub fn start(bin: &Path) -> Result<Standin> {
-        let mut child = Command::new(bin)
+    /// Starts `bin` on the stand-in's CPUs of `placement`.
+    pub fn start(bin: &Path, placement: &Placement) -> Result<Standin> {
+        let mut child = placement
+            .others_command(bin)
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
