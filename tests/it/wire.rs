@@ -165,13 +165,8 @@ pub(crate) fn proto_twin(desc: &MessageDescriptor, json: &Value) -> Vec<u8> {
 #[tokio::test]
 async fn avro_and_protobuf_twins_of_every_example_map_to_the_same_cart_event() {
     let url = reg::url();
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wire-avro"), SchemaType::Avro, AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wire-proto"), SchemaType::Protobuf, PROTO)
-        .await;
+    let avro_id = reg::registered("wire-avro", SchemaType::Avro, AVSC).await;
+    let proto_id = reg::registered("wire-proto", SchemaType::Protobuf, PROTO).await;
     let avro = decoder(&url, SchemaFormat::Avro);
     let proto = decoder(&url, SchemaFormat::Protobuf);
     let avro_schema = Shape::Cart.avro_schema();
@@ -227,13 +222,8 @@ async fn avro_and_protobuf_twins_of_every_order_example_map_to_the_same_payment(
     files.sort();
     assert_eq!(files, ORDER_EXAMPLES, "every order example has twins");
 
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wire-order-a"), SchemaType::Avro, ORDER_AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wire-order-p"), SchemaType::Protobuf, ORDER_PROTO)
-        .await;
+    let avro_id = reg::registered("wire-order-a", SchemaType::Avro, ORDER_AVSC).await;
+    let proto_id = reg::registered("wire-order-p", SchemaType::Protobuf, ORDER_PROTO).await;
     let avro = decoder(&reg::url(), SchemaFormat::Avro);
     let proto = decoder(&reg::url(), SchemaFormat::Protobuf);
     let (avro_schema, desc) = (Shape::Order.avro_schema(), Shape::Order.descriptor());
@@ -292,13 +282,8 @@ async fn avro_and_protobuf_twins_of_every_order_example_map_to_the_same_payment(
 
 #[tokio::test]
 async fn decoded_values_follow_the_documented_mapping() {
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wire-map-a"), SchemaType::Avro, AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wire-map-p"), SchemaType::Protobuf, PROTO)
-        .await;
+    let avro_id = reg::registered("wire-map-a", SchemaType::Avro, AVSC).await;
+    let proto_id = reg::registered("wire-map-p", SchemaType::Protobuf, PROTO).await;
     let json: Value = serde_json::from_str(&example("add-to-cart-single")).unwrap();
 
     let a = decoder(&reg::url(), SchemaFormat::Avro)
@@ -430,13 +415,8 @@ async fn unreachable_registry_is_transient() {
 
 #[tokio::test]
 async fn payload_that_does_not_match_its_schema_is_permanent_and_names_it() {
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wire-bad-a"), SchemaType::Avro, AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wire-bad-p"), SchemaType::Protobuf, PROTO)
-        .await;
+    let avro_id = reg::registered("wire-bad-a", SchemaType::Avro, AVSC).await;
+    let proto_id = reg::registered("wire-bad-p", SchemaType::Protobuf, PROTO).await;
     let avro = decoder(&reg::url(), SchemaFormat::Avro);
     let proto = decoder(&reg::url(), SchemaFormat::Protobuf);
 
@@ -599,13 +579,8 @@ async fn forward(
 
 #[tokio::test]
 async fn each_schema_is_fetched_once_however_many_records_ask_at_once() {
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wire-cache-a"), SchemaType::Avro, AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wire-cache-p"), SchemaType::Protobuf, PROTO)
-        .await;
+    let avro_id = reg::registered("wire-cache-a", SchemaType::Avro, AVSC).await;
+    let proto_id = reg::registered("wire-cache-p", SchemaType::Protobuf, PROTO).await;
     let json: Value = serde_json::from_str(&example("add-to-cart-single")).unwrap();
     let avro_rec = frame::frame(avro_id, &avro_twin(&AvroSchema::parse_str(AVSC).unwrap(), &json));
     let proto_rec = frame::frame(proto_id, &proto_twin(&Shape::Cart.descriptor(), &json));

@@ -17,7 +17,7 @@ use crate::ops::{free_port, gate_to, get, service_toml, Service};
 use crate::support::kafka::{
     bootstrap, consume_all, names, produce, setup, unique, wait_until, wait_until_async, Names, Rec,
 };
-use crate::support::registry::{self as reg, subject, SchemaType};
+use crate::support::registry::{self as reg, SchemaType};
 use crate::support::sink::{committed_reach_end, config_toml, header, InProcess};
 use crate::wire::{
     avro_twin, cart_routes, example, payment_route, proto_twin, Shape, AVSC, EXAMPLES, ORDER_AVSC,
@@ -129,13 +129,8 @@ async fn deliver(prefix: &str, shape: Shape, format: &str, records: Vec<Rec>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals() {
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wp-twin-a"), SchemaType::Avro, AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wp-twin-p"), SchemaType::Protobuf, PROTO)
-        .await;
+    let avro_id = reg::registered("wp-twin-a", SchemaType::Avro, AVSC).await;
+    let proto_id = reg::registered("wp-twin-p", SchemaType::Protobuf, PROTO).await;
     let cart = |format, id| records(Shape::Cart, format, id);
     let json = deliver("wp-json", Shape::Cart, "json", cart(Format::Json, 0)).await;
     let avro = deliver("wp-avro", Shape::Cart, "avro", cart(Format::Avro, avro_id)).await;
@@ -172,13 +167,8 @@ async fn avro_and_protobuf_twins_are_delivered_exactly_like_their_json_originals
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_and_protobuf_order_twins_send_the_json_originals_payments_and_park_the_same_order() {
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wp-order-a"), SchemaType::Avro, ORDER_AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wp-order-p"), SchemaType::Protobuf, ORDER_PROTO)
-        .await;
+    let avro_id = reg::registered("wp-order-a", SchemaType::Avro, ORDER_AVSC).await;
+    let proto_id = reg::registered("wp-order-p", SchemaType::Protobuf, ORDER_PROTO).await;
     let orders = |format, id| records(Shape::Order, format, id);
     let json = deliver("wp-order-json", Shape::Order, "json", orders(Format::Json, 0)).await;
     let avro = deliver(
@@ -218,13 +208,8 @@ async fn avro_and_protobuf_order_twins_send_the_json_originals_payments_and_park
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_wire_input_is_parked_naming_why_and_good_records_still_flow() {
-    let registry = reg::Registry::from_env();
-    let avro_id = registry
-        .register_ok(&subject("wp-bad-a"), SchemaType::Avro, AVSC)
-        .await;
-    let proto_id = registry
-        .register_ok(&subject("wp-bad-p"), SchemaType::Protobuf, PROTO)
-        .await;
+    let avro_id = reg::registered("wp-bad-a", SchemaType::Avro, AVSC).await;
+    let proto_id = reg::registered("wp-bad-p", SchemaType::Protobuf, PROTO).await;
     let good = &records(Shape::Cart, Format::Avro, avro_id)[3]; // add-to-cart-single
     assert_eq!(EXAMPLES[3], "add-to-cart-single");
     let bad = [
@@ -291,10 +276,7 @@ async fn back_until_all_arrive(standin: &StandIn, bs: &str, n: &Names, batches: 
 /// lines are 50 notifications in flight (5 before they were re-counted), and all arrive after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_records_that_wait_for_their_schema_count_their_lines_once_decoded() {
-    let registry = reg::Registry::from_env();
-    let id = registry
-        .register_ok(&subject("wp-late-a"), SchemaType::Avro, AVSC)
-        .await;
+    let id = reg::registered("wp-late-a", SchemaType::Avro, AVSC).await;
     let (bs, n) = setup("wp-late", 1).await;
     let standin = StandIn::start().await.unwrap();
     standin.outage_start().await;
@@ -326,10 +308,7 @@ async fn avro_records_that_wait_for_their_schema_count_their_lines_once_decoded(
 /// counted as one each), and everything arrives once Elevate is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_records_with_a_cached_schema_count_each_notification_against_the_bound() {
-    let registry = reg::Registry::from_env();
-    let id = registry
-        .register_ok(&subject("wp-bound-a"), SchemaType::Avro, AVSC)
-        .await;
+    let id = reg::registered("wp-bound-a", SchemaType::Avro, AVSC).await;
     let record = |tickets: &[String]| lines_record(id, tickets);
     let (bs, n) = setup("wp-bound", 1).await;
     let standin = StandIn::start().await.unwrap();
@@ -385,9 +364,7 @@ async fn avro_records_with_a_cached_schema_count_each_notification_against_the_b
 async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_never_logs_credentials() {
     let bs = bootstrap().await;
     let n = names(&bs, "wp-wait", 1).await;
-    let avro_id = reg::Registry::from_env()
-        .register_ok(&subject("wp-wait-a"), SchemaType::Avro, AVSC)
-        .await;
+    let avro_id = reg::registered("wp-wait-a", SchemaType::Avro, AVSC).await;
     let upstream = url::Url::parse(&reg::url()).unwrap();
     let target = format!(
         "{}:{}",
@@ -474,9 +451,7 @@ async fn an_unreachable_registry_makes_records_wait_unready_then_delivers_and_ne
 
 #[tokio::test]
 async fn check_decodes_a_wire_format_sample_through_the_registry() {
-    let avro_id = reg::Registry::from_env()
-        .register_ok(&subject("wp-check-a"), SchemaType::Avro, AVSC)
-        .await;
+    let avro_id = reg::registered("wp-check-a", SchemaType::Avro, AVSC).await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.avro");
     std::fs::write(

@@ -41,6 +41,14 @@ pub fn subject(prefix: &str) -> String {
     format!("{}-value", unique(prefix))
 }
 
+/// Registers `schema` under a fresh [`subject`] made from `prefix`, at the registry the
+/// environment names; its id (panics on an error answer, as [`Registry::register_ok`]).
+pub async fn registered(prefix: &str, kind: SchemaType, schema: &str) -> u32 {
+    Registry::from_env()
+        .register_ok(&subject(prefix), kind, schema)
+        .await
+}
+
 /// A schema's type as the Confluent API names it (`schemaType`; absent means Avro).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
