@@ -3,6 +3,8 @@
 //! `routes_*` is what `run` does for each record (the parse keeps only what the mapping reads,
 //! `decode/prune.rs`); `whole_parse_*` parses every record whole, as `map_record` does;
 //! `wire_request_only_*` builds the requests of the same records' notifications, mapped beforehand.
+//! The allocator is the binary's (jemalloc, `src/main.rs`): allocation is a large part of this
+//! path, and the figures should be the service's.
 
 use std::hint::black_box;
 
@@ -10,6 +12,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use elevate_sink::config::{Config, MappingConfig};
 use elevate_sink::{endpoint, map_record, wire_request, Endpoint, Forwarding, Routes};
 use testkit::events;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn sample(n: u64) -> (Vec<Vec<u8>>, u64) {
     let mut gen = events::Events::new(42);

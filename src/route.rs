@@ -159,10 +159,22 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// Known-bot User-Agents to skip (`elevate.skip_bots`), None when off.
     bots: Option<Arc<bots::Bots>>,
-    /// What the parser keeps of a record, by topic: what its routes' mappings read.
-    keep: Vec<(String, Keep)>,
-    /// What the routes together read (`map_any`).
-    keep_any: Keep,
+    /// Each topic's routes and what the parser keeps of its records (what those routes'
+    /// mappings read): resolved once, so a record costs one topic lookup and no list of its own.
+    topics: Vec<TopicRoutes>,
+    /// Every route (indexes into `routes`) and what they together read (`map_any`).
+    any: TopicRoutes,
+    /// A topic not configured: no route, and what every route reads.
+    unknown: TopicRoutes,
+}
+
+/// The routes one topic feeds (indexes into [`Routes::routes`], in config order) and what the
+/// parser keeps of its records.
+#[derive(Debug, Clone)]
+struct TopicRoutes {
+    topic: String,
+    routes: Vec<usize>,
+    keep: Keep,
 }
 
 impl Routes {
@@ -203,18 +215,32 @@ impl Routes {
                 "is required by a payment route ({ file = \"..\" } or { env = \"..\" })",
             ));
         }
-        let keep = cfg
+        let of = |topic: &str, fed: Vec<usize>| TopicRoutes {
+            topic: topic.to_string(),
+            keep: Keep::of(fed.iter().map(|i| &routes[*i].mapping)),
+            routes: fed,
+        };
+        let topics = cfg
             .kafka
             .topics
             .iter()
             .map(|t| {
-                let fed = routes.iter().filter(|r| r.topics.contains(t));
-                (t.clone(), Keep::of(fed.map(|r| &r.mapping)))
+                of(
+                    t,
+                    (0..routes.len())
+                        .filter(|i| routes[*i].topics.contains(t))
+                        .collect(),
+                )
             })
             .collect();
+        let any = of("", (0..routes.len()).collect());
         Ok(Routes {
-            keep,
-            keep_any: Keep::of(routes.iter().map(|r| &r.mapping)),
+            topics,
+            unknown: TopicRoutes {
+                routes: Vec::new(),
+                ..any.clone()
+            },
+            any,
             routes,
             bots: bots::Bots::from_config(&cfg.elevate)?.map(Arc::new),
         })
@@ -236,73 +262,90 @@ impl Routes {
     /// together (the record is done when all are), skips labelled by route. An invalid record
     /// names the route at fault (when the value got that far).
     pub fn map(&self, topic: &str, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
-        let keep = self.keep.iter().find(|(t, _)| t == topic).map(|(_, k)| k);
-        self.map_for(
-            self.for_topic(topic).collect(),
-            value,
-            keep.unwrap_or(&self.keep_any),
-        )
+        self.map_for(self.topic(topic), value)
     }
 
     /// As [`Routes::map`], trying every route whatever its topics (`check --sample`).
     pub fn map_any(&self, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
-        self.map_for(self.routes.iter().collect(), value, &self.keep_any)
+        self.map_for(&self.any, value)
     }
 
     /// As [`Routes::map`], for a value already decoded (an Avro or Protobuf record as JSON).
     pub fn map_value(&self, topic: &str, root: &Value) -> Result<Mapped, RouteInvalid> {
-        self.map_root(self.for_topic(topic).collect(), root)
+        self.map_root(&self.topic(topic).routes, root)
     }
 
-    /// Parses only what `keep` names (what the candidates read), then maps.
-    fn map_for(
-        &self,
-        candidates: Vec<&Route>,
-        value: Option<&[u8]>,
-        keep: &Keep,
-    ) -> Result<Mapped, RouteInvalid> {
-        let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
-        let fail = |invalid| RouteInvalid { route: only, invalid };
-        match keep.slots() {
-            Some(plan) => self.map_root(candidates, &parse_slots(value, plan).map_err(fail)?),
-            None => self.map_root(candidates, &parse_kept(value, keep).map_err(fail)?),
+    /// The routes `topic` feeds; a topic not configured feeds none, and its records are parsed
+    /// for what every route reads.
+    fn topic(&self, topic: &str) -> &TopicRoutes {
+        self.topics
+            .iter()
+            .find(|t| t.topic == topic)
+            .unwrap_or(&self.unknown)
+    }
+
+    /// The one route of `fed` when there is exactly one (the route an unparsable record names).
+    fn only(&self, fed: &[usize]) -> Option<RouteTag> {
+        match fed {
+            [i] => Some(self.routes[*i].tag.clone()),
+            _ => None,
         }
     }
 
-    fn map_root(&self, candidates: Vec<&Route>, root: &impl Doc) -> Result<Mapped, RouteInvalid> {
-        let only = (candidates.len() == 1).then(|| candidates[0].tag.clone());
-        let fail = |route: Option<RouteTag>| {
+    /// Parses only what `t.keep` names (what its routes read), then maps.
+    fn map_for(&self, t: &TopicRoutes, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+        let fail = |invalid| RouteInvalid {
+            route: self.only(&t.routes),
+            invalid,
+        };
+        match t.keep.slots() {
+            Some(plan) => self.map_root(&t.routes, &parse_slots(value, plan).map_err(fail)?),
+            None => self.map_root(&t.routes, &parse_kept(value, &t.keep).map_err(fail)?),
+        }
+    }
+
+    /// Maps a parsed record for the routes `fed` (indexes into `routes`). A route's tag is
+    /// cloned only into what names it: its notifications, its skips, an error.
+    fn map_root(&self, fed: &[usize], root: &impl Doc) -> Result<Mapped, RouteInvalid> {
+        fn fail(route: &Route) -> impl Fn(Invalid) -> RouteInvalid + '_ {
             move |invalid| RouteInvalid {
-                route: route.clone(),
+                route: Some(route.tag.clone()),
                 invalid,
             }
-        };
-        require_object(root).map_err(fail(only.clone()))?;
+        }
+        require_object(root).map_err(|invalid| RouteInvalid {
+            route: self.only(fed),
+            invalid,
+        })?;
         let mut out = Mapped::default();
         let mut matched = false;
-        for route in &candidates {
-            let fail = fail(Some(route.tag.clone()));
-            let ty = event_type(&route.mapping, root).map_err(fail.clone())?;
+        for route in fed.iter().map(|i| &self.routes[*i]) {
+            let ty = event_type(&route.mapping, root).map_err(fail(route))?;
             if !route.mapping.add_to_cart_types.contains(&ty) {
                 continue;
             }
             matched = true;
-            let mapped = self.without_bots(map_one(route, root, ty).map_err(fail)?);
+            let mapped = self.without_bots(map_one(route, root, ty).map_err(fail(route))?);
             out.event_time_ms = out.event_time_ms.or(mapped.event_time_ms);
-            out.notifications.extend(mapped.notifications);
+            if out.notifications.is_empty() {
+                out.notifications = mapped.notifications;
+            } else {
+                out.notifications.extend(mapped.notifications);
+            }
             for reason in mapped.skipped {
                 out.skipped.push(reason);
                 out.route_skips.push((route.tag.clone(), reason));
             }
         }
         if !matched {
-            let reason = if candidates.iter().all(|r| r.tag.kind == Kind::AddToCart) {
+            let all_add_to_cart = fed.iter().all(|i| self.routes[*i].tag.kind == Kind::AddToCart);
+            let reason = if all_add_to_cart {
                 SkipReason::NotAddToCart
             } else {
                 SkipReason::NoRoute
             };
             out.skipped.push(reason);
-            if let Some(tag) = only {
+            if let Some(tag) = self.only(fed) {
                 out.route_skips.push((tag, reason));
             }
         }
