@@ -251,11 +251,9 @@ impl Routes {
         self.routes.iter().map(|r| &r.tag)
     }
 
-    /// The routes `topic` feeds.
-    pub fn for_topic<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
-        self.routes
-            .iter()
-            .filter(move |r| r.topics.iter().any(|t| t == topic))
+    /// The routes `topic` feeds, in config order.
+    pub fn for_topic<'a>(&'a self, topic: &str) -> impl Iterator<Item = &'a Route> + 'a {
+        self.topic(topic).routes.iter().map(|i| &self.routes[*i])
     }
 
     /// Decodes a record of `topic` and maps it for every route it feeds: their notifications

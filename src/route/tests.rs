@@ -542,3 +542,25 @@ fn the_readme_worked_example_holds() {
         )
     );
 }
+
+#[test]
+fn each_topic_feeds_its_routes_in_config_order_and_an_unknown_topic_none() {
+    let r = routes();
+    let names = |topic: &str| {
+        r.for_topic(topic)
+            .map(|x| x.tag.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("carts"), ["cart", "clicks", "fav", "unfav", "bye"]);
+    assert_eq!(names("orders"), ["payments"]);
+    assert!(names("elsewhere").is_empty());
+    // A record of a topic no route reads is parsed for what every route reads, and skipped.
+    let m = r
+        .map("elsewhere", Some(br#"{"type":"add_to_cart","market":"SE"}"#))
+        .unwrap();
+    assert!(m.notifications.is_empty());
+    assert_eq!(m.skipped, [SkipReason::NotAddToCart]);
+    assert!(m.route_skips.is_empty());
+    let bad = r.map("elsewhere", Some(b"not json")).unwrap_err();
+    assert_eq!(bad.route, None);
+}
