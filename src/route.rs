@@ -325,6 +325,7 @@ impl Routes {
             matched = true;
             let mapped = self.without_bots(map_one(route, root, ty).map_err(fail(route))?);
             out.event_time_ms = out.event_time_ms.or(mapped.event_time_ms);
+            // The first route's list is taken whole (one list per record, not two).
             if out.notifications.is_empty() {
                 out.notifications = mapped.notifications;
             } else {
