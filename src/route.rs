@@ -162,10 +162,9 @@ pub struct Routes {
     /// Each topic's routes and what the parser keeps of its records (what those routes'
     /// mappings read): resolved once, so a record costs one topic lookup and no list of its own.
     topics: Vec<TopicRoutes>,
-    /// Every route (indexes into `routes`) and what they together read (`map_any`).
+    /// Every route (indexes into `routes`) and what they together read (`map_any`; and the
+    /// keep-list of a topic not configured, which feeds no route).
     any: TopicRoutes,
-    /// A topic not configured: no route, and what every route reads.
-    unknown: TopicRoutes,
 }
 
 /// The routes one topic feeds (indexes into [`Routes::routes`], in config order) and what the
@@ -233,14 +232,9 @@ impl Routes {
                 )
             })
             .collect();
-        let any = of("", (0..routes.len()).collect());
         Ok(Routes {
             topics,
-            unknown: TopicRoutes {
-                routes: Vec::new(),
-                ..any.clone()
-            },
-            any,
+            any: of("", (0..routes.len()).collect()),
             routes,
             bots: bots::Bots::from_config(&cfg.elevate)?.map(Arc::new),
         })
@@ -253,33 +247,39 @@ impl Routes {
 
     /// The routes `topic` feeds, in config order.
     pub fn for_topic<'a>(&'a self, topic: &str) -> impl Iterator<Item = &'a Route> + 'a {
-        self.topic(topic).routes.iter().map(|i| &self.routes[*i])
+        self.routes_of(self.topic(topic).0)
     }
 
     /// Decodes a record of `topic` and maps it for every route it feeds: their notifications
     /// together (the record is done when all are), skips labelled by route. An invalid record
     /// names the route at fault (when the value got that far).
     pub fn map(&self, topic: &str, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
-        self.map_for(self.topic(topic), value)
+        let (fed, keep) = self.topic(topic);
+        self.map_for(fed, keep, value)
     }
 
     /// As [`Routes::map`], trying every route whatever its topics (`check --sample`).
     pub fn map_any(&self, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
-        self.map_for(&self.any, value)
+        self.map_for(&self.any.routes, &self.any.keep, value)
     }
 
     /// As [`Routes::map`], for a value already decoded (an Avro or Protobuf record as JSON).
     pub fn map_value(&self, topic: &str, root: &Value) -> Result<Mapped, RouteInvalid> {
-        self.map_root(&self.topic(topic).routes, root)
+        self.map_root(self.topic(topic).0, root)
     }
 
-    /// The routes `topic` feeds; a topic not configured feeds none, and its records are parsed
-    /// for what every route reads.
-    fn topic(&self, topic: &str) -> &TopicRoutes {
-        self.topics
-            .iter()
-            .find(|t| t.topic == topic)
-            .unwrap_or(&self.unknown)
+    /// The routes `topic` feeds and what its records are parsed for; a topic not configured
+    /// feeds none, and its records are parsed for what every route reads.
+    fn topic(&self, topic: &str) -> (&[usize], &Keep) {
+        match self.topics.iter().find(|t| t.topic == topic) {
+            Some(t) => (&t.routes, &t.keep),
+            None => (&[], &self.any.keep),
+        }
+    }
+
+    /// The routes `fed` names (indexes into `routes`).
+    fn routes_of<'a>(&'a self, fed: &'a [usize]) -> impl Iterator<Item = &'a Route> + 'a {
+        fed.iter().map(|i| &self.routes[*i])
     }
 
     /// The one route of `fed` when there is exactly one (the route an unparsable record names).
@@ -290,15 +290,15 @@ impl Routes {
         }
     }
 
-    /// Parses only what `t.keep` names (what its routes read), then maps.
-    fn map_for(&self, t: &TopicRoutes, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
+    /// Parses only what `keep` names (what the routes `fed` read), then maps.
+    fn map_for(&self, fed: &[usize], keep: &Keep, value: Option<&[u8]>) -> Result<Mapped, RouteInvalid> {
         let fail = |invalid| RouteInvalid {
-            route: self.only(&t.routes),
+            route: self.only(fed),
             invalid,
         };
-        match t.keep.slots() {
-            Some(plan) => self.map_root(&t.routes, &parse_slots(value, plan).map_err(fail)?),
-            None => self.map_root(&t.routes, &parse_kept(value, &t.keep).map_err(fail)?),
+        match keep.slots() {
+            Some(plan) => self.map_root(fed, &parse_slots(value, plan).map_err(fail)?),
+            None => self.map_root(fed, &parse_kept(value, keep).map_err(fail)?),
         }
     }
 
@@ -317,7 +317,7 @@ impl Routes {
         })?;
         let mut out = Mapped::default();
         let mut matched = false;
-        for route in fed.iter().map(|i| &self.routes[*i]) {
+        for route in self.routes_of(fed) {
             let ty = event_type(&route.mapping, root).map_err(fail(route))?;
             if !route.mapping.add_to_cart_types.contains(&ty) {
                 continue;
@@ -337,8 +337,7 @@ impl Routes {
             }
         }
         if !matched {
-            let all_add_to_cart = fed.iter().all(|i| self.routes[*i].tag.kind == Kind::AddToCart);
-            let reason = if all_add_to_cart {
+            let reason = if self.routes_of(fed).all(|r| r.tag.kind == Kind::AddToCart) {
                 SkipReason::NotAddToCart
             } else {
                 SkipReason::NoRoute
