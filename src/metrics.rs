@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::select::SkipReason;
+
 /// A label set: static names, owned values.
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -326,16 +328,26 @@ pub fn route_labels(route: &crate::route::RouteTag, reason: Option<&str>) -> Lab
     l
 }
 
-/// The hot path's counters resolved once: `records_consumed` per topic and `route_delivered` per
-/// route (names are unique, and a route has one kind), looked up by a borrowed key (a `Family` lookup costs a label allocation, a hash of it
-/// and a lock on every record). A topic or route not known at start falls back to the family.
+/// The hot path's counters resolved once: `records_consumed` per topic, `route_delivered` per
+/// route (names are unique, and a route has one kind), and `skipped` / `route_skipped` per reason,
+/// looked up by a borrowed key or the reason's index (a `Family` lookup costs a label allocation,
+/// a hash of it and a lock on every record; a route skip's labels are four allocations). A topic
+/// or route not known at start falls back to the family. A skip series is created at its first
+/// skip, as through the family: a reason that never happens has no series.
 #[derive(Default)]
 pub struct HotCounters {
     /// `records_consumed_total{topic}`, by topic.
     consumed: std::collections::HashMap<String, Counter>,
     /// `route_delivered_total{route,kind}`, by route name.
     delivered: std::collections::HashMap<std::sync::Arc<str>, Counter>,
+    /// `skipped_total{reason}`, by [`SkipReason::index`].
+    skipped: BySkip,
+    /// `route_skipped_total{route,kind,reason}`, by route name, then reason.
+    route_skipped: std::collections::HashMap<std::sync::Arc<str>, BySkip>,
 }
+
+/// One counter per skip reason, each made at its first use.
+type BySkip = [std::sync::OnceLock<Counter>; SkipReason::ALL.len()];
 
 impl HotCounters {
     /// The series of `topics` and `routes`, created now in `m`.
@@ -363,7 +375,20 @@ impl HotCounters {
                     )
                 })
                 .collect(),
+            skipped: BySkip::default(),
+            route_skipped: std::collections::HashMap::new(),
         }
+        .with_route_skips()
+    }
+
+    /// A skip slot for every route known at start (those `delivered` holds).
+    fn with_route_skips(mut self) -> Self {
+        self.route_skipped = self
+            .delivered
+            .keys()
+            .map(|name| (name.clone(), BySkip::default()))
+            .collect();
+        self
     }
 
     /// One more record consumed from `topic`.
@@ -379,6 +404,26 @@ impl HotCounters {
         match self.delivered.get(&route.name) {
             Some(c) => c.inc(),
             None => m.route_delivered.get_or_create(&route_labels(route, None)).inc(),
+        };
+    }
+
+    /// One more record or line skipped for `reason`.
+    pub fn skipped(&self, m: &Metrics, reason: SkipReason) {
+        self.skipped[reason.index()]
+            .get_or_init(|| m.skipped.get_or_create(&label("reason", reason.as_str())).clone())
+            .inc();
+    }
+
+    /// One more record or line skipped by `route` for `reason`.
+    pub fn route_skipped(&self, m: &Metrics, route: &crate::route::RouteTag, reason: SkipReason) {
+        let make = || {
+            m.route_skipped
+                .get_or_create(&route_labels(route, Some(reason.as_str())))
+                .clone()
+        };
+        match self.route_skipped.get(&route.name) {
+            Some(by) => by[reason.index()].get_or_init(make).inc(),
+            None => make().inc(),
         };
     }
 }
@@ -406,6 +451,39 @@ mod tests {
             text.contains("elevate_sink_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn hot_skips_count_into_the_family_series_made_at_the_first_skip() {
+        use crate::route::{Kind, RouteTag};
+        let m = Metrics::new();
+        let known = RouteTag::default();
+        let late = RouteTag {
+            name: "late".into(),
+            kind: Kind::Click,
+        };
+        let hot = HotCounters::new(&m, ["t"], [&known]);
+        assert!(
+            !m.encode().contains("skipped_total{"),
+            "no skip series before a skip"
+        );
+        hot.skipped(&m, SkipReason::NoTicket);
+        hot.skipped(&m, SkipReason::NoTicket);
+        hot.route_skipped(&m, &known, SkipReason::Bot);
+        hot.route_skipped(&m, &late, SkipReason::Bot);
+        hot.route_skipped(&m, &late, SkipReason::Bot);
+        let text = m.encode();
+        assert!(
+            text.contains("elevate_sink_skipped_total{reason=\"no_ticket\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"not_from_elevate\""), "{text}");
+        for (route, kind, n) in [(&*known.name, known.kind.as_str(), 1), ("late", "click", 2)] {
+            let series = format!(
+                "elevate_sink_route_skipped_total{{route=\"{route}\",kind=\"{kind}\",reason=\"bot\"}} {n}"
+            );
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -107,6 +107,11 @@ impl SkipReason {
         SkipReason::NoRoute,
     ];
 
+    /// Its place in [`SkipReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Stable label for metrics and summaries.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -308,16 +308,10 @@ impl Work {
     /// Counts a mapped record's skips, overall and by route.
     fn count_skips(&self, mapped: &Mapped) {
         for reason in &mapped.skipped {
-            self.metrics
-                .skipped
-                .get_or_create(&label("reason", reason.as_str()))
-                .inc();
+            self.hot.skipped(&self.metrics, *reason);
         }
         for (route, reason) in &mapped.route_skips {
-            self.metrics
-                .route_skipped
-                .get_or_create(&route_labels(route, Some(reason.as_str())))
-                .inc();
+            self.hot.route_skipped(&self.metrics, route, *reason);
         }
     }
 
