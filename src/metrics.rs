@@ -356,6 +356,15 @@ impl HotCounters {
         topics: impl IntoIterator<Item = &'a str>,
         routes: impl IntoIterator<Item = &'a crate::route::RouteTag>,
     ) -> Self {
+        let delivered: std::collections::HashMap<_, _> = routes
+            .into_iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    m.route_delivered.get_or_create(&route_labels(r, None)).clone(),
+                )
+            })
+            .collect();
         HotCounters {
             consumed: topics
                 .into_iter()
@@ -366,29 +375,13 @@ impl HotCounters {
                     )
                 })
                 .collect(),
-            delivered: routes
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.name.clone(),
-                        m.route_delivered.get_or_create(&route_labels(r, None)).clone(),
-                    )
-                })
+            route_skipped: delivered
+                .keys()
+                .map(|name| (name.clone(), BySkip::default()))
                 .collect(),
+            delivered,
             skipped: BySkip::default(),
-            route_skipped: std::collections::HashMap::new(),
         }
-        .with_route_skips()
-    }
-
-    /// A skip slot for every route known at start (those `delivered` holds).
-    fn with_route_skips(mut self) -> Self {
-        self.route_skipped = self
-            .delivered
-            .keys()
-            .map(|name| (name.clone(), BySkip::default()))
-            .collect();
-        self
     }
 
     /// One more record consumed from `topic`.
@@ -409,9 +402,11 @@ impl HotCounters {
 
     /// One more record or line skipped for `reason`.
     pub fn skipped(&self, m: &Metrics, reason: SkipReason) {
-        self.skipped[reason.index()]
-            .get_or_init(|| m.skipped.get_or_create(&label("reason", reason.as_str())).clone())
-            .inc();
+        let make = || m.skipped.get_or_create(&label("reason", reason.as_str())).clone();
+        match self.skipped.get(reason.index()) {
+            Some(slot) => slot.get_or_init(make).inc(),
+            None => make().inc(), // a reason missing from `SkipReason::ALL`: counted all the same
+        };
     }
 
     /// One more record or line skipped by `route` for `reason`.
@@ -421,8 +416,12 @@ impl HotCounters {
                 .get_or_create(&route_labels(route, Some(reason.as_str())))
                 .clone()
         };
-        match self.route_skipped.get(&route.name) {
-            Some(by) => by[reason.index()].get_or_init(make).inc(),
+        match self
+            .route_skipped
+            .get(&route.name)
+            .and_then(|by| by.get(reason.index()))
+        {
+            Some(slot) => slot.get_or_init(make).inc(),
             None => make().inc(),
         };
     }

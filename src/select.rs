@@ -267,6 +267,13 @@ mod tests {
     }
 
     #[test]
+    fn each_skip_reason_indexes_its_place_in_all() {
+        for (i, r) in SkipReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+    }
+
+    #[test]
     fn one_notification_per_elevate_line_with_ticket() {
         let m = select(event(None, Some("c"), Some("s"))).unwrap();
         let tickets: Vec<_> = m
