@@ -15,7 +15,7 @@ use testkit::events;
 use testkit::kafka::{partitions_of, unique};
 
 use elevate_sink::config::{Config, ElevateConfig, MappingConfig};
-use elevate_sink::{consumer_config, endpoint, map_record, wire_request, Endpoint, SourceRecord};
+use elevate_sink::{consumer_config, endpoint, map_record, wire_request, Endpoint, Routes, SourceRecord};
 
 use harness::round;
 
@@ -34,6 +34,7 @@ pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value
     let mut last = start;
     let mut n = 0u64;
     let mut bytes = 0u64;
+    let mut cpu = Cpu::default();
     while n < expected {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("consume ceiling: only {n} of {expected} records after 600 s");
@@ -43,7 +44,10 @@ pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value
                 bytes += m.payload().map_or(0, |p| p.len() as u64);
                 n += 1;
                 last = Instant::now();
-                first.get_or_insert(last);
+                first.get_or_insert_with(|| {
+                    cpu = Cpu::now();
+                    last
+                });
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => bail!("consume ceiling: {e}"),
@@ -51,53 +55,98 @@ pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value
     }
     let first = first.unwrap_or(start);
     let secs = (last - first).as_secs_f64().max(1e-3);
-    Ok(json!({
+    let mut out = json!({
         "records": n,
         "seconds": round(secs, 3),
         "records_per_s": round(n as f64 / secs, 0),
         "mib_per_s": round(bytes as f64 / secs / 1048576.0, 1),
         "startup_s": round((first - start).as_secs_f64(), 3),
-    }))
+    });
+    cpu.since().report(&mut out, "record", n);
+    Ok(out)
+}
+
+/// The process's CPU (user, system) in seconds at a moment (`/proc/self/stat`, 10 ms ticks).
+#[derive(Clone, Copy, Default)]
+struct Cpu(f64, f64);
+
+impl Cpu {
+    fn now() -> Cpu {
+        let (user, system) = cpu_split(std::process::id()).unwrap_or_default();
+        Cpu(user, system)
+    }
+
+    /// The CPU spent since `self`.
+    fn since(self) -> Cpu {
+        let now = Cpu::now();
+        Cpu(now.0 - self.0, now.1 - self.1)
+    }
+
+    /// Adds `cpu_us_per_{unit}` and `kernel_us_per_{unit}` over `n` to `out`.
+    fn report(self, out: &mut Value, unit: &str, n: u64) {
+        let per = |secs: f64| round(secs * 1e6 / n.max(1) as f64, 2);
+        out[format!("cpu_us_per_{unit}")] = json!(per(self.0 + self.1));
+        out[format!("kernel_us_per_{unit}")] = json!(per(self.1));
+    }
 }
 
 /// Phase 1b (diagnostic): the service's consume path without HTTP — a `StreamConsumer` in the
-/// group (subscribe), each record copied into a `SourceRecord` and mapped, nothing sent.
+/// group (subscribe), read as `run` reads it (what is ready taken without waiting), each record
+/// copied into a `SourceRecord` and mapped by the service's routes as `run` maps it, nothing
+/// sent. Its CPU per notification is the sink's per-record work with no request made.
 pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value> {
+    use futures::{FutureExt, StreamExt};
     let c: StreamConsumer = consumer_config(cfg, &[], &unique("bench-stream")).create()?;
     c.subscribe(&[topic])?;
-    let mapping = MappingConfig::default();
+    let routes = Routes::from_config(cfg)?;
+    let mut stream = c.stream();
     let start = Instant::now();
     let mut first = None;
     let mut last = start;
     let mut n = 0u64;
     let mut notes = 0u64;
+    let mut cpu = Cpu::default();
     while n < expected {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("stream ceiling: only {n} of {expected} records after 600 s");
         }
-        let m = match tokio::time::timeout(Duration::from_secs(1), c.recv()).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => bail!("stream ceiling: {e}"),
-            Err(_) => continue,
+        let next = match stream.next().now_or_never() {
+            Some(next) => next,
+            None => match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+                Ok(next) => next,
+                Err(_) => continue,
+            },
+        };
+        let m = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => bail!("stream ceiling: {e}"),
+            None => bail!("stream ceiling: the stream ended"),
         };
         let src = SourceRecord::from_message(&m);
         drop(m);
-        if let Ok(mapped) = map_record(&mapping, src.value.as_deref()) {
+        if let Ok(mapped) = routes.map(&src.topic, src.value.as_deref()) {
             notes += mapped.notifications.len() as u64;
         }
         n += 1;
         last = Instant::now();
-        first.get_or_insert(last);
+        first.get_or_insert_with(|| {
+            cpu = Cpu::now();
+            last
+        });
     }
     let first = first.unwrap_or(start);
     let secs = (last - first).as_secs_f64().max(1e-3);
-    Ok(json!({
+    let mut out = json!({
         "records": n,
         "notifications": notes,
         "seconds": round(secs, 3),
         "records_per_s": round(n as f64 / secs, 0),
         "startup_s": round((first - start).as_secs_f64(), 3),
-    }))
+    });
+    let cpu = cpu.since();
+    cpu.report(&mut out, "record", n);
+    cpu.report(&mut out, "notification", notes);
+    Ok(out)
 }
 
 /// Which HTTP client the load generator drives.

@@ -67,10 +67,20 @@ pub fn markdown(r: &Value) -> String {
 fn ceiling_rows(r: &Value) -> String {
     let cc = &r["consume_ceiling"];
     let hc = &r["http_ceiling"];
+    let sc = &r["consume_map_ceiling"];
     let mut s = format!(
-        "| 1. consume ceiling (bare BaseConsumer, service settings) | {:.0} records/s = {:.0} notifications/s equivalent | | |\n",
+        "| 1. consume ceiling (bare BaseConsumer, service settings) | {:.0} records/s = {:.0} notifications/s equivalent, {:.2} µs CPU per record ({:.2} kernel) | | |\n",
         f(&cc["records_per_s"]),
-        f(&cc["notifications_equiv_per_s"])
+        f(&cc["notifications_equiv_per_s"]),
+        f(&cc["cpu_us_per_record"]),
+        f(&cc["kernel_us_per_record"])
+    );
+    s += &format!(
+        "| 1b. … the service's consume path and routes, nothing sent (diagnostic: StreamConsumer in a group) | {:.0} records/s, {:.2} µs CPU per record, {:.2} per notification ({:.2} kernel) | | |\n",
+        f(&sc["records_per_s"]),
+        f(&sc["cpu_us_per_record"]),
+        f(&sc["cpu_us_per_notification"]),
+        f(&sc["kernel_us_per_notification"])
     );
     let hb = &hc["bracket"];
     s += &format!(
