@@ -19,7 +19,7 @@ use elevate_sink::{consumer_config, endpoint, map_record, wire_request, Endpoint
 
 use harness::round;
 
-use crate::procfs::cpu_split;
+use crate::procfs::{cpu_split, CpuMeter};
 
 /// Phase 1: a bare consumer with the service's settings reads the whole topic and discards it.
 pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value> {
@@ -34,7 +34,7 @@ pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value
     let mut last = start;
     let mut n = 0u64;
     let mut bytes = 0u64;
-    let mut cpu = Cpu::default();
+    let mut cpu = own_cpu();
     while n < expected {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("consume ceiling: only {n} of {expected} records after 600 s");
@@ -45,7 +45,7 @@ pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value
                 n += 1;
                 last = Instant::now();
                 first.get_or_insert_with(|| {
-                    cpu = Cpu::now();
+                    cpu = own_cpu();
                     last
                 });
             }
@@ -62,32 +62,26 @@ pub fn consume_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<Value
         "mib_per_s": round(bytes as f64 / secs / 1048576.0, 1),
         "startup_s": round((first - start).as_secs_f64(), 3),
     });
-    cpu.since().report(&mut out, "record", n);
+    report_cpu(spent(&cpu), &mut out, "record", n);
     Ok(out)
 }
 
-/// The process's CPU (user, system) in seconds at a moment (`/proc/self/stat`, 10 ms ticks).
-#[derive(Clone, Copy, Default)]
-struct Cpu(f64, f64);
+/// This process's CPU from now on (librdkafka's threads included).
+fn own_cpu() -> CpuMeter {
+    CpuMeter::start(&[("self", Some(std::process::id()))])
+}
 
-impl Cpu {
-    fn now() -> Cpu {
-        let (user, system) = cpu_split(std::process::id()).unwrap_or_default();
-        Cpu(user, system)
-    }
+/// The CPU seconds (user, system) this process spent since `meter` started (`/proc/self/stat`,
+/// 10 ms ticks).
+fn spent(meter: &CpuMeter) -> (f64, f64) {
+    meter.split("self").unwrap_or_default()
+}
 
-    /// The CPU spent since `self`.
-    fn since(self) -> Cpu {
-        let now = Cpu::now();
-        Cpu(now.0 - self.0, now.1 - self.1)
-    }
-
-    /// Adds `cpu_us_per_{unit}` and `kernel_us_per_{unit}` over `n` to `out`.
-    fn report(self, out: &mut Value, unit: &str, n: u64) {
-        let per = |secs: f64| round(secs * 1e6 / n.max(1) as f64, 2);
-        out[format!("cpu_us_per_{unit}")] = json!(per(self.0 + self.1));
-        out[format!("kernel_us_per_{unit}")] = json!(per(self.1));
-    }
+/// Adds `cpu_us_per_{unit}` and `kernel_us_per_{unit}` over `n` to `out`.
+fn report_cpu((user, system): (f64, f64), out: &mut Value, unit: &str, n: u64) {
+    let per = |secs: f64| round(secs * 1e6 / n.max(1) as f64, 2);
+    out[format!("cpu_us_per_{unit}")] = json!(per(user + system));
+    out[format!("kernel_us_per_{unit}")] = json!(per(system));
 }
 
 /// Phase 1b (diagnostic): the service's consume path without HTTP — a `StreamConsumer` in the
@@ -105,7 +99,7 @@ pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<
     let mut last = start;
     let mut n = 0u64;
     let mut notes = 0u64;
-    let mut cpu = Cpu::default();
+    let mut cpu = own_cpu();
     while n < expected {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("stream ceiling: only {n} of {expected} records after 600 s");
@@ -130,7 +124,7 @@ pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<
         n += 1;
         last = Instant::now();
         first.get_or_insert_with(|| {
-            cpu = Cpu::now();
+            cpu = own_cpu();
             last
         });
     }
@@ -143,9 +137,9 @@ pub async fn stream_ceiling(cfg: &Config, topic: &str, expected: u64) -> Result<
         "records_per_s": round(n as f64 / secs, 0),
         "startup_s": round((first - start).as_secs_f64(), 3),
     });
-    let cpu = cpu.since();
-    cpu.report(&mut out, "record", n);
-    cpu.report(&mut out, "notification", notes);
+    let cpu = spent(&cpu);
+    report_cpu(cpu, &mut out, "record", n);
+    report_cpu(cpu, &mut out, "notification", notes);
     Ok(out)
 }
 
