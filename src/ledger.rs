@@ -10,6 +10,7 @@ use std::hash::Hash;
 
 use crate::offsetmap::DoneMap;
 use crate::tracker::{OffsetTracker, Tracked};
+use crate::util::FastMap;
 
 /// One owned partition.
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ impl<K> CommitPoint<K> {
 #[derive(Debug, Clone)]
 pub struct Ledger<K> {
     /// Owned partitions (foldhash: a lookup per record and per completion, on keys we made).
-    owned: HashMap<K, Owned, foldhash::fast::RandomState>,
+    owned: FastMap<K, Owned>,
     /// Next generation number to hand out.
     next_generation: u64,
     /// Records tracked and not done, over all partitions.
@@ -89,7 +90,7 @@ pub struct Ledger<K> {
 impl<K> Default for Ledger<K> {
     fn default() -> Self {
         Ledger {
-            owned: HashMap::default(),
+            owned: FastMap::default(),
             next_generation: 1,
             records: 0,
             parts: 0,

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::select::SkipReason;
+use crate::util::FastMap;
 
 /// A label set: static names, owned values.
 pub type Labels = Vec<(&'static str, String)>;
@@ -347,9 +348,6 @@ pub struct HotCounters {
     /// `route_skipped_total{route,kind,reason}`, by route name, then reason.
     route_skipped: FastMap<std::sync::Arc<str>, BySkip>,
 }
-
-/// A map on the hot path, keyed by names from the configuration.
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One counter per skip reason, each made at its first use.
 type BySkip = [std::sync::OnceLock<Counter>; SkipReason::ALL.len()];

@@ -1,6 +1,7 @@
-//! The two helpers every layer needs, kept once: the wall clock in epoch milliseconds, and a
-//! mutex lock that rides over poisoning. Guarantees: neither panics; a poisoned lock hands out
-//! the data as the panicking task left it. Limits: `now_ms` follows the system clock, jumps too.
+//! The helpers every layer needs, kept once: the wall clock in epoch milliseconds, a mutex lock
+//! that rides over poisoning, and the hash map of the hot path. Guarantees: none panics; a
+//! poisoned lock hands out the data as the panicking task left it. Limits: `now_ms` follows the
+//! system clock, jumps too.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,6 +13,11 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A hash map on the hot path: foldhash, seeded per process, instead of the default SipHash (a
+/// lookup per record or per delivery hashes its key). Only for keys the process made or took from
+/// its configuration, or for a map bounded in size: no crafted set of keys then makes a lookup long.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Locks a mutex, riding over poisoning (a panicked task must not wedge the pipeline).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

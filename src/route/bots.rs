@@ -8,11 +8,10 @@
 //! the bot list was 2.3 % of the sink's CPU on the benchmark's typical records
 //! (docs/performance.md); a lookup in the memo costs a hash of the text.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::config::{ConfigError, ElevateConfig};
-use crate::util::lock;
+use crate::util::{lock, FastMap};
 
 /// User-Agents the memo remembers before it is emptied.
 pub const MEMO_ENTRIES: usize = 1024;
@@ -27,7 +26,7 @@ pub struct Bots {
     /// ~100-byte User-Agent (a lookup per record) was about 1 % of the map bench's time. The keys
     /// are visitors' text, but the memo never holds more than [`MEMO_ENTRIES`], so no crafted
     /// set of them makes a lookup long.
-    memo: Mutex<HashMap<Box<str>, bool, foldhash::fast::RandomState>>,
+    memo: Mutex<FastMap<Box<str>, bool>>,
 }
 
 impl Bots {
@@ -52,7 +51,7 @@ impl Bots {
         }
         Ok(Some(Bots {
             list,
-            memo: Mutex::new(HashMap::with_capacity_and_hasher(
+            memo: Mutex::new(FastMap::with_capacity_and_hasher(
                 MEMO_ENTRIES,
                 foldhash::fast::RandomState::default(),
             )),
