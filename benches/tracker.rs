@@ -68,21 +68,17 @@ fn ledger(c: &mut Criterion) {
             for k in &keys {
                 l.assign(k.clone());
             }
-            let mut generations = [0u64; 4];
+            let mut claims = Vec::with_capacity(32);
             let mut commits = 0usize;
             for chunk in order.chunks(32) {
                 let base = chunk.iter().min().copied().unwrap_or(0);
+                claims.clear();
                 for o in base..base + chunk.len() as i64 {
                     let p = (o % 4) as usize;
-                    generations[p] = l.track(&keys[p], o, 1).expect("owned");
+                    claims.push(l.claim(&keys[p], o, 1).expect("owned"));
                 }
                 for &o in chunk {
-                    let p = (o % 4) as usize;
-                    l.complete(&Claim {
-                        key: keys[p].clone(),
-                        generation: generations[p],
-                        offset: o,
-                    });
+                    l.complete(&claims[(o - base) as usize]);
                     if o % 1000 == 0 {
                         commits += l.to_commit().len();
                     }
@@ -125,18 +121,10 @@ fn commit_maps(c: &mut Criterion) {
     let mut l: Ledger<i32> = Ledger::new();
     for p in 0..6 {
         l.assign(p);
-        let mut offsets: Vec<i64> = (0..1000).collect();
-        let mut generation = 0;
-        for &o in &offsets {
-            generation = l.track(&p, o, 1).expect("owned");
-        }
-        offsets.shuffle(&mut rng);
-        for &offset in &offsets[..666] {
-            l.complete(&Claim {
-                key: p,
-                generation,
-                offset,
-            });
+        let mut claims: Vec<Claim<i32>> = (0..1000).map(|o| l.claim(&p, o, 1).expect("owned")).collect();
+        claims.shuffle(&mut rng);
+        for claim in &claims[..666] {
+            l.complete(claim);
         }
     }
     g.bench_function("6_partitions_1000_in_flight_commit_points_and_encode", |b| {

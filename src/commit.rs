@@ -472,11 +472,7 @@ mod tests {
 
     fn complete(l: &mut Ledger<Tp>, offsets: impl IntoIterator<Item = i64>, generation: u64) {
         for offset in offsets {
-            assert!(l.complete(&Claim {
-                key: key(),
-                generation,
-                offset,
-            }));
+            assert!(l.complete(&Claim::by_hand(key(), generation, offset)));
         }
     }
 

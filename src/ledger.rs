@@ -4,19 +4,58 @@
 //! of requests for a partition that was revoked (even if assigned again since) are never
 //! committed; commit positions come only from [`OffsetTracker::committable`], and done maps
 //! only from [`OffsetTracker::done_map`] (seeded offsets included, so a map survives hand-offs).
+//! A claim's [`Ownership`] answers "still ours?" without the ledger's lock; it is a hint for
+//! abandoning work early, never what a completion is judged by.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::offsetmap::DoneMap;
 use crate::tracker::{OffsetTracker, Tracked};
 use crate::util::FastMap;
+
+/// Whether one assignment of a partition still holds, read without the ledger's lock: true from
+/// [`Ledger::assign`] until the partition is revoked or assigned anew. Each record's claim
+/// carries its assignment's, so the send path asks "still ours?" (twice per notification) with
+/// one atomic load instead of the ledger's lock and a hash of the topic name
+/// (docs/performance.md, "The fifteenth round"). It can read true an instant after the
+/// revocation, as the lock could just before it: the completion is then refused by generation.
+#[derive(Debug, Clone)]
+pub struct Ownership(Arc<AtomicBool>);
+
+impl Ownership {
+    fn new() -> Self {
+        Ownership(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// True until the assignment ends.
+    pub fn is_current(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn end(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Two handles are equal when they are the same assignment's.
+impl PartialEq for Ownership {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Ownership {}
 
 /// One owned partition.
 #[derive(Debug, Clone)]
 struct Owned {
     /// Ownership generation, unique per assignment.
     generation: u64,
+    /// This assignment's flag, ended when it ends.
+    ownership: Ownership,
     /// Which offsets are done.
     tracker: OffsetTracker,
     /// Last position known committed (acknowledged by the broker).
@@ -107,6 +146,27 @@ pub struct Claim<K> {
     pub generation: u64,
     /// The record's offset.
     pub offset: i64,
+    /// The assignment it was tracked under, readable without the lock.
+    pub ownership: Ownership,
+}
+
+impl<K> Claim<K> {
+    /// Whether the assignment this claim was tracked under still holds (no lock taken).
+    pub fn is_current(&self) -> bool {
+        self.ownership.is_current()
+    }
+
+    /// A claim for `generation` whose ownership flag no ledger ends (tests build stale and
+    /// fresh claims by hand; only the generation decides a completion).
+    #[cfg(test)]
+    pub(crate) fn by_hand(key: K, generation: u64, offset: i64) -> Self {
+        Claim {
+            key,
+            generation,
+            offset,
+            ownership: Ownership::new(),
+        }
+    }
 }
 
 impl<K: Clone + Eq + Hash> Ledger<K> {
@@ -124,6 +184,7 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
             key,
             Owned {
                 generation,
+                ownership: Ownership::new(),
                 tracker: OffsetTracker::new(),
                 committed: None,
                 acked_revision: None,
@@ -156,6 +217,7 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
 
     fn remove(&mut self, key: &K) -> Option<Owned> {
         let owned = self.owned.remove(key)?;
+        owned.ownership.end();
         self.records -= owned.tracker.pending();
         self.parts -= owned.tracker.pending_parts();
         Some(owned)
@@ -164,11 +226,6 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
     /// Whether `key` is owned.
     pub fn owns(&self, key: &K) -> bool {
         self.owned.contains_key(key)
-    }
-
-    /// Whether `claim` still refers to the current ownership of its partition.
-    pub fn is_current(&self, key: &K, generation: u64) -> bool {
-        self.owned.get(key).is_some_and(|o| o.generation == generation)
     }
 
     /// The current ownership generation of `key`, if owned.
@@ -213,6 +270,20 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
                 }
                 Track::Tracked(owned.generation)
             }
+        }
+    }
+
+    /// [`Ledger::track_record`] with the claim to complete its parts by, or what the record was
+    /// made of when it is not tracked.
+    pub fn claim(&mut self, key: &K, offset: i64, parts: u32) -> Result<Claim<K>, Track> {
+        match self.track_record(key, offset, parts) {
+            Track::Tracked(generation) => Ok(Claim {
+                key: key.clone(),
+                generation,
+                offset,
+                ownership: self.owned[key].ownership.clone(),
+            }),
+            other => Err(other),
         }
     }
 
@@ -347,17 +418,9 @@ mod tests {
         l.assign(0);
         let g2 = l.track(&0, 5, 1).unwrap();
         assert_ne!(g1, g2);
-        assert!(!l.complete(&Claim {
-            key: 0,
-            generation: g1,
-            offset: 5
-        }));
+        assert!(!l.complete(&Claim::by_hand(0, g1, 5)));
         assert_eq!(l.to_commit(), vec![(0, 5)]);
-        assert!(l.complete(&Claim {
-            key: 0,
-            generation: g2,
-            offset: 5
-        }));
+        assert!(l.complete(&Claim::by_hand(0, g2, 5)));
         assert_eq!(l.to_commit(), vec![(0, 6)]);
         l.committed(&0, 6);
         assert!(l.to_commit().is_empty());
@@ -365,15 +428,42 @@ mod tests {
     }
 
     #[test]
+    fn a_claims_ownership_holds_until_its_partition_is_revoked_or_assigned_anew() {
+        let mut l: Ledger<i32> = Ledger::new();
+        assert_eq!(l.claim(&0, 1, 1), Err(Track::NotOwned));
+        l.assign(0);
+        l.assign(1);
+        let first = l.claim(&0, 1, 1).unwrap();
+        let other = l.claim(&1, 1, 1).unwrap();
+        let second = l.claim(&0, 2, 1).unwrap();
+        assert_eq!(first.ownership, second.ownership, "one assignment, one flag");
+        assert_eq!(l.claim(&0, 2, 1), Err(Track::Redelivery));
+        assert!(first.is_current() && second.is_current());
+        assert!(l.complete(&first), "completing a part ends nothing");
+        assert!(second.is_current());
+        l.revoke(&0);
+        assert!(!first.is_current() && !second.is_current());
+        assert!(other.is_current(), "another partition's assignment holds");
+        l.assign(0);
+        let third = l.claim(&0, 3, 1).unwrap();
+        assert!(third.is_current() && !second.is_current());
+        l.assign(0);
+        assert!(
+            !third.is_current(),
+            "assigned anew: the old assignment's claims are not current"
+        );
+        assert!(
+            !l.complete(&third),
+            "and their completions are refused by generation"
+        );
+    }
+
+    #[test]
     fn added_parts_count_in_flight_hold_the_record_and_are_refused_once_stale() {
         let mut l: Ledger<i32> = Ledger::new();
         l.assign(0);
         let g1 = l.track(&0, 5, 1).unwrap();
-        let claim = Claim {
-            key: 0,
-            generation: g1,
-            offset: 5,
-        };
+        let claim = Claim::by_hand(0, g1, 5);
         assert!(l.add_parts(&claim, 2), "the record's one part becomes three");
         assert_eq!((l.records_in_flight(), l.parts_in_flight()), (1, 3));
         assert!(l.complete(&claim) && l.complete(&claim));
@@ -384,11 +474,7 @@ mod tests {
         assert!(!l.add_parts(&claim, 1), "done: nothing to add to");
 
         let g2 = l.track(&0, 6, 1).unwrap();
-        let stale = Claim {
-            key: 0,
-            generation: g2,
-            offset: 6,
-        };
+        let stale = Claim::by_hand(0, g2, 6);
         assert_eq!(l.revoke(&0), Some(6));
         l.assign(0);
         assert!(!l.add_parts(&stale, 4), "revoked since");
@@ -432,19 +518,11 @@ mod tests {
             l.commit_points().is_empty(),
             "a pending record right after changes nothing"
         );
-        assert!(l.complete(&Claim {
-            key: 0,
-            generation: g,
-            offset: 12
-        }));
+        assert!(l.complete(&Claim::by_hand(0, g, 12)));
         let points = l.commit_points();
         assert_eq!(points[0].position(), 10, "position unchanged, map changed");
         assert_eq!(points[0].done, DoneMap::from_offsets(10, [11, 12, 13]));
-        assert!(l.complete(&Claim {
-            key: 0,
-            generation: g,
-            offset: 10
-        }));
+        assert!(l.complete(&Claim::by_hand(0, g, 10)));
         let point = l
             .revoke_point(&0)
             .expect("changed since the last acknowledgement");
@@ -461,11 +539,7 @@ mod tests {
         l.assign(1);
         for o in 0..3 {
             let g = l.track(&0, o, 1).unwrap();
-            assert!(l.complete(&Claim {
-                key: 0,
-                generation: g,
-                offset: o
-            }));
+            assert!(l.complete(&Claim::by_hand(0, g, o)));
         }
         for point in l.commit_points() {
             l.acknowledge(&point);

@@ -294,15 +294,11 @@ impl Work {
     /// Tracks a record of `parts` parts: its claim, or what [`Work::take`] answers without one
     /// (true: a previous owner finished it; false: its partition is not ours).
     fn claim(&self, key: Tp, offset: i64, parts: u32) -> Result<Claim<Tp>, bool> {
-        match self.track(&key, offset, parts) {
-            Track::Tracked(generation) => Ok(Claim {
-                key,
-                generation,
-                offset,
-            }),
-            Track::AlreadyDelivered => Err(true),
-            Track::NotOwned | Track::Redelivery => Err(false),
-        }
+        let claim = lock(&self.ledger).claim(&key, offset, parts);
+        claim.map_err(|track| {
+            self.count_untracked(track);
+            track == Track::AlreadyDelivered
+        })
     }
 
     /// Counts a mapped record's skips, overall and by route.
@@ -363,23 +359,28 @@ impl Work {
         }
     }
 
-    /// Whether `claim`'s record is still ours to send: its partition is owned in the generation
-    /// it was taken in (false once the partition was revoked).
+    /// Whether `claim`'s record is still ours to send: its partition is owned in the assignment
+    /// it was taken in (false once the partition was revoked). No lock: [`Claim::is_current`].
     fn still_ours<'a>(&'a self, claim: &'a Claim<Tp>) -> impl Fn() -> bool + 'a {
-        move || lock(&self.ledger).is_current(&claim.key, claim.generation)
+        move || claim.is_current()
     }
 
     /// Tracks a record in the ledger ([`Ledger::track_record`]), counting one a previous owner
     /// finished as `skipped_total{reason="already_delivered"}`.
     pub(crate) fn track(&self, key: &Tp, offset: i64, parts: u32) -> Track {
         let track = lock(&self.ledger).track_record(key, offset, parts);
+        self.count_untracked(track);
+        track
+    }
+
+    /// Counts a record a previous owner finished (`track`, not tracked again).
+    fn count_untracked(&self, track: Track) {
         if track == Track::AlreadyDelivered {
             self.metrics
                 .skipped
                 .get_or_create(&label("reason", ALREADY_DELIVERED))
                 .inc();
         }
-        track
     }
 
     /// Sends one notification (after its route's quota), or parks it; false when abandoned (the

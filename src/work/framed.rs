@@ -66,7 +66,7 @@ impl Work {
         let Some(decoder) = self.sources.decoder(&src.topic) else {
             return false; // take_framed is only called for topics with a decoder
         };
-        let wanted = || lock(&self.ledger).is_current(&claim.key, claim.generation);
+        let wanted = || claim.is_current();
         let value = src.value.as_deref();
         let Some(decoded) = self.sources.decode(decoder, value, &self.metrics, wanted).await else {
             return false;
