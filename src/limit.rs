@@ -303,9 +303,14 @@ impl Limiter {
         slots: &'s Semaphore,
         still_ours: impl Fn() -> bool,
     ) -> Option<Admitted<'s>> {
+        let own = self.market_turns.get_key_value(market);
+        if own.is_none() {
+            if let Some(admitted) = self.admit_now(slots, &still_ours) {
+                return admitted;
+            }
+        }
         let start = Instant::now();
         let mut for_slots = Duration::ZERO;
-        let own = self.market_turns.get_key_value(market);
         // In the market's queue until the request has its tokens (dropped on return).
         let _market_turn = match own {
             Some((_, turn)) => Some(turn.lock().await),
@@ -345,6 +350,31 @@ impl Limiter {
             }
             // The slot goes back; the market's line is kept.
             drop(slot);
+        }
+    }
+
+    /// [`Limiter::admit`] for a market without a quota of its own when nothing has to wait: a
+    /// free slot, the global turn free and the global token due. None when any of them would
+    /// wait (nothing taken: `admit` then queues as usual). tokio's semaphore and mutex hand a
+    /// freed permit to the first waiter, so a `try_` here never passes one who waits. Reads no
+    /// clock of ours and reports no wait: the common case at a rate under the quota
+    /// (docs/performance.md, "The fifteenth round").
+    fn admit_now<'s>(
+        &self,
+        slots: &'s Semaphore,
+        still_ours: &impl Fn() -> bool,
+    ) -> Option<Option<Admitted<'s>>> {
+        let slot = slots.try_acquire().ok()?;
+        let _turn = self.global_turn.try_lock().ok()?;
+        if !still_ours() {
+            return Some(None);
+        }
+        match lock(&self.quotas).at_the_door(None) {
+            Ok(Door::Open) => Some(Some(Admitted {
+                slot,
+                waited: Duration::ZERO,
+            })),
+            Ok(Door::MarketNotDue | Door::Wasted) | Err(_) => None,
         }
     }
 
