@@ -150,7 +150,12 @@ impl From<bool> for Forwarding {
 pub fn build(endpoint: &Url, n: &Notification, forward: impl Into<Forwarding>) -> HttpRequest {
     let body = body_json(&n.body);
     let headers = headers(n, forward.into(), !body.is_empty())
-        .map(|(name, value)| (name, String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     HttpRequest {
         method: "POST",
@@ -180,7 +185,7 @@ pub fn wire_request(
     let map = req.headers_mut();
     map.reserve(4);
     for (name, value) in headers(n, forward, has_body) {
-        map.append(HeaderName::from_static(name), value);
+        map.append(name.header_name(), value);
     }
     if n.route.kind == Kind::Payment {
         if let Some(key) = api_key {
@@ -301,6 +306,34 @@ fn form_encode(out: &mut String, s: &str) {
     }
 }
 
+/// The names of the headers every request may carry, made once (`HeaderName::from_static` at
+/// run time looks the name up in `http`'s table of standard headers for each request).
+static CONTENT_TYPE: HeaderName = http::header::CONTENT_TYPE;
+static USER_AGENT: HeaderName = http::header::USER_AGENT;
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// A header name of [`headers`]: one of the statics, or a trace header's (lower-case, static).
+enum Name {
+    Made(&'static HeaderName),
+    Trace(&'static str),
+}
+
+impl Name {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Name::Made(name) => name.as_str(),
+            Name::Trace(name) => name,
+        }
+    }
+
+    fn header_name(&self) -> HeaderName {
+        match self {
+            Name::Made(name) => (*name).clone(),
+            Name::Trace(name) => HeaderName::from_static(name),
+        }
+    }
+}
+
 /// The headers of `n`'s request, in order (lower-case names): the content type when there is a
 /// body, the visitor headers `forward` allows, the trace context; only header-safe values
 /// ([`header_value`]), each checked and copied once.
@@ -308,10 +341,10 @@ fn headers(
     n: &Notification,
     forward: Forwarding,
     has_body: bool,
-) -> impl Iterator<Item = (&'static str, HeaderValue)> + '_ {
+) -> impl Iterator<Item = (Name, HeaderValue)> + '_ {
     let content_type = has_body.then(|| {
         (
-            "content-type",
+            Name::Made(&CONTENT_TYPE),
             HeaderValue::from_static("application/json;charset=utf-8"),
         )
     });
@@ -320,17 +353,17 @@ fn headers(
         .as_deref()
         .filter(|_| forward.user_agent())
         .and_then(header_value)
-        .map(|v| ("user-agent", v));
+        .map(|v| (Name::Made(&USER_AGENT), v));
     let ip = n
         .visitor_ip
         .as_deref()
         .filter(|_| forward.ip(n.user_context))
         .and_then(header_value)
-        .map(|v| ("x-forwarded-for", v));
+        .map(|v| (Name::Made(&X_FORWARDED_FOR), v));
     let trace = n
         .trace
         .iter()
-        .filter_map(|(name, v)| Some((*name, header_value(v)?)));
+        .filter_map(|(name, v)| Some((Name::Trace(name), header_value(v)?)));
     content_type.into_iter().chain(user_agent).chain(ip).chain(trace)
 }
 
