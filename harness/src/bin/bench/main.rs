@@ -114,6 +114,12 @@ struct Args {
     /// Profile every sink child with `perf record` into this directory (numbers then mean less).
     #[arg(long)]
     pub perf: Option<PathBuf>,
+    /// Run every sink child under valgrind's cachegrind (`--cache-sim=no`), its output in this
+    /// directory, and report its user-space instructions per notification: a count this VM's
+    /// spells do not move, for comparing builds (with `--quick`; every timing figure of the
+    /// run is then meaningless).
+    #[arg(long)]
+    pub instructions: Option<PathBuf>,
     /// The tuning loop: the HTTP ceiling at the first `--http-conns` and phase 3 on the typical
     /// and large full topics only; prints the figures and writes no report.
     #[arg(long)]
@@ -476,6 +482,7 @@ async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> R
             "notifications_per_s": r["notifications_per_s"],
             "cpu_us_per_notification": r["cpu_us_per_notification"],
             "kernel_us_per_notification": r["kernel_us_per_notification"],
+            "instructions_per_notification": r["instructions_per_notification"],
             "peak_rss_mib": r["peak_rss_mib"],
         });
         say(format!("quick: {row}"));
@@ -506,6 +513,7 @@ async fn run(args: Args) -> Result<Value> {
         extra,
         broker_pid: broker_pid(&repo),
         perf_dir: args.perf.clone(),
+        instructions_dir: args.instructions.clone(),
         placement: args.placement(),
     };
     let _broker = env.placement.pin_broker(env.broker_pid)?;

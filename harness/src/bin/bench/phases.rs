@@ -152,6 +152,8 @@ pub async fn e2e(
     std::fs::write(env.scratch.join(format!("{name}.metrics")), &metrics_text)?;
     let peak = sink.stop()?;
     let d = delivered(standin, produced).await?;
+    let instructions =
+        crate::sink::instructions(env, name).map(|i| (i as f64 / d.accepted.max(1) as f64).round());
     let secs = ((d.last_ms - d.first_ms) as f64 / 1000.0).max(1e-3);
     let to_commit = ((committed_ms - d.first_ms) as f64 / 1000.0).max(1e-3);
     let records = produced.ts.len() as f64;
@@ -171,6 +173,7 @@ pub async fn e2e(
         "sink_cpu_s": round(sink_cpu_s, 2),
         "cpu_us_per_notification": round(sink_cpu_s * 1e6 / d.accepted.max(1) as f64, 1),
         "kernel_us_per_notification": round(sink_system_s * 1e6 / d.accepted.max(1) as f64, 1),
+        "instructions_per_notification": instructions,
         "queueing_latency_ms": {"p50": pct(&d.latencies, 0.5), "p99": pct(&d.latencies, 0.99)},
         "sink_counters": {
             "commits": metrics::sum(&metrics_text, "elevate_sink_commits_total"),

@@ -1,7 +1,7 @@
 //! `elevate-sink run` as a child process for one phase: its config, its readiness, its `/metrics`,
 //! its peak RSS. Guarantees: a sink that exits early fails the phase with its log's tail.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ pub struct Env {
     pub broker_pid: Option<u32>,
     /// Where `perf record` writes a profile of each sink (`--perf`), if profiling.
     pub perf_dir: Option<PathBuf>,
+    /// Where cachegrind writes the instruction count of each sink (`--instructions`), if counting.
+    pub instructions_dir: Option<PathBuf>,
     /// Which CPUs the sink, the stand-in and the broker run on.
     pub placement: Placement,
 }
@@ -40,6 +42,8 @@ pub struct Sink {
     pub log: PathBuf,
     /// `perf record` attached to it (`--perf`).
     pub perf: Option<Child>,
+    /// Whether it runs under cachegrind (`--instructions`).
+    pub counted: bool,
 }
 
 /// The sink config of a phase (also what the consume ceiling's consumer is built from).
@@ -88,9 +92,22 @@ impl Sink {
         let cfg_path = env.scratch.join(format!("{name}.toml"));
         std::fs::write(&cfg_path, toml)?;
         let log = env.scratch.join(format!("{name}.log"));
-        let child = env
-            .placement
-            .sink_command(&env.bin_dir.join("elevate-sink"))
+        let bin = env.bin_dir.join("elevate-sink");
+        let mut command = match &env.instructions_dir {
+            None => env.placement.sink_command(&bin),
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let mut c = env.placement.sink_command(Path::new("valgrind"));
+                c.args(["--tool=cachegrind", "--cache-sim=no"])
+                    .arg(format!(
+                        "--cachegrind-out-file={}",
+                        cachegrind_out(dir, name).display()
+                    ))
+                    .arg(&bin);
+                c
+            }
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&cfg_path)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
@@ -114,6 +131,7 @@ impl Sink {
             admin_port,
             log,
             perf,
+            counted: env.instructions_dir.is_some(),
         })
     }
 
@@ -160,14 +178,16 @@ impl Sink {
         }
     }
 
-    /// SIGTERM, wait (at most 30 s), and the peak RSS in MiB.
+    /// SIGTERM, wait (at most 30 s, or 300 s under cachegrind, which writes its counts at the
+    /// exit), and the peak RSS in MiB.
     pub fn stop(mut self) -> Result<f64> {
         if let Some(mut perf) = self.perf.take() {
             signal(perf.id(), "-INT");
             let _ = perf.wait();
         }
         signal(self.pid(), "-TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let patience = if self.counted { 300 } else { 30 };
+        let deadline = Instant::now() + Duration::from_secs(patience);
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
@@ -178,6 +198,20 @@ impl Sink {
         }
         Ok(self.rss.peak_mib())
     }
+}
+
+/// Where cachegrind writes the counts of the sink named `name` (`--instructions`).
+fn cachegrind_out(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.cachegrind.out"))
+}
+
+/// The instructions cachegrind counted in the sink named `name`, all its threads, start-up and
+/// shutdown included (its `summary:` line); None when not counting or not found.
+pub fn instructions(env: &Env, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(cachegrind_out(env.instructions_dir.as_deref()?, name)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Sends `sig` (e.g. `-INT`) to `pid`.
