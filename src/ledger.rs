@@ -22,6 +22,7 @@ use crate::util::FastMap;
 /// one atomic load instead of the ledger's lock and a hash of the topic name
 /// (docs/performance.md, "The fifteenth round"). It can read true an instant after the
 /// revocation, as the lock could just before it: the completion is then refused by generation.
+/// (So [`Ledger`] is not `Clone`: a copy would share its flags with the original.)
 #[derive(Debug, Clone)]
 pub struct Ownership(Arc<AtomicBool>);
 
@@ -114,7 +115,7 @@ impl<K> CommitPoint<K> {
 }
 
 /// All owned partitions and the in-flight counts that drive backpressure.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ledger<K> {
     /// Owned partitions (foldhash: a lookup per record and per completion, on keys we made).
     owned: FastMap<K, Owned>,
