@@ -258,33 +258,37 @@ impl<K: Clone + Eq + Hash> Ledger<K> {
 
     /// Tracks a record with `parts` parts, saying what to do with it (see `Track`).
     pub fn track_record(&mut self, key: &K, offset: i64, parts: u32) -> Track {
-        let Some(owned) = self.owned.get_mut(key) else {
-            return Track::NotOwned;
-        };
-        match owned.tracker.track(offset, parts) {
-            Err(_) => Track::Redelivery,
-            Ok(Tracked::AlreadyDelivered) => Track::AlreadyDelivered,
-            Ok(Tracked::Fresh) => {
-                if parts > 0 {
-                    self.records += 1;
-                    self.parts += u64::from(parts);
-                }
-                Track::Tracked(owned.generation)
-            }
+        match self.track_owned(key, offset, parts) {
+            Ok(owned) => Track::Tracked(owned.generation),
+            Err(other) => other,
         }
     }
 
     /// [`Ledger::track_record`] with the claim to complete its parts by, or what the record was
     /// made of when it is not tracked.
     pub fn claim(&mut self, key: &K, offset: i64, parts: u32) -> Result<Claim<K>, Track> {
-        match self.track_record(key, offset, parts) {
-            Track::Tracked(generation) => Ok(Claim {
-                key: key.clone(),
-                generation,
-                offset,
-                ownership: self.owned[key].ownership.clone(),
-            }),
-            other => Err(other),
+        let owned = self.track_owned(key, offset, parts)?;
+        Ok(Claim {
+            key: key.clone(),
+            generation: owned.generation,
+            offset,
+            ownership: owned.ownership.clone(),
+        })
+    }
+
+    /// Tracks a record in its partition (one lookup), which it returns; or why not.
+    fn track_owned(&mut self, key: &K, offset: i64, parts: u32) -> Result<&Owned, Track> {
+        let owned = self.owned.get_mut(key).ok_or(Track::NotOwned)?;
+        match owned.tracker.track(offset, parts) {
+            Err(_) => Err(Track::Redelivery),
+            Ok(Tracked::AlreadyDelivered) => Err(Track::AlreadyDelivered),
+            Ok(Tracked::Fresh) => {
+                if parts > 0 {
+                    self.records += 1;
+                    self.parts += u64::from(parts);
+                }
+                Ok(owned)
+            }
         }
     }
 
