@@ -51,7 +51,7 @@ impl PartialEq for Ownership {
 impl Eq for Ownership {}
 
 /// One owned partition.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Owned {
     /// Ownership generation, unique per assignment.
     generation: u64,
