@@ -480,6 +480,7 @@ async fn quick(env: &Env, args: &Args, plan: &Plan, workloads: &[Workload]) -> R
                 2
             ),
             "notifications_per_s": r["notifications_per_s"],
+            "ratio_middle_80": round(f(&r["notifications_per_s_middle_80"]) / rate, 3),
             "cpu_us_per_notification": r["cpu_us_per_notification"],
             "kernel_us_per_notification": r["kernel_us_per_notification"],
             "instructions_per_notification": r["instructions_per_notification"],

@@ -61,6 +61,20 @@ impl Delivered {
     pub fn count_in(&self, from: i64, to: i64) -> f64 {
         self.times.iter().filter(|&&t| t >= from && t < to).count() as f64
     }
+
+    /// The rate between the accepts at the `lo` and `hi` quantiles (per second): the pace away
+    /// from the run's start (assignment, first fetches) and its end (the last partition
+    /// draining), to tell a slow edge from a slow middle. None for fewer than 100 accepts.
+    pub fn rate_between(&self, lo: f64, hi: f64) -> Option<f64> {
+        let n = self.times.len();
+        if n < 100 {
+            return None;
+        }
+        let at = |q: f64| ((n - 1) as f64 * q).round() as usize;
+        let (a, b) = (at(lo), at(hi));
+        let ms = (self.times[b] - self.times[a]).max(1) as f64;
+        Some((b - a) as f64 * 1000.0 / ms)
+    }
 }
 
 pub async fn delivered(standin: &Standin, produced: &Produced) -> Result<Delivered> {
@@ -167,6 +181,7 @@ pub async fn e2e(
         "seconds_first_204_to_committed_end": round(to_commit, 2),
         "records_per_s": round(records / secs, 0),
         "notifications_per_s": round(d.accepted as f64 / secs, 0),
+        "notifications_per_s_middle_80": d.rate_between(0.1, 0.9).map(|r| round(r, 0)),
         "records_per_s_to_committed_end": round(records / to_commit, 0),
         "peak_rss_mib": round(peak, 1),
         "cores_used": cpu,
