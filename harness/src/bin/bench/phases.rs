@@ -70,8 +70,7 @@ impl Delivered {
         if n < 100 {
             return None;
         }
-        let at = |q: f64| ((n - 1) as f64 * q).round() as usize;
-        let (a, b) = (at(lo), at(hi));
+        let (a, b) = (rank(n, lo), rank(n, hi));
         let ms = (self.times[b] - self.times[a]).max(1) as f64;
         Some((b - a) as f64 * 1000.0 / ms)
     }
@@ -106,8 +105,12 @@ pub fn pct(sorted: &[i64], p: f64) -> Value {
     if sorted.is_empty() {
         return Value::Null;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    json!(sorted[i])
+    json!(sorted[rank(sorted.len(), p)])
+}
+
+/// The index of quantile `p` among `n` sorted values (nearest rank; `n` > 0).
+fn rank(n: usize, p: f64) -> usize {
+    ((n - 1) as f64 * p).round() as usize
 }
 
 /// Phase 3: the sink end to end on a preloaded topic, unthrottled; returns figures.
