@@ -596,3 +596,28 @@ fn demo_exits_zero_and_reports_what_happened() {
     assert_eq!(stdout.matches("all done").count(), 5, "{stdout}");
     assert!(took < Duration::from_secs(30), "demo took {took:?}");
 }
+
+// -------------------------------------------------------------------------------------------
+// the binary's allocator
+
+/// The binary's jemalloc runs with the settings `src/main.rs` gives it (`malloc_conf`), and
+/// `MALLOC_CONF` from the environment still overrides them key by key. jemalloc's own report,
+/// printed at exit (`stats_print`), shows both sources and the options in force.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_allocator_runs_with_its_settings_and_the_environment_overrides_them() {
+    let opts = |env: &str| {
+        let (status, _, stderr) = run_bin(&["--version"], &[("MALLOC_CONF", env)], None);
+        assert!(status.success(), "{stderr}");
+        stderr
+    };
+    let report = opts("stats_print:true");
+    assert!(
+        report
+            .contains("Global variable malloc_conf: \"slab_sizes:1-16384:16,tcache_gc_incr_bytes:1048576\""),
+        "{report}"
+    );
+    assert!(report.contains("opt.tcache_gc_incr_bytes: 1048576"), "{report}");
+    let report = opts("stats_print:true,tcache_gc_incr_bytes:65536");
+    assert!(report.contains("opt.tcache_gc_incr_bytes: 65536"), "{report}");
+}
