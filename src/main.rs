@@ -64,10 +64,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// * `tcache_gc_incr_bytes:1048576`: the thread cache is trimmed every MiB allocated instead of
 ///   every 64 KiB.
 ///
-/// Counted with `bench --quick --instructions`: 54,000 → 52,663 instructions per typical
-/// notification (−2.5 %; the slabs alone −2.2 %), 42,669 → 41,100 per large one (−3.7 %); peak
-/// RSS unchanged in quick runs (45 MiB typical, 42 MiB large). 32-page slabs saved 0.4 % more
-/// for 3–6 MiB more RSS (docs/performance.md, "The seventeenth round").
+/// Counted with `bench --quick --instructions` on the release build: 53,893 → 52,650
+/// instructions per typical notification (−2.3 %, most of it the slabs'), 42,519 → 41,091 per
+/// large one (−3.4 %); peak RSS unchanged in quick runs (45 MiB typical, 42 MiB large). 32-page
+/// slabs saved 0.4 % more for 3–6 MiB more RSS (docs/performance.md, "The seventeenth round").
 #[cfg(target_os = "linux")] // unprefixed there (`unprefixed_malloc_on_supported_platforms`)
 #[allow(non_upper_case_globals)]
 #[export_name = "malloc_conf"]
