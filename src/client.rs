@@ -16,6 +16,8 @@
 //! (docs/performance.md, "The HTTP client"). reqwest stays for the schema registry, where it is
 //! one request per schema.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -120,20 +122,50 @@ impl Client {
     }
 
     /// One exchange: sends `req` and reads the answer, within the request timeout.
-    pub async fn exchange(&self, mut req: WireRequest) -> Result<Answer, TransportError> {
+    ///
+    /// The request is handed to the transport before the returned future is first polled, so
+    /// the future holds the transport's own (boxed) future and a timer, never the request: an
+    /// attempt's future stays small enough to run inline instead of boxed, and is built without
+    /// copying a request through each layer (docs/performance.md, "The eighteenth round").
+    /// Nothing is sent until the future is polled.
+    pub fn exchange(
+        &self,
+        mut req: WireRequest,
+    ) -> impl Future<Output = Result<Answer, TransportError>> + Send + 'static {
         req.headers_mut()
             .entry(USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());
-        match tokio::time::timeout(self.timeout, self.answer(req)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(TransportError::Timeout),
+        let sent = match &self.http {
+            Transport::Direct(http) => Sent::Direct(http.request(req)),
+            Transport::Proxied(http) => Sent::Proxied(proxied(http, req)),
+        };
+        let timeout = self.timeout;
+        async move {
+            match tokio::time::timeout(timeout, sent.answer()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(TransportError::Timeout),
+            }
         }
     }
+}
 
-    async fn answer(&self, req: WireRequest) -> Result<Answer, TransportError> {
-        match &self.http {
-            Transport::Direct(http) => direct(http, req).await,
-            Transport::Proxied(http) => proxied(http, req).await,
+/// A request handed to its transport, not yet polled.
+enum Sent {
+    /// hyper-util's future (boxed by hyper-util).
+    Direct(hyper_util::client::legacy::ResponseFuture),
+    /// reqwest's, boxed: the proxied path is the rare one.
+    Proxied(Pin<Box<dyn Future<Output = Result<Answer, TransportError>> + Send>>),
+}
+
+impl Sent {
+    /// The answer, once the transport brings it.
+    async fn answer(self) -> Result<Answer, TransportError> {
+        match self {
+            Sent::Direct(resp) => {
+                let resp = resp.await.map_err(|e| connect_or_other(e.is_connect()))?;
+                Ok(answer_of(resp).await)
+            }
+            Sent::Proxied(answer) => answer.await,
         }
     }
 }
@@ -191,25 +223,20 @@ fn connect_or_other(connect: bool) -> TransportError {
     }
 }
 
-async fn direct(
-    http: &hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>,
+/// `req` through reqwest: converted now, sent when polled.
+fn proxied(
+    http: &reqwest::Client,
     req: WireRequest,
-) -> Result<Answer, TransportError> {
-    let resp = http
-        .request(req)
-        .await
-        .map_err(|e| connect_or_other(e.is_connect()))?;
-    Ok(answer_of(resp).await)
-}
-
-async fn proxied(http: &reqwest::Client, req: WireRequest) -> Result<Answer, TransportError> {
+) -> Pin<Box<dyn Future<Output = Result<Answer, TransportError>> + Send>> {
     let req = req.map(|b| b.into_inner().unwrap_or_default());
-    let req = reqwest::Request::try_from(req).map_err(|_| TransportError::Other)?;
-    let resp = http
-        .execute(req)
-        .await
-        .map_err(|e| connect_or_other(e.is_connect()))?;
-    Ok(answer_of(http::Response::from(resp)).await)
+    let sent = reqwest::Request::try_from(req).map(|req| http.execute(req));
+    Box::pin(async move {
+        let resp = sent
+            .map_err(|_| TransportError::Other)?
+            .await
+            .map_err(|e| connect_or_other(e.is_connect()))?;
+        Ok(answer_of(http::Response::from(resp)).await)
+    })
 }
 
 /// The answer in `resp`, whichever transport brought it: status, `Retry-After`, and the head of

@@ -20,7 +20,7 @@ use http::header::HeaderValue;
 use tokio::sync::Semaphore;
 
 use crate::classify::{answer_text, classify_status, classify_transport, excerpt, Class, TransportError};
-use crate::client::{Client, ClientError, WireRequest};
+use crate::client::{Answer, Client, ClientError, WireRequest};
 use crate::config::Secret;
 use crate::config::{ElevateConfig, RetryConfig};
 use crate::deadletter::{ParkCause, ParkReason};
@@ -174,7 +174,7 @@ impl Sender {
     /// those of a route or market with a quota of its own, and of Avro or Protobuf records), so the
     /// waiting state is kept small. Each attempt builds its request once it is admitted
     /// and moves it into the client (a retry builds it again: rarer and cheaper than cloning a
-    /// kept request for every first attempt), and the attempt's future (the client's exchange)
+    /// kept request for every first attempt), and the client's exchange (which holds no request)
     /// is boxed only while it runs (docs/performance.md, "Memory").
     pub async fn send(&self, n: &Notification, still_ours: impl Fn() -> bool) -> Outcome {
         self.send_on(n, Backoff::new(), still_ours).await
@@ -223,8 +223,13 @@ impl Sender {
                 Err(e) => return Step::Done(unbuildable(n, &e, backoff.attempts)),
             };
             self.metrics.in_flight_requests.inc();
-            let (mut a, took) = Box::pin(self.attempt(req)).await;
+            let start = Instant::now();
+            // Boxed while it runs, so a waiting send stays small (`a_waiting_send_is_small`); the
+            // exchange holds no request, so the box is a copy of about 250 bytes.
+            let answer = Box::pin(self.client.exchange(req)).await;
+            let took = start.elapsed();
             self.metrics.in_flight_requests.dec();
+            let mut a = self.attempt(answer, took);
             drop(admitted);
             if !a.excerpt.is_empty() {
                 a.excerpt = excerpt(&scrub(&a.excerpt, n));
@@ -322,14 +327,11 @@ impl Sender {
         }
     }
 
-    /// One exchange, classified, and how long it took (also observed as `request_duration`).
-    async fn attempt(&self, req: WireRequest) -> (Attempt, Duration) {
-        let start = Instant::now();
-        let result = self.client.exchange(req).await;
-        let took = start.elapsed();
+    /// One exchange's result, classified; `took` is observed as `request_duration`.
+    fn attempt(&self, result: Result<Answer, TransportError>, took: Duration) -> Attempt {
         self.metrics.request_duration.observe(took.as_secs_f64());
         let answer = match result {
-            Err(kind) => return (transport(kind), took),
+            Err(kind) => return transport(kind),
             Ok(a) => a,
         };
         let status = answer.status;
@@ -338,7 +340,7 @@ impl Sender {
         } else {
             answer_text(&answer.body)
         };
-        let attempt = Attempt {
+        Attempt {
             class: classify_status(status, answer.retry_after.as_deref()),
             status: Some(status),
             label: match status {
@@ -346,8 +348,7 @@ impl Sender {
                 _ => Cow::Owned(status.to_string()),
             },
             excerpt,
-        };
-        (attempt, took)
+        }
     }
 }
 
