@@ -4,7 +4,7 @@
 //! lines and each line, so decode maps a record the same way from either (property-tested in
 //! `slots.rs`). Limits: a slot document answers only the pointers it was planned for.
 
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 
 use super::pointer;
 
@@ -51,10 +51,48 @@ impl std::fmt::Display for JsonKind {
     }
 }
 
+/// A value decode reads, by reference: a JSON value, or a string the slots borrow from the
+/// record's text (`slots.rs`: a kept string without escapes is never copied by the parse).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Found<'a> {
+    Null,
+    Bool(bool),
+    Number(&'a Number),
+    Str(&'a str),
+    Array(&'a [Value]),
+    Object(&'a Map<String, Value>),
+}
+
+impl<'a> Found<'a> {
+    /// `v` as found.
+    pub(crate) fn of(v: &'a Value) -> Found<'a> {
+        match v {
+            Value::Null => Found::Null,
+            Value::Bool(b) => Found::Bool(*b),
+            Value::Number(n) => Found::Number(n),
+            Value::String(s) => Found::Str(s),
+            Value::Array(a) => Found::Array(a),
+            Value::Object(o) => Found::Object(o),
+        }
+    }
+
+    /// Its JSON type.
+    pub(crate) fn kind(self) -> JsonKind {
+        match self {
+            Found::Null => JsonKind::Null,
+            Found::Bool(_) => JsonKind::Boolean,
+            Found::Number(_) => JsonKind::Number,
+            Found::Str(_) => JsonKind::String,
+            Found::Array(_) => JsonKind::Array,
+            Found::Object(_) => JsonKind::Object,
+        }
+    }
+}
+
 /// A place in a record that decode reads fields of: the event, or one of its lines.
 pub(crate) trait Fields {
     /// The value `pointer` names below this place (`""`: the place itself, when it is a value).
-    fn at(&self, pointer: &str) -> Option<&Value>;
+    fn at(&self, pointer: &str) -> Option<Found<'_>>;
     /// The JSON type of this place.
     fn kind(&self) -> JsonKind;
 }
@@ -73,8 +111,8 @@ pub(crate) trait Doc: Fields {
 }
 
 impl Fields for Value {
-    fn at(&self, pointer: &str) -> Option<&Value> {
-        pointer::at(self, pointer)
+    fn at(&self, pointer: &str) -> Option<Found<'_>> {
+        pointer::at(self, pointer).map(Found::of)
     }
 
     fn kind(&self) -> JsonKind {
@@ -83,7 +121,7 @@ impl Fields for Value {
 }
 
 impl<T: Fields + ?Sized> Fields for &T {
-    fn at(&self, pointer: &str) -> Option<&Value> {
+    fn at(&self, pointer: &str) -> Option<Found<'_>> {
         (**self).at(pointer)
     }
 

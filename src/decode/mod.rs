@@ -15,7 +15,7 @@ pub(crate) mod pointer;
 mod prune;
 mod slots;
 
-pub(crate) use fields::{Doc, Fields, JsonKind};
+pub(crate) use fields::{Doc, Fields, Found, JsonKind};
 pub(crate) use slots::{SlotDoc, SlotPlan};
 
 pub use prune::Keep;
@@ -224,7 +224,10 @@ pub fn decode_kept(mapping: &MappingConfig, value: Option<&[u8]>, keep: &Keep) -
 }
 
 /// As [`parse_kept`], straight into the slots of `plan` (`decode/slots.rs`).
-pub(crate) fn parse_slots<'p>(value: Option<&[u8]>, plan: &'p SlotPlan) -> Result<SlotDoc<'p>, Invalid> {
+pub(crate) fn parse_slots<'p, 't>(
+    value: Option<&'t [u8]>,
+    plan: &'p SlotPlan,
+) -> Result<SlotDoc<'p, 't>, Invalid> {
     plan.parse(text(value)?).map_err(not_json)
 }
 
@@ -373,16 +376,16 @@ fn decode_lines(mapping: &MappingConfig, root: &impl Doc) -> Result<Vec<CartLine
                 true
             } else {
                 match line.at(&mapping.line_source) {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => *b,
-                    Some(Value::String(s)) => mapping.elevate_sources.iter().any(|e| e == s),
+                    None | Some(Found::Null) => false,
+                    Some(Found::Bool(b)) => b,
+                    Some(Found::Str(s)) => mapping.elevate_sources.iter().any(|e| e == s),
                     Some(other) => {
                         return Err(Invalid::new(
                             InvalidReason::WrongType,
                             format!(
                                 "lines[{i}] line_source at {} is a {}, expected a string or boolean",
                                 mapping.line_source,
-                                type_name(other)
+                                other.kind()
                             ),
                         ))
                     }
@@ -419,15 +422,12 @@ pub(crate) fn opt_string(
         return Ok(None);
     }
     match root.at(pointer) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        None | Some(Found::Null) => Ok(None),
+        Some(Found::Str("")) => Ok(None),
+        Some(Found::Str(s)) => Ok(Some(s.to_string())),
         Some(other) => Err(Invalid::new(
             InvalidReason::WrongType,
-            format!(
-                "{field} at {pointer} is a {}, expected a string",
-                type_name(other)
-            ),
+            format!("{field} at {pointer} is a {}, expected a string", other.kind()),
         )),
     }
 }
@@ -437,14 +437,14 @@ fn event_time(root: &impl Fields, pointer: &str) -> Result<Option<i64>, Invalid>
         return Ok(None);
     }
     match root.at(pointer) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+        None | Some(Found::Null) => Ok(None),
+        Some(Found::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
             Invalid::new(
                 InvalidReason::BadValue,
                 format!("event_time at {pointer} is not an integer number of epoch milliseconds"),
             )
         }),
-        Some(Value::String(s)) => parse_rfc3339_ms(s).map(Some).ok_or_else(|| {
+        Some(Found::Str(s)) => parse_rfc3339_ms(s).map(Some).ok_or_else(|| {
             Invalid::new(
                 InvalidReason::BadValue,
                 format!(
@@ -457,7 +457,7 @@ fn event_time(root: &impl Fields, pointer: &str) -> Result<Option<i64>, Invalid>
             InvalidReason::WrongType,
             format!(
                 "event_time at {pointer} is a {}, expected a string or number",
-                type_name(other)
+                other.kind()
             ),
         )),
     }
@@ -490,11 +490,6 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         Err(e) => -(e.duration().as_millis() as i64),
     };
     Some(ms - offset_secs * 1000)
-}
-
-/// The JSON type of `v`, as error details name it.
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    JsonKind::of(v).as_str()
 }
 
 /// `s` quoted when every character passes `allowed` (a consent word, a date), else only its

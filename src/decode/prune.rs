@@ -314,7 +314,7 @@ impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for KeyWith<F> {
 pub(super) mod tests {
     use super::*;
     use crate::decode::pointer::at;
-    use crate::decode::type_name;
+    use crate::decode::JsonKind;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -343,14 +343,14 @@ pub(super) mod tests {
         };
         if !m.lines.is_empty() {
             assert_eq!(
-                at(kept, &m.lines).map(type_name),
-                at(whole, &m.lines).map(type_name)
+                at(kept, &m.lines).map(JsonKind::of),
+                at(whole, &m.lines).map(JsonKind::of)
             );
         }
         let (w, k) = (lines(whole), lines(kept));
         assert_eq!(w.as_ref().map(Vec::len), k.as_ref().map(Vec::len), "line count");
         for (wl, kl) in w.unwrap_or_default().iter().zip(k.unwrap_or_default().iter()) {
-            assert_eq!(type_name(wl), type_name(kl));
+            assert_eq!(JsonKind::of(wl), JsonKind::of(kl));
             for (key, p, _, place) in m.pointers() {
                 if place == Place::Line && !p.is_empty() {
                     assert_eq!(at(kl, p), at(wl, p), "{key} at {p} in a line");

@@ -9,15 +9,19 @@
 //! parsed by `prune.rs`).
 //!
 //! Building and dropping the kept `Value` (its keys, its maps) was most of the parse's cost on the
-//! benchmark's typical records (docs/performance.md, "The seventh round").
+//! benchmark's typical records (docs/performance.md, "The seventh round"). A kept string without
+//! escapes, most of what a record keeps, is borrowed from the record's text rather than copied
+//! (docs/performance.md, "The eighteenth round").
 
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::fields::{Doc, Fields, JsonKind};
+use super::fields::{Doc, Fields, Found, JsonKind};
 use super::pointer::{tokens, walk};
 use super::prune::{KeyWith, Node, Skip};
 use crate::config::{MappingConfig, Place};
@@ -98,7 +102,7 @@ impl SlotPlan {
     }
 
     /// Parses `text` into slots, or serde_json's error when it is not JSON.
-    pub(crate) fn parse<'p>(&'p self, text: &str) -> serde_json::Result<SlotDoc<'p>> {
+    pub(crate) fn parse<'p, 't>(&'p self, text: &'t str) -> serde_json::Result<SlotDoc<'p, 't>> {
         let mut de = serde_json::Deserializer::from_str(text);
         let mut slots = Vec::new();
         let mut lines = Vec::new();
@@ -208,54 +212,67 @@ impl Scope {
     }
 
     /// The value `pointer` names, from `slots` filled under this scope.
-    fn find<'v>(&self, pointer: &str, slots: &'v [Option<Value>]) -> Option<&'v Value> {
+    fn find<'v>(&self, pointer: &str, slots: &'v [Option<Slot<'_>>]) -> Option<Found<'v>> {
         let found = self.table.iter().find(|(p, ..)| p == pointer);
         debug_assert!(
             found.is_some() || tokens(pointer).is_none(),
             "{pointer} was not planned for"
         );
         let (_, slot, rest) = found?;
-        walk(slots.get(*slot)?.as_ref()?, rest)
+        match slots.get(*slot)?.as_ref()? {
+            // Below a string there is nothing, as in a whole value.
+            Slot::Str(s) => rest.is_empty().then_some(Found::Str(s)),
+            Slot::Value(v) => walk(v, rest).map(Found::of),
+        }
     }
 }
 
-/// A record parsed into slots: what its mapping pointers name, and nothing else.
+/// A record parsed into slots: what its mapping pointers name, and nothing else. Its strings
+/// borrow from the record's text `'t`.
 #[derive(Debug)]
-pub(crate) struct SlotDoc<'p> {
+pub(crate) struct SlotDoc<'p, 't> {
     plan: &'p SlotPlan,
     kind: JsonKind,
-    slots: Vec<Option<Value>>,
-    lines: Vec<Lines>,
+    slots: Vec<Option<Slot<'t>>>,
+    lines: Vec<Lines<'t>>,
+}
+
+/// A kept value: a string without escapes, borrowed from the record's text; anything else
+/// (a string with escapes included) as serde_json builds it.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot<'t> {
+    Str(&'t str),
+    Value(Value),
 }
 
 /// A lines array as found.
 #[derive(Debug, Default)]
-enum Lines {
+enum Lines<'t> {
     #[default]
     Absent,
     Null,
     /// Not an array: its JSON type.
     Other(JsonKind),
-    Items(Vec<Line>),
+    Items(Vec<Line<'t>>),
 }
 
 /// One element of a lines array: its JSON type, and its slots when it is an object.
 #[derive(Debug)]
-struct Line {
+struct Line<'t> {
     kind: JsonKind,
-    slots: Vec<Option<Value>>,
+    slots: Vec<Option<Slot<'t>>>,
 }
 
 /// A place of a [`SlotDoc`] (the event, or one line) and the scope it was filled under.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SlotRef<'a> {
+pub(crate) struct SlotRef<'a, 't> {
     scope: &'a Scope,
     kind: JsonKind,
-    slots: &'a [Option<Value>],
+    slots: &'a [Option<Slot<'t>>],
 }
 
-impl Fields for SlotRef<'_> {
-    fn at(&self, pointer: &str) -> Option<&Value> {
+impl Fields for SlotRef<'_, '_> {
+    fn at(&self, pointer: &str) -> Option<Found<'_>> {
         self.scope.find(pointer, self.slots)
     }
 
@@ -264,8 +281,8 @@ impl Fields for SlotRef<'_> {
     }
 }
 
-impl Fields for SlotDoc<'_> {
-    fn at(&self, pointer: &str) -> Option<&Value> {
+impl Fields for SlotDoc<'_, '_> {
+    fn at(&self, pointer: &str) -> Option<Found<'_>> {
         self.plan.event.find(pointer, &self.slots)
     }
 
@@ -274,13 +291,13 @@ impl Fields for SlotDoc<'_> {
     }
 }
 
-impl Doc for SlotDoc<'_> {
+impl<'t> Doc for SlotDoc<'_, 't> {
     type Line<'a>
-        = SlotRef<'a>
+        = SlotRef<'a, 't>
     where
         Self: 'a;
 
-    fn as_line(&self) -> SlotRef<'_> {
+    fn as_line(&self) -> SlotRef<'_, 't> {
         SlotRef {
             scope: &self.plan.event,
             kind: self.kind,
@@ -288,7 +305,7 @@ impl Doc for SlotDoc<'_> {
         }
     }
 
-    fn lines(&self, pointer: &str) -> Result<Vec<SlotRef<'_>>, JsonKind> {
+    fn lines(&self, pointer: &str) -> Result<Vec<SlotRef<'_, 't>>, JsonKind> {
         let id = self
             .plan
             .lines_at
@@ -311,20 +328,21 @@ impl Doc for SlotDoc<'_> {
     }
 }
 
-/// Fills the slots of one planned place from its value; yields the value's JSON type.
-struct Fill<'a, 'p> {
+/// Fills the slots of one planned place from its value (of the text `'t`); yields the value's
+/// JSON type.
+struct Fill<'a, 'p, 't> {
     plan: &'p SlotPlan,
     node: &'p PNode,
     /// The scope's slot count: `slots` is sized to it at the first object.
     size: usize,
-    slots: &'a mut Vec<Option<Value>>,
+    slots: &'a mut Vec<Option<Slot<'t>>>,
     /// The event's lines arrays (None inside a line).
-    lines: Option<&'a mut Vec<Lines>>,
+    lines: Option<&'a mut Vec<Lines<'t>>>,
 }
 
-impl Fill<'_, '_> {
+impl<'t> Fill<'_, '_, 't> {
     /// The same place, one level down at `node`.
-    fn at<'b>(&'b mut self, node: &'b PNode) -> Fill<'b, 'b> {
+    fn at<'b>(&'b mut self, node: &'b PNode) -> Fill<'b, 'b, 't> {
         Fill {
             plan: self.plan,
             node,
@@ -335,7 +353,7 @@ impl Fill<'_, '_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Fill<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Fill<'_, '_, 'de> {
     type Value = JsonKind;
 
     /// The value's type; a lines array that is not an array is noted as found.
@@ -353,7 +371,7 @@ impl<'de> DeserializeSeed<'de> for Fill<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Fill<'_, '_> {
+impl<'de> Visitor<'de> for Fill<'_, '_, 'de> {
     type Value = JsonKind;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -417,7 +435,7 @@ impl<'de> Visitor<'de> for Fill<'_, '_> {
                 continue;
             };
             match child.slot {
-                Some(slot) => self.slots[slot] = Some(map.next_value::<Value>()?),
+                Some(slot) => self.slots[slot] = Some(map.next_value_seed(SlotSeed)?),
                 None => {
                     let bit = 1u64.checked_shl(i as u32).unwrap_or(0);
                     if met & bit != 0 || bit == 0 {
@@ -435,13 +453,70 @@ impl<'de> Visitor<'de> for Fill<'_, '_> {
     }
 }
 
+/// A kept value: a string without escapes borrowed, anything else built as serde_json builds a
+/// `Value` (its own visitor, through serde's adapters for arrays and objects), so a slot holds
+/// what the whole parse holds at that place.
+struct SlotSeed;
+
+impl<'de> DeserializeSeed<'de> for SlotSeed {
+    type Value = Slot<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
+        d.deserialize_any(SlotSeed)
+    }
+}
+
+impl<'de> Visitor<'de> for SlotSeed {
+    type Value = Slot<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Slot<'de>, E> {
+        Ok(Slot::Str(s))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Slot<'de>, E> {
+        Value::deserialize(s.into_deserializer()).map(Slot::Value)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Slot<'de>, E> {
+        Value::deserialize(b.into_deserializer()).map(Slot::Value)
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Slot<'de>, E> {
+        Value::deserialize(n.into_deserializer()).map(Slot::Value)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Slot<'de>, E> {
+        Value::deserialize(n.into_deserializer()).map(Slot::Value)
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Slot<'de>, E> {
+        Value::deserialize(n.into_deserializer()).map(Slot::Value)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Slot<'de>, E> {
+        Value::deserialize(().into_deserializer()).map(Slot::Value)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Slot<'de>, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Slot::Value)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Slot<'de>, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Slot::Value)
+    }
+}
+
 /// One element of a lines array, filled under its scope.
 struct LineSeed<'p>(&'p SlotPlan, &'p Scope);
 
 impl<'de> DeserializeSeed<'de> for LineSeed<'_> {
-    type Value = Line;
+    type Value = Line<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Line, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Line<'de>, D::Error> {
         let mut slots = Vec::new();
         let kind = Fill {
             plan: self.0,
@@ -465,7 +540,7 @@ mod tests {
 
     /// Whatever a pointer of `m` reads in `doc` it reads in `whole`, and the record, its lines
     /// and each line have the same JSON types.
-    fn assert_same_reads(m: &MappingConfig, whole: &Value, doc: &SlotDoc<'_>) {
+    fn assert_same_reads(m: &MappingConfig, whole: &Value, doc: &SlotDoc<'_, '_>) {
         assert_eq!(doc.kind(), JsonKind::of(whole));
         for (key, p, _, place) in m.pointers() {
             if place == Place::Event && !p.is_empty() {
@@ -506,13 +581,41 @@ mod tests {
             .parse(&text)
             .unwrap();
         assert_same_reads(&m, &whole, &doc);
-        assert_eq!(doc.at("/visitor/ip"), Some(&json!("203.0.113.9")));
+        assert_eq!(doc.at("/visitor/ip"), Some(Found::Str("203.0.113.9")));
         let lines = doc.lines("/lines").unwrap();
         assert_eq!(
             lines.iter().map(Fields::kind).collect::<Vec<_>>(),
             [JsonKind::Object, JsonKind::String, JsonKind::Object]
         );
-        assert_eq!(lines[0].at("/ticket"), Some(&json!("t1")));
+        assert_eq!(lines[0].at("/ticket"), Some(Found::Str("t1")));
+    }
+
+    /// A kept string without escapes is the record's own text, not a copy; one with escapes, a
+    /// number or an object is built as serde_json builds it, and reads the same.
+    #[test]
+    fn a_kept_string_without_escapes_is_borrowed_from_the_text() {
+        let m = MappingConfig::default();
+        let keep = plan(&[&m]);
+        let text = r#"{"type": "add_to_cart", "market": "S\u0045", "visitor": {"ip": "1.2.3.4", "userAgent": {"a": [1, 2.5, null, true]}}, "occurredAt": 1700000000000}"#;
+        let doc = keep.slots().unwrap().parse(text).unwrap();
+        let slot = |p: &str| {
+            let (_, slot, _) = doc.plan.event.table.iter().find(|(q, ..)| q == p).unwrap();
+            doc.slots[*slot].clone().unwrap()
+        };
+        let Slot::Str(ip) = slot("/visitor/ip") else {
+            panic!("the ip was copied: {:?}", slot("/visitor/ip"));
+        };
+        assert!(
+            text.as_bytes().as_ptr_range().contains(&ip.as_ptr()),
+            "the ip is not the text's own"
+        );
+        assert_eq!(slot("/market"), Slot::Value(json!("SE")));
+        assert_eq!(
+            slot("/visitor/userAgent"),
+            Slot::Value(json!({"a": [1, 2.5, null, true]}))
+        );
+        assert_eq!(slot("/occurredAt"), Slot::Value(json!(1700000000000u64)));
+        assert_same_reads(&m, &serde_json::from_str(text).unwrap(), &doc);
     }
 
     /// The last of a repeated key wins, as in serde_json, also when the first filled slots below

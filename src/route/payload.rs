@@ -4,12 +4,10 @@
 //! the contract makes the record [`Invalid`] with a detail naming the field (never its value when
 //! it may be personal).
 
-use serde_json::Value;
-
 use super::Kind;
 use crate::config::MappingConfig;
 use crate::decode::{
-    decode_request_fields, opt_string, require_line_object, type_name, CartEvent, Doc, Fields, Invalid,
+    decode_request_fields, opt_string, require_line_object, CartEvent, Doc, Fields, Found, Invalid,
     InvalidReason, LineField,
 };
 use crate::select::{template, Body, Mapped, Notification, PaymentLine};
@@ -132,17 +130,14 @@ fn order_line(mapping: &MappingConfig, i: usize, line: &impl Fields) -> Result<P
 /// A required JSON number.
 fn number(line: &impl Fields, pointer: &str, field: LineField<'_>) -> Result<serde_json::Number, Invalid> {
     match line.at(pointer) {
-        Some(Value::Number(n)) => Ok(n.clone()),
-        None | Some(Value::Null) => Err(Invalid::new(
+        Some(Found::Number(n)) => Ok(n.clone()),
+        None | Some(Found::Null) => Err(Invalid::new(
             InvalidReason::MissingField,
             format!("{field} at {pointer} is missing"),
         )),
         Some(other) => Err(Invalid::new(
             InvalidReason::WrongType,
-            format!(
-                "{field} at {pointer} is a {}, expected a number",
-                type_name(other)
-            ),
+            format!("{field} at {pointer} is a {}, expected a number", other.kind()),
         )),
     }
 }
