@@ -240,22 +240,25 @@ fn proxied(
 }
 
 /// The answer in `resp`, whichever transport brought it: status, `Retry-After`, and the head of
-/// the body unless it is a 204.
-async fn answer_of<B>(resp: http::Response<B>) -> Answer
+/// the body unless it is a 204. The head is read at once, so the future holds only the body it
+/// still has to read (it is part of every exchange's future).
+fn answer_of<B>(resp: http::Response<B>) -> impl Future<Output = Answer> + Send
 where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send,
 {
     let status = resp.status().as_u16();
     let retry_after = retry_after(resp.headers());
-    let body = if status == 204 {
-        Bytes::new()
-    } else {
-        head_of(resp.into_body()).await
-    };
-    Answer {
-        status,
-        retry_after,
-        body,
+    let body = (status != 204).then(|| resp.into_body());
+    async move {
+        let body = match body {
+            Some(body) => head_of(body).await,
+            None => Bytes::new(),
+        };
+        Answer {
+            status,
+            retry_after,
+            body,
+        }
     }
 }
 

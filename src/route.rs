@@ -351,30 +351,24 @@ impl Routes {
     }
 
     /// A bot visitor's notifications become `bot` skips. The notifications of one record share
-    /// its User-Agent, so each distinct one is matched once (a record of 150 lines ran the bot
-    /// regexes 150 times).
+    /// its User-Agent, so a run of the same one is judged once (a record of 150 lines ran the
+    /// bot regexes 150 times; a User-Agent met again later is in the filter's memo), and nothing
+    /// is allocated unless one is a bot.
     fn without_bots(&self, mut m: Mapped) -> Mapped {
         let Some(bots) = &self.bots else { return m };
-        let mut seen: Vec<(&str, bool)> = Vec::new();
-        let mut verdicts = Vec::with_capacity(m.notifications.len());
-        for n in &m.notifications {
-            let bot = match n.user_agent.as_deref() {
-                None => false,
-                Some(ua) => match seen.iter().find(|(s, _)| *s == ua) {
-                    Some((_, bot)) => *bot,
-                    None => {
-                        let bot = bots.is_bot(ua);
-                        seen.push((ua, bot));
-                        bot
-                    }
-                },
+        let mut last: Option<(&str, bool)> = None;
+        let mut dropped = 0;
+        for ua in m.notifications.iter().filter_map(|n| n.user_agent.as_deref()) {
+            let bot = match last {
+                Some((seen, bot)) if seen == ua => bot,
+                _ => bots.is_bot(ua),
             };
-            verdicts.push(bot);
+            last = Some((ua, bot));
+            dropped += usize::from(bot);
         }
-        let dropped = verdicts.iter().filter(|b| **b).count();
         if dropped > 0 {
-            let mut verdict = verdicts.into_iter();
-            m.notifications.retain(|_| !verdict.next().unwrap_or(false));
+            m.notifications
+                .retain(|n| !n.user_agent.as_deref().is_some_and(|ua| bots.is_bot(ua)));
             m.skipped.extend(std::iter::repeat_n(SkipReason::Bot, dropped));
         }
         m

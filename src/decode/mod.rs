@@ -310,15 +310,15 @@ pub(crate) fn decode_request_fields(
     root: &impl Fields,
     event: &mut CartEvent,
 ) -> Result<(), Invalid> {
-    event.user_context = match opt_string(root, &mapping.user_context, "user_context")? {
+    event.user_context = match opt_str(root, &mapping.user_context, "user_context")? {
         None => None,
-        Some(s) => Some(UserContext::parse(&s).ok_or_else(|| {
+        Some(s) => Some(UserContext::parse(s).ok_or_else(|| {
             Invalid::new(
                 InvalidReason::BadValue,
                 format!(
                     "user_context at {} is {}; expected PERSONALIZED, UNPERSONALIZED, ANONYMOUS or SYNTHETIC",
                     mapping.user_context,
-                    quote_if(&s, |c| c.is_ascii_alphabetic() || c == '_')
+                    quote_if(s, |c| c.is_ascii_alphabetic() || c == '_')
                 ),
             )
         })?),
@@ -418,13 +418,21 @@ pub(crate) fn opt_string(
     pointer: &str,
     field: impl std::fmt::Display,
 ) -> Result<Option<String>, Invalid> {
+    Ok(opt_str(root, pointer, field)?.map(str::to_string))
+}
+
+/// [`opt_string`] borrowed from the record, for a field read but not kept.
+fn opt_str<'a>(
+    root: &'a impl Fields,
+    pointer: &str,
+    field: impl std::fmt::Display,
+) -> Result<Option<&'a str>, Invalid> {
     if pointer.is_empty() {
         return Ok(None);
     }
     match root.at(pointer) {
-        None | Some(Found::Null) => Ok(None),
-        Some(Found::Str("")) => Ok(None),
-        Some(Found::Str(s)) => Ok(Some(s.to_string())),
+        None | Some(Found::Null | Found::Str("")) => Ok(None),
+        Some(Found::Str(s)) => Ok(Some(s)),
         Some(other) => Err(Invalid::new(
             InvalidReason::WrongType,
             format!("{field} at {pointer} is a {}, expected a string", other.kind()),

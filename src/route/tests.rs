@@ -4,7 +4,7 @@ use serde_json::json;
 use super::*;
 use crate::decode::InvalidReason;
 use crate::request::{build, endpoint_for};
-use crate::select::{map_record, Body};
+use crate::select::{map_record, Body, Notification};
 
 const ROUTES: &str = r#"
 [kafka]
@@ -312,6 +312,49 @@ fn consent_rules_apply_to_every_kind() {
         "{}",
         reqs[0].0
     );
+}
+
+/// Among notifications of several User-Agents, in runs and repeated, exactly the bots' are
+/// dropped, in order, with one `bot` skip each.
+#[test]
+fn exactly_the_bots_notifications_are_dropped() {
+    let routes = Routes::from_config(&cfg(ROUTES).unwrap()).unwrap();
+    let bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let human = "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0";
+    let agents = [
+        Some(bot),
+        Some(bot),
+        Some(human),
+        None,
+        Some(bot),
+        Some(human),
+        Some(human),
+    ];
+    let notification = |line: usize, ua: Option<&str>| Notification {
+        route: Default::default(),
+        body: Body::Ticket(format!("t{line}")),
+        market: "SE".into(),
+        customer_key: None,
+        session_key: None,
+        user_context: None,
+        user_agent: ua.map(Into::into),
+        visitor_ip: None,
+        line,
+        event_time_ms: None,
+        trace: Vec::new(),
+    };
+    let m = Mapped {
+        notifications: agents
+            .iter()
+            .enumerate()
+            .map(|(i, ua)| notification(i, *ua))
+            .collect(),
+        ..Mapped::default()
+    };
+    let m = routes.without_bots(m);
+    let kept: Vec<usize> = m.notifications.iter().map(|n| n.line).collect();
+    assert_eq!(kept, [2, 3, 5, 6]);
+    assert_eq!(m.skipped, [SkipReason::Bot; 3]);
 }
 
 #[test]
