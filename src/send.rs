@@ -225,7 +225,7 @@ impl Sender {
             self.metrics.in_flight_requests.inc();
             let start = Instant::now();
             // Boxed while it runs, so a waiting send stays small (`a_waiting_send_is_small`); the
-            // exchange holds no request, so the box is a copy of about 250 bytes.
+            // exchange holds no request, so the box is a copy of about 400 bytes.
             let answer = Box::pin(self.client.exchange(req)).await;
             let took = start.elapsed();
             self.metrics.in_flight_requests.dec();
