@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,13 +224,8 @@ impl Sender {
                 Err(e) => return Step::Done(unbuildable(n, &e, backoff.attempts)),
             };
             self.metrics.in_flight_requests.inc();
-            let start = Instant::now();
-            // Boxed while it runs, so a waiting send stays small (`a_waiting_send_is_small`); the
-            // exchange holds no request, so the box is a copy of about 400 bytes.
-            let answer = Box::pin(self.client.exchange(req)).await;
-            let took = start.elapsed();
+            let (mut a, took) = self.attempt(req).await;
             self.metrics.in_flight_requests.dec();
-            let mut a = self.attempt(answer, took);
             drop(admitted);
             if !a.excerpt.is_empty() {
                 a.excerpt = excerpt(&scrub(&a.excerpt, n));
@@ -327,8 +323,21 @@ impl Sender {
         }
     }
 
+    /// One exchange, classified, and how long it took. The exchange takes `req` at once and is
+    /// boxed while it runs, so a waiting send stays small (`a_waiting_send_is_small`) and the box
+    /// is a copy of about 400 bytes: the exchange holds no request.
+    fn attempt(&self, req: WireRequest) -> impl Future<Output = (Attempt, Duration)> + '_ {
+        let exchange = Box::pin(self.client.exchange(req));
+        async move {
+            let start = Instant::now();
+            let result = exchange.await;
+            let took = start.elapsed();
+            (self.judge(result, took), took)
+        }
+    }
+
     /// One exchange's result, classified; `took` is observed as `request_duration`.
-    fn attempt(&self, result: Result<Answer, TransportError>, took: Duration) -> Attempt {
+    fn judge(&self, result: Result<Answer, TransportError>, took: Duration) -> Attempt {
         self.metrics.request_duration.observe(took.as_secs_f64());
         let answer = match result {
             Err(kind) => return transport(kind),
