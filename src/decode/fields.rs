@@ -22,14 +22,7 @@ pub(crate) enum JsonKind {
 impl JsonKind {
     /// The type of `v`.
     pub(crate) fn of(v: &Value) -> JsonKind {
-        match v {
-            Value::Null => JsonKind::Null,
-            Value::Bool(_) => JsonKind::Boolean,
-            Value::Number(_) => JsonKind::Number,
-            Value::String(_) => JsonKind::String,
-            Value::Array(_) => JsonKind::Array,
-            Value::Object(_) => JsonKind::Object,
-        }
+        Found::of(v).kind()
     }
 
     /// Its name in error details.
