@@ -490,8 +490,7 @@ async fn run(plan: Plan) -> Result<bool, String> {
     watch_stop.store(true, Ordering::Relaxed);
     let handoffs = watcher.join().map_err(|_| "group watcher panicked")?;
 
-    let dump = log_dir.join("accepted.jsonl");
-    let _ = s.standin.dump_jsonl(&dump).await;
+    let _ = s.standin.dump_jsonl(&log_dir.join("accepted.jsonl")).await;
     let outcome = Outcome {
         plan,
         group,
@@ -511,10 +510,14 @@ async fn run(plan: Plan) -> Result<bool, String> {
         elapsed,
     };
     let ok = report(&outcome, &s, &lock(&timeline), &log_dir);
+    tear_down(s).await;
+    Ok(ok)
+}
+
+/// Kills what is left of the instances and stops the stand-in.
+async fn tear_down(mut s: Session) {
     for i in &mut s.insts {
         i.sigkill().await;
     }
     s.standin.shutdown().await;
-    drop(s);
-    Ok(ok)
 }
