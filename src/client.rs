@@ -1,8 +1,9 @@
-//! Client: one HTTP exchange with Elevate, the innermost layer of [`crate::send`] — hyper-util's
-//! pooled client (keep-alive, HTTP/1.1, HTTP/2 when TLS offers it) over rustls with the webpki
-//! roots. Guarantees: an exchange ends within `elevate.request_timeout` (one timer: the answer's
-//! head and, for anything but a 204, the first 4 KiB of its body, the rest is dropped); redirects
-//! are never followed and answers are never decompressed (nothing asks for an encoding).
+//! Client: one HTTP exchange with Elevate, the innermost layer of [`crate::send`] — hyper's
+//! HTTP/1.1, or HTTP/2 when TLS negotiates it, over keep-alive connections to Elevate's one
+//! origin ([`pool`]), over rustls with the webpki roots. Guarantees: an exchange ends within
+//! `elevate.request_timeout` (one timer: a connection if one is needed, the answer's head and,
+//! for anything but a 204, the first 4 KiB of its body, the rest is dropped); redirects are never
+//! followed and answers are never decompressed (nothing asks for an encoding).
 //!
 //! Proxies: when the proxy environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, less
 //! `NO_PROXY`, read as curl does) names a proxy for Elevate's base URL, requests go through
@@ -12,9 +13,10 @@
 //! Why not reqwest here: for our one request shape reqwest adds work we do not need on every
 //! request — its redirect layer parses the URL again even with `Policy::none()`, the URL is
 //! turned into a URI again, and the answer is wrapped with a copy of the URL. On this machine the
-//! same requests cost 21–25 µs of CPU each through reqwest and 11–13 µs through this client
-//! (docs/performance.md, "The HTTP client"). reqwest stays for the schema registry, where it is
-//! one request per schema.
+//! same requests cost 21–25 µs of CPU each through reqwest and 11–13 µs through hyper-util's
+//! client (docs/performance.md, "The HTTP client"), which this client then replaced with a pool
+//! of its own for the one origin ([`pool`], "The twentieth round"). reqwest stays for the schema
+//! registry, where it is one request per schema.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,13 +25,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
-use hyper_util::rt::TokioExecutor;
 
 use crate::classify::TransportError;
 use crate::config::ElevateConfig;
+
+mod pool;
+use pool::{Connector, NoOrigin, Pool};
 
 /// The body of every request we send: bytes in one piece.
 pub type WireBody = Full<Bytes>;
@@ -63,6 +66,12 @@ pub enum ClientError {
     /// reqwest refused the settings of the proxied transport.
     #[error("cannot set up the HTTP client for the proxy: {0}")]
     Proxied(#[from] reqwest::Error),
+    /// `elevate`'s base URL is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `elevate`'s base URL names no origin to keep connections to.
+    #[error(transparent)]
+    Origin(#[from] NoOrigin),
 }
 
 /// How requests leave. (One per process: the size of the larger variant costs nothing, a box
@@ -70,8 +79,8 @@ pub enum ClientError {
 #[derive(Clone)]
 #[allow(clippy::large_enum_variant)]
 enum Transport {
-    /// hyper-util's pooled client, straight to Elevate.
-    Direct(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>),
+    /// Our pool for Elevate's origin, straight to Elevate.
+    Direct(Pool),
     /// reqwest, through the proxy the environment names for Elevate's host.
     Proxied(reqwest::Client),
 }
@@ -89,25 +98,32 @@ pub struct Client {
 impl Client {
     /// The client `elevate` describes: connect and request timeouts, up to
     /// `max_in_flight_requests` idle connections kept for 60 s, `TCP_NODELAY`; through a proxy
-    /// when the environment names one for `elevate`'s base URL.
+    /// when the environment names one for `elevate`'s base URL. Fails when the base URL names no
+    /// http(s) origin.
     pub fn new(elevate: &ElevateConfig) -> Result<Self, ClientError> {
         Self::with_proxies(elevate, &Matcher::from_env())
     }
 
     /// [`Client::new`] with the proxy rules given instead of read from the environment.
     pub fn with_proxies(elevate: &ElevateConfig, proxies: &Matcher) -> Result<Self, ClientError> {
-        let base = elevate
-            .base_url()
-            .ok()
-            .and_then(|u| u.as_str().parse::<http::Uri>().ok());
-        let http = match base.and_then(|b| proxies.intercept(&b)) {
+        let base = elevate.base_url()?;
+        let base = base
+            .as_str()
+            .parse::<http::Uri>()
+            .map_err(|_| NoOrigin(base.to_string()))?;
+        let http = match proxies.intercept(&base) {
             Some(proxy) => {
                 // Host and port only: the proxy's address may carry credentials.
                 let at = proxy.uri().authority().map(|a| (a.host(), a.port_u16()));
                 tracing::info!(proxy = ?at, "Elevate requests go through the proxy the environment names");
                 Transport::Proxied(proxied_client(elevate, &proxy)?)
             }
-            None => Transport::Direct(direct_client(elevate)?),
+            None => Transport::Direct(Pool::new(
+                &base,
+                connector(elevate)?,
+                elevate.max_in_flight_requests,
+                Duration::from_secs(60),
+            )?),
         };
         Ok(Client {
             http,
@@ -136,7 +152,7 @@ impl Client {
             .entry(USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());
         let sent = match &self.http {
-            Transport::Direct(http) => Sent::Direct(http.request(req)),
+            Transport::Direct(pool) => Sent::Direct(pool.send(req)),
             Transport::Proxied(http) => Sent::Proxied(proxied(http, req)),
         };
         let timeout = self.timeout;
@@ -151,8 +167,8 @@ impl Client {
 
 /// A request handed to its transport, not yet polled.
 enum Sent {
-    /// hyper-util's future (boxed by hyper-util).
-    Direct(hyper_util::client::legacy::ResponseFuture),
+    /// The pool's (boxed) future.
+    Direct(Pin<Box<dyn Future<Output = Result<pool::Answered, TransportError>> + Send>>),
     /// reqwest's, boxed: the proxied path is the rare one.
     Proxied(Pin<Box<dyn Future<Output = Result<Answer, TransportError>> + Send>>),
 }
@@ -161,19 +177,20 @@ impl Sent {
     /// The answer, once the transport brings it.
     async fn answer(self) -> Result<Answer, TransportError> {
         match self {
-            Sent::Direct(resp) => {
-                let resp = resp.await.map_err(|e| connect_or_other(e.is_connect()))?;
-                Ok(answer_of(resp).await)
+            Sent::Direct(sent) => {
+                let (resp, lease) = sent.await?;
+                let answer = answer_of(resp).await;
+                lease.give_back();
+                Ok(answer)
             }
             Sent::Proxied(answer) => answer.await,
         }
     }
 }
 
-/// hyper-util's client with rustls, the webpki roots and ALPN (HTTP/2 when offered).
-fn direct_client(
-    elevate: &ElevateConfig,
-) -> Result<hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, WireBody>, ClientError> {
+/// TCP (`TCP_NODELAY`, the connect timeout) and, for `https`, rustls with the webpki roots,
+/// offering HTTP/2 and HTTP/1.1 in ALPN (Elevate recommends HTTP/2).
+fn connector(elevate: &ElevateConfig) -> Result<Connector, ClientError> {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(elevate.connect_timeout));
@@ -184,16 +201,12 @@ fn direct_client(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(tcp);
-    Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(elevate.max_in_flight_requests)
-        .build(https))
+        .wrap_connector(tcp))
 }
 
 /// reqwest with the same settings through `proxy` (with its credentials), no decompression, no
@@ -311,8 +324,9 @@ mod tests {
         (base, task)
     }
 
-    fn client(timeout: Duration) -> Client {
+    fn client(base: &str, timeout: Duration) -> Client {
         Client::new(&ElevateConfig {
+            base_url: Some(base.to_string()),
             request_timeout: timeout,
             user_agent: "sink-test/1".into(),
             ..ElevateConfig::default()
@@ -338,7 +352,7 @@ mod tests {
             body.len()
         );
         let (base, server) = serve_once(answer.into_bytes()).await;
-        let a = client(Duration::from_secs(5))
+        let a = client(&base, Duration::from_secs(5))
             .exchange(post(&base, None))
             .await
             .unwrap();
@@ -356,7 +370,7 @@ mod tests {
     #[tokio::test]
     async fn a_forwarded_user_agent_is_kept() {
         let (base, server) = serve_once(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()).await;
-        let a = client(Duration::from_secs(5))
+        let a = client(&base, Duration::from_secs(5))
             .exchange(post(&base, Some("Mozilla/5.0 (visitor)")))
             .await
             .unwrap();
@@ -395,7 +409,7 @@ mod tests {
     async fn an_answer_slower_than_the_timeout_is_a_timeout_and_a_refused_connect_a_connection_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let c = client(Duration::from_millis(200));
+        let c = client(&base, Duration::from_millis(200));
         // Accepted (by the backlog) but never answered.
         assert_eq!(c.exchange(post(&base, None)).await, Err(TransportError::Timeout));
         drop(listener);

@@ -21,7 +21,8 @@
 //! * `request` — notification → the exact HTTP request of Elevate's contract.
 //! * `limit` — governor quotas, global and per market, shared across replicas by partitions.
 //! * `send` — the HTTP layers: concurrency slot → rate tokens → retry (`classify`, `retry`) →
-//!   `client` (one exchange within the request timeout: hyper-util's pool over rustls).
+//!   `client` (one exchange within the request timeout; `client/pool`: keep-alive connections to
+//!   Elevate's one origin, HTTP/1.1 or HTTP/2, over rustls).
 //! * `deadletter` — parks records with reason headers; done only once acked (`deadletter/produce`:
 //!   its producer, with a polling thread that does not spin).
 //! * `tracker`, `ledger` — pure offset tracking and ownership generations.

@@ -206,8 +206,9 @@ enum Driver {
 }
 
 impl Driver {
-    fn new(client: LoadClient, conns: usize) -> Result<Driver> {
+    fn new(client: LoadClient, base: &str, conns: usize) -> Result<Driver> {
         let elevate = ElevateConfig {
+            base_url: Some(base.to_string()),
             max_in_flight_requests: conns,
             user_agent: "elevate-sink-bench".into(),
             ..ElevateConfig::default()
@@ -285,7 +286,7 @@ pub async fn http_ceiling(
         }
     }
     let reqs = Arc::new(reqs);
-    let http = Driver::new(client, conns)?;
+    let http = Driver::new(client, base, conns)?;
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
