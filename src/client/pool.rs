@@ -531,7 +531,8 @@ mod tests {
 
     /// An HTTPS server with the test certificate (tests/data/tls) offering `alpn`, serving each
     /// connection with hyper in the protocol TLS negotiated: counts connections, and keeps each
-    /// request's version, URI and `Host` header.
+    /// request's version, URI and `Host` header. With `goaway`, each HTTP/2 connection is shut
+    /// down gracefully (GOAWAY) once it has answered its first request.
     struct Tls {
         base: String,
         accepted: Arc<std::sync::atomic::AtomicUsize>,
@@ -541,7 +542,7 @@ mod tests {
     /// A request as the server saw it: version, URI, `Host`.
     type Seen = (http::Version, String, Option<String>);
 
-    async fn serve_tls(alpn: &[&[u8]]) -> Tls {
+    async fn serve_tls(alpn: &[&[u8]], goaway: bool) -> Tls {
         use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
         use std::sync::atomic::Ordering;
         let cert = CertificateDer::from_pem_slice(include_bytes!("../../tests/data/tls/server.pem")).unwrap();
@@ -571,18 +572,28 @@ mod tests {
                     let tls = acceptor.accept(tcp).await.unwrap();
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                     let io = hyper_util::rt::TokioIo::new(tls);
+                    let served = Arc::new(tokio::sync::Notify::new());
+                    let served_one = Arc::clone(&served);
                     let answer = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                         let host = req.headers().get(HOST).map(|h| h.to_str().unwrap().to_string());
                         lock(&seen).push((req.version(), req.uri().to_string(), host));
+                        served_one.notify_one();
                         let resp = http::Response::builder()
                             .status(204)
                             .body(http_body_util::Empty::<Bytes>::new());
                         std::future::ready(resp)
                     });
                     let _ = if h2 {
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, answer)
-                            .await
+                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, answer);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            done = conn.as_mut() => done,
+                            _ = served.notified(), if goaway => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        }
                     } else {
                         hyper::server::conn::http1::Builder::new()
                             .serve_connection(io, answer)
@@ -622,7 +633,7 @@ mod tests {
     /// concurrent ones too, with `:authority` and no `Host`.
     #[tokio::test]
     async fn an_origin_negotiating_http2_gets_every_request_on_one_connection() {
-        let s = serve_tls(&[b"h2"]).await;
+        let s = serve_tls(&[b"h2"], false).await;
         let p = tls_pool(&s.base);
         assert_eq!(exchange(&p, &s.base).await, Ok(204));
         let burst = futures::future::join_all((0..4).map(|_| exchange(&p, &s.base))).await;
@@ -642,7 +653,7 @@ mod tests {
     /// connection, in origin form with the `Host`.
     #[tokio::test]
     async fn an_origin_negotiating_http1_over_tls_gets_keep_alive_http1() {
-        let s = serve_tls(&[b"http/1.1"]).await;
+        let s = serve_tls(&[b"http/1.1"], false).await;
         let p = tls_pool(&s.base);
         for _ in 0..3 {
             assert_eq!(exchange(&p, &s.base).await, Ok(204));
@@ -654,5 +665,18 @@ mod tests {
             assert_eq!(uri, "/x?market=SE");
             assert_eq!(got.as_deref(), Some(host.as_str()));
         }
+    }
+
+    /// Elevate shutting an HTTP/2 connection down (GOAWAY) after a request: the requests after
+    /// it go on a new connection, none fails.
+    #[tokio::test]
+    async fn an_http2_connection_going_away_is_replaced() {
+        let s = serve_tls(&[b"h2"], true).await;
+        let p = tls_pool(&s.base);
+        for _ in 0..3 {
+            assert_eq!(exchange(&p, &s.base).await, Ok(204));
+        }
+        assert_eq!(lock(&s.seen).len(), 3);
+        assert_eq!(s.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }
