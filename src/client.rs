@@ -191,11 +191,19 @@ impl Sent {
 /// TCP (`TCP_NODELAY`, the connect timeout) and, for `https`, rustls with the webpki roots,
 /// offering HTTP/2 and HTTP/1.1 in ALPN (Elevate recommends HTTP/2).
 fn connector(elevate: &ElevateConfig) -> Result<Connector, ClientError> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    connector_trusting(elevate, roots)
+}
+
+/// [`connector`] trusting `roots` (the tests' own CA).
+fn connector_trusting(
+    elevate: &ElevateConfig,
+    roots: rustls::RootCertStore,
+) -> Result<Connector, ClientError> {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(elevate.connect_timeout));
     tcp.enforce_http(false);
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -388,21 +388,20 @@ mod tests {
         }
     }
 
-    fn pool(base: &str, max_idle: usize, idle_timeout: Duration) -> Pool {
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        let tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+    /// A pool on the product's connector ([`super::super::connector_trusting`]), trusting
+    /// `roots`.
+    fn pool_trusting(
+        base: &str,
+        roots: rustls::RootCertStore,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
+        let connector = super::super::connector_trusting(&Default::default(), roots).unwrap();
         Pool::new(&base.parse().unwrap(), connector, max_idle, idle_timeout).unwrap()
+    }
+
+    fn pool(base: &str, max_idle: usize, idle_timeout: Duration) -> Pool {
+        pool_trusting(base, rustls::RootCertStore::empty(), max_idle, idle_timeout)
     }
 
     fn post(base: &str) -> WireRequest {
@@ -612,21 +611,7 @@ mod tests {
         roots
             .add(CertificateDer::from_pem_slice(include_bytes!("../../tests/data/tls/ca.pem")).unwrap())
             .unwrap();
-        let tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
-        Pool::new(&base.parse().unwrap(), connector, 4, Duration::from_secs(60)).unwrap()
+        pool_trusting(base, roots, 4, Duration::from_secs(60))
     }
 
     /// Over TLS with HTTP/2 negotiated, every request after the first shares its connection,
