@@ -106,11 +106,11 @@ impl Client {
 
     /// [`Client::new`] with the proxy rules given instead of read from the environment.
     pub fn with_proxies(elevate: &ElevateConfig, proxies: &Matcher) -> Result<Self, ClientError> {
-        let base = elevate.base_url()?;
-        let base = base
+        let base = elevate
+            .base_url()?
             .as_str()
             .parse::<http::Uri>()
-            .map_err(|_| NoOrigin(base.to_string()))?;
+            .map_err(|_| NoOrigin)?;
         let http = match proxies.intercept(&base) {
             Some(proxy) => {
                 // Host and port only: the proxy's address may carry credentials.

@@ -87,10 +87,10 @@ pub struct Lease {
     pool: Pool,
 }
 
-/// Why a pool could not be built.
+/// Why a pool could not be built. It names the key, not the URL, which may carry credentials.
 #[derive(Debug, thiserror::Error)]
-#[error("elevate base URL {0:?}: a pool needs an http or https URL with a host")]
-pub struct NoOrigin(pub String);
+#[error("elevate.base_url: needs an http or https URL with a host (the URL is not shown: it may carry credentials)")]
+pub struct NoOrigin;
 
 impl Pool {
     /// A pool for the origin of `base`, dialling with `connector`.
@@ -100,10 +100,9 @@ impl Pool {
         max_idle: usize,
         idle_timeout: Duration,
     ) -> Result<Pool, NoOrigin> {
-        let no_origin = || NoOrigin(base.to_string());
         let (scheme, authority) = match (base.scheme(), base.authority()) {
             (Some(s), Some(a)) if matches!(s.as_str(), "http" | "https") => (s.clone(), a.clone()),
-            _ => return Err(no_origin()),
+            _ => return Err(NoOrigin),
         };
         let default_port = if scheme == http::uri::Scheme::HTTPS {
             443
@@ -119,7 +118,7 @@ impl Pool {
             .authority(authority)
             .path_and_query("/")
             .build()
-            .map_err(|_| no_origin())?;
+            .map_err(|_| NoOrigin)?;
         let conns = Conns {
             idle: VecDeque::with_capacity(max_idle),
             h2: None,
@@ -128,7 +127,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 connector,
                 origin,
-                host: HeaderValue::from_str(&host).map_err(|_| no_origin())?,
+                host: HeaderValue::from_str(&host).map_err(|_| NoOrigin)?,
                 conns: Mutex::new(conns),
                 max_idle,
                 idle_timeout,
@@ -519,13 +518,19 @@ mod tests {
         assert_eq!(host("http://h:80"), "h");
         assert_eq!(host("https://h:443/"), "h");
         assert_eq!(host("https://[::1]:8443"), "[::1]:8443");
-        assert!(Pool::new(
-            &"/only/a/path".parse().unwrap(),
-            pool("http://h", 1, Duration::ZERO).inner.connector.clone(),
-            1,
-            Duration::ZERO
-        )
-        .is_err());
+        let connector = pool("http://h", 1, Duration::ZERO).inner.connector.clone();
+        let refused = |base: &str| {
+            Pool::new(&base.parse().unwrap(), connector.clone(), 1, Duration::ZERO)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert!(refused("/only/a/path").is_some());
+        // The error names the key, never the URL: it may carry credentials.
+        let err = refused("ftp://user:s3cret@h/x").unwrap();
+        assert!(
+            err.contains("elevate.base_url") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     /// An HTTPS server with the test certificate (tests/data/tls) offering `alpn`, serving each
